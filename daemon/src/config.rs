@@ -1,0 +1,184 @@
+//! Daemon configuration: embedded defaults, an optional TOML file, and command-line
+//! overrides, in that order.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// When to regenerate an adapter. The GRU always advances on every commit; these decide
+/// whether a finished catch-up also publishes a new adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Triggers {
+    /// Regenerate after any new commit.
+    pub every_commit: bool,
+    /// Regenerate when a dependency manifest changed.
+    pub manifest_changed: bool,
+    /// File name globs that count as dependency manifests.
+    pub manifest_globs: Vec<String>,
+    /// Regenerate once this many commits are unadapted (0 = off).
+    pub every_n_commits: u64,
+    /// Regenerate when unadapted commits are older than this many seconds (0 = off).
+    pub period_secs: u64,
+    /// Never regenerate more often than this (seconds, 0 = no limit); explicit requests
+    /// ignore it.
+    pub min_interval_secs: u64,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            every_commit: true,
+            manifest_changed: true,
+            manifest_globs: [
+                "requirements*.txt", "pyproject.toml", "setup.py", "setup.cfg", "Pipfile", "Pipfile.lock",
+                "poetry.lock", "uv.lock", "environment.yml", "package.json", "Cargo.toml", "go.mod",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            every_n_commits: 0,
+            period_secs: 0,
+            min_interval_secs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Hypernetwork size preset when no checkpoint is given: paper, compact, tiny.
+    pub preset: String,
+    /// An evolora safetensors checkpoint; without one the model is untrained (seeded).
+    pub checkpoint: Option<PathBuf>,
+    /// Seed of the untrained model.
+    pub seed: u64,
+    /// Base model: a built-in preset name or a path to a Hugging Face config.json.
+    pub base: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Adapter tensor dtype: f32, bf16, f16.
+    pub dtype: String,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            preset: "compact".into(),
+            checkpoint: None,
+            seed: 0xC0DE_2A0A,
+            base: "qwen2.5-coder-1.5b".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub model: ModelSettings,
+    pub triggers: Triggers,
+    /// Adapter versions kept per repository besides `current` and pinned ones.
+    pub keep_adapters: usize,
+    /// Commits per state transaction during a catch-up.
+    pub step_group: usize,
+    /// Most concurrent socket clients.
+    pub max_clients: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: default_state_dir(),
+            socket: default_socket(),
+            model: ModelSettings::default(),
+            triggers: Triggers::default(),
+            keep_adapters: 3,
+            step_group: 32,
+            max_clients: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file if given.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        match file {
+            None => Ok(Config::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+            }
+        }
+    }
+
+    pub fn adapters_dir(&self) -> PathBuf {
+        self.state_dir.join("adapters")
+    }
+
+    pub fn db_dir(&self) -> PathBuf {
+        self.state_dir.join("db")
+    }
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/evolora`, else
+/// `~/.local/state/evolora`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = env_path("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first);
+    }
+    if let Some(d) = env_path("XDG_STATE_HOME") {
+        return d.join("evolora");
+    }
+    match env_path("HOME") {
+        Some(home) => home.join(".local/state/evolora"),
+        None => PathBuf::from("/var/lib/evolora"),
+    }
+}
+
+/// `$EVOLORA_SOCKET`, else `$RUNTIME_DIRECTORY/evolora.sock` (systemd), else
+/// `$XDG_RUNTIME_DIR/evolora/evolora.sock`, else `/tmp/evolora-<uid>/evolora.sock`.
+pub fn default_socket() -> PathBuf {
+    if let Some(s) = env_path("EVOLORA_SOCKET") {
+        return s;
+    }
+    if let Some(d) = env_path("RUNTIME_DIRECTORY") {
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first).join("evolora.sock");
+    }
+    if let Some(d) = env_path("XDG_RUNTIME_DIR") {
+        return d.join("evolora/evolora.sock");
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/evolora-{uid}/evolora.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let c: Config = toml::from_str("keep_adapters = 7\n[triggers]\nevery_commit = false\nevery_n_commits = 5\n").unwrap();
+        assert_eq!(c.keep_adapters, 7);
+        assert!(!c.triggers.every_commit);
+        assert_eq!(c.triggers.every_n_commits, 5);
+        assert!(c.triggers.manifest_changed, "unnamed fields keep their defaults");
+        assert_eq!(c.model.preset, "compact");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<Config>("[triggers]\nevery_comit = true\n").is_err());
+    }
+}

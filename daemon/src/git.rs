@@ -1,0 +1,229 @@
+//! Read-only git access through libgit2: object database and refs only. The daemon never
+//! touches a work tree, an index or HEAD, and never depends on the user's git config for
+//! diffs (no external diff drivers, no textconv, fixed context).
+
+use std::path::{Path, PathBuf};
+
+use evolora_model::encoder::{DiffInput, FileDiff};
+use git2::{DiffOptions, Oid, Repository, Sort};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{0} is not a git repository (or any parent up to the filesystem root)")]
+    NotARepository(String),
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+}
+
+/// Where a repository lives.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// Canonical common git dir (shared by all worktrees).
+    pub git_dir: PathBuf,
+    pub work_dir: Option<PathBuf>,
+    pub bare: bool,
+}
+
+/// Finds the repository containing `path` (a work tree, a subdirectory, a `.git` dir, a
+/// linked worktree or a bare repository).
+pub fn locate(path: &Path) -> Result<Location, GitError> {
+    let repo = Repository::discover(path).map_err(|_| GitError::NotARepository(path.display().to_string()))?;
+    let common = repo.commondir().to_path_buf();
+    let git_dir = std::fs::canonicalize(&common).unwrap_or(common);
+    let bare = repo.is_bare();
+    let work_dir = if bare {
+        None
+    } else {
+        // For a linked worktree, the main work tree is the common dir's parent.
+        git_dir.parent().map(Path::to_path_buf)
+    };
+    Ok(Location { git_dir, work_dir, bare })
+}
+
+/// `<dir name>-<first 12 hex of sha256(canonical git dir)>`: stable, unique, path-safe.
+pub fn repo_key(git_dir: &Path) -> String {
+    let digest = Sha256::digest(git_dir.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let named = if git_dir.file_name().is_some_and(|n| n == ".git") { git_dir.parent() } else { Some(git_dir) };
+    let name: String = named
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().trim_end_matches(".git").to_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .take(40)
+        .collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() { hex } else { format!("{name}-{hex}") }
+}
+
+pub fn open(git_dir: &Path) -> Result<Repository, GitError> {
+    Repository::open_bare(git_dir)
+        .or_else(|_| Repository::open(git_dir))
+        .map_err(|_| GitError::NotARepository(git_dir.display().to_string()))
+}
+
+/// The ref a repository follows by default: the branch HEAD names (also for a bare
+/// repository, where HEAD names the default branch), and its tip if it has one.
+pub fn tracked_ref(repo: &Repository) -> Result<Option<(String, Option<Oid>)>, GitError> {
+    let head = match repo.find_reference("HEAD") {
+        Ok(h) => h,
+        Err(_) => return Ok(None),
+    };
+    let Some(target) = head.symbolic_target_bytes().map(|t| String::from_utf8_lossy(t).into_owned()) else {
+        // Detached HEAD: nothing branch-like to follow.
+        return Ok(None);
+    };
+    let tip = repo.refname_to_id(&target).ok();
+    Ok(Some((target, tip)))
+}
+
+pub fn is_ancestor(repo: &Repository, ancestor: Oid, of: Oid) -> Result<bool, GitError> {
+    Ok(ancestor == of || repo.graph_descendant_of(of, ancestor)?)
+}
+
+/// First-parent commits reachable from `tip` and not from `since`, oldest first.
+pub fn first_parent_walk(repo: &Repository, since: Oid, tip: Oid) -> Result<Vec<Oid>, GitError> {
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
+    walk.simplify_first_parent()?;
+    walk.push(tip)?;
+    walk.hide(since)?;
+    Ok(walk.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Bounds on what one commit contributes to the encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffLimits {
+    /// Total bytes of added + removed text kept per commit.
+    pub max_bytes: usize,
+    /// Blobs larger than this are treated as binary and skipped.
+    pub max_blob: u64,
+}
+
+impl Default for DiffLimits {
+    fn default() -> Self {
+        DiffLimits { max_bytes: 8 << 20, max_blob: 4 << 20 }
+    }
+}
+
+/// A commit's changes, ready for the encoder.
+pub struct CommitDiff {
+    pub input: DiffInput,
+    /// Paths (new side) of every changed file, binary ones included.
+    pub paths: Vec<String>,
+    pub binary_skipped: usize,
+}
+
+/// The diff of `oid` against its first parent (the empty tree for a root commit).
+pub fn commit_diff(repo: &Repository, oid: Oid, limits: DiffLimits) -> Result<CommitDiff, GitError> {
+    let commit = repo.find_commit(oid)?;
+    let new_tree = commit.tree()?;
+    let old_tree = if commit.parent_count() > 0 { Some(commit.parent(0)?.tree()?) } else { None };
+    tree_diff(repo, old_tree.as_ref(), &new_tree, limits)
+}
+
+pub fn tree_diff(repo: &Repository, old: Option<&git2::Tree>, new: &git2::Tree, limits: DiffLimits) -> Result<CommitDiff, GitError> {
+    let mut opts = DiffOptions::new();
+    opts.context_lines(0).max_size(limits.max_blob as i64).ignore_submodules(true).ignore_filemode(true);
+    let diff = repo.diff_tree_to_tree(old, Some(new), Some(&mut opts))?;
+    let mut files: Vec<FileDiff> = Vec::new();
+    let mut paths = Vec::new();
+    let mut binary = std::collections::HashSet::new();
+    let mut budget = limits.max_bytes;
+    let mut truncated = false;
+    diff.foreach(
+        &mut |delta, _| {
+            let path = delta.new_file().path().or(delta.old_file().path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            paths.push(path.clone());
+            files.push(FileDiff { path, ..Default::default() });
+            true
+        },
+        Some(&mut |_delta, _| {
+            if let Some(f) = files.last() {
+                binary.insert(f.path.clone());
+            }
+            true
+        }),
+        None,
+        Some(&mut |_delta, _hunk, line| {
+            let Some(f) = files.last_mut() else { return true };
+            let content = line.content();
+            if content.len() > budget {
+                truncated = true;
+                budget = 0;
+                return true;
+            }
+            let text = String::from_utf8_lossy(content);
+            match line.origin() {
+                '+' => f.added.push_str(&text),
+                '-' => f.removed.push_str(&text),
+                _ => return true,
+            }
+            budget -= content.len();
+            true
+        }),
+    )?;
+    let binary_skipped = binary.len();
+    files.retain(|f| !binary.contains(&f.path) && !(f.added.is_empty() && f.removed.is_empty()));
+    Ok(CommitDiff { input: DiffInput { files, truncated }, paths, binary_skipped })
+}
+
+/// Text files of a commit's tree: (path, blob id, text). Binary and oversized blobs skipped.
+pub fn snapshot_files(repo: &Repository, oid: Oid, max_blob: usize) -> Result<Vec<(String, Oid, String)>, GitError> {
+    let tree = repo.find_commit(oid)?.tree()?;
+    let mut out = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        let Ok(blob) = repo.find_blob(entry.id()) else { return git2::TreeWalkResult::Ok };
+        if blob.is_binary() || blob.size() > max_blob {
+            return git2::TreeWalkResult::Ok;
+        }
+        let path = format!("{dir}{}", entry.name().unwrap_or(""));
+        out.push((path, entry.id(), String::from_utf8_lossy(blob.content()).into_owned()));
+        git2::TreeWalkResult::Ok
+    })?;
+    Ok(out)
+}
+
+/// Whether `path`'s file name matches one of `globs` (`*` and `?` wildcards).
+pub fn matches_any(path: &str, globs: &[String]) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    globs.iter().any(|g| glob_match(g.as_bytes(), name.as_bytes()))
+}
+
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob_match(&p[1..], s) || (!s.is_empty() && glob_match(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_globs() {
+        let g = vec!["requirements*.txt".to_string(), "pyproject.toml".to_string()];
+        assert!(matches_any("requirements-dev.txt", &g));
+        assert!(matches_any("sub/dir/pyproject.toml", &g));
+        assert!(!matches_any("pyproject.toml.bak", &g));
+        assert!(!matches_any("src/requirements.py", &g));
+    }
+
+    #[test]
+    fn repo_keys_are_path_safe_and_distinct() {
+        let a = repo_key(Path::new("/home/u/my proj/.git"));
+        let b = repo_key(Path::new("/srv/my proj/.git"));
+        assert!(a.starts_with("my_proj-"), "{a}");
+        assert_ne!(a, b);
+        assert!(repo_key(Path::new("/srv/app.git")).starts_with("app-"));
+    }
+}

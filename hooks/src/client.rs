@@ -1,0 +1,47 @@
+//! A synchronous client for the daemon's newline-delimited JSON socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the evolora daemon is not running (no socket at {0}); start it with `evolora daemon`")]
+    NotRunning(String),
+    #[error("talking to the daemon at {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the daemon closed the connection without replying")]
+    NoReply,
+    #[error("the daemon sent a reply that is not JSON: {0}")]
+    BadReply(String),
+}
+
+/// Sends one request and waits (at most `timeout`) for its reply line.
+pub fn request(socket: &Path, req: &serde_json::Value, timeout: Duration) -> Result<serde_json::Value, ClientError> {
+    let path = socket.display().to_string();
+    let io = |source| ClientError::Io { path: path.clone(), source };
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ClientError::NotRunning(path.clone()),
+        _ => io(e),
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(req).expect("a JSON value serialises");
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io)?;
+    let mut reader = BufReader::new(&stream);
+    let mut reply = String::new();
+    reader.read_line(&mut reply).map_err(io)?;
+    if reply.is_empty() {
+        return Err(ClientError::NoReply);
+    }
+    serde_json::from_str(&reply).map_err(|_| ClientError::BadReply(reply.trim_end().to_owned()))
+}
+
+/// What hooks call: a fire-and-forget wake-up for the repository at `repo`. It waits only for
+/// the daemon to accept the line (bounded by `timeout`), not for any work to happen.
+pub fn notify(socket: &Path, repo: &Path, timeout: Duration) -> Result<(), ClientError> {
+    let req = serde_json::json!({"op": "notify", "repo": repo.display().to_string()});
+    request(socket, &req, timeout).map(|_| ())
+}

@@ -1,0 +1,210 @@
+//! Installs the managed block into a repository's hooks without disturbing anything else.
+//!
+//! The hooks directory comes from `git rev-parse --path-format=absolute --git-path hooks`,
+//! which honours `core.hooksPath` and linked worktrees. A hook file that already exists gets
+//! the block inserted (after its first line, or at its end for hooks that read stdin);
+//! uninstalling removes exactly the inserted bytes, so a foreign hook comes back unchanged,
+//! and a file that only existed for the block is deleted.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::script::{self, BEGIN, END};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{0} is not inside a git repository")]
+    NotARepository(PathBuf),
+    #[error("running git in {path}: {reason}")]
+    Git { path: PathBuf, reason: String },
+    #[error("hook file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What an install or status call found, per hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    pub hooks_dir: PathBuf,
+    /// (hook name, installed?)
+    pub hooks: Vec<(String, bool)>,
+}
+
+/// Marker that the file was created for the block (delete it on uninstall).
+const CREATED: &str = "# evolora created this file";
+const SHEBANG: &str = "#!/bin/sh";
+
+fn git(repo: &Path, args: &[&str]) -> Result<String, HookError> {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(repo).args(args);
+    // Run against `repo`, not whatever repository a calling hook is in.
+    for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().map_err(|e| HookError::Git { path: repo.into(), reason: e.to_string() })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("not a git repository") {
+            return Err(HookError::NotARepository(repo.into()));
+        }
+        return Err(HookError::Git { path: repo.into(), reason: err.trim().to_owned() });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The hooks directory git will actually use for `repo`, and whether the repo is bare.
+pub fn hooks_dir(repo: &Path) -> Result<(PathBuf, bool), HookError> {
+    let dir = git(repo, &["rev-parse", "--path-format=absolute", "--git-path", "hooks"])?;
+    let bare = git(repo, &["rev-parse", "--is-bare-repository"])? == "true";
+    Ok((PathBuf::from(dir), bare))
+}
+
+fn hook_names(bare: bool) -> &'static [&'static str] {
+    if bare { script::BARE_HOOKS } else { script::WORK_TREE_HOOKS }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HookError + '_ {
+    move |source| HookError::Io { path: path.into(), source }
+}
+
+/// Splits a hook file into (text without our block, block present?).
+fn strip_block(text: &str) -> (String, bool) {
+    let Some(start) = text.find(BEGIN) else { return (text.to_owned(), false) };
+    let Some(end_rel) = text[start..].find(END) else { return (text.to_owned(), false) };
+    let mut end = start + end_rel + END.len();
+    if text[end..].starts_with('\n') {
+        end += 1;
+    }
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    out.push_str(&text[end..]);
+    (out, true)
+}
+
+/// Installs (or refreshes) the block in every relevant hook. Idempotent.
+pub fn install(repo: &Path, binary: &Path, socket: Option<&Path>) -> Result<InstallReport, HookError> {
+    let (dir, bare) = hooks_dir(repo)?;
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let binary = binary.display().to_string();
+    let socket = socket.map(|s| s.display().to_string());
+    let mut hooks = Vec::new();
+    for &hook in hook_names(bare) {
+        let path = dir.join(hook);
+        let block = script::block(hook, &binary, socket.as_deref());
+        let text = match fs::read_to_string(&path) {
+            Ok(existing) => {
+                let (foreign, _) = strip_block(&existing);
+                if script::reads_stdin(hook) {
+                    format!("{foreign}{block}")
+                } else {
+                    match foreign.find('\n') {
+                        Some(nl) => format!("{}{block}{}", &foreign[..=nl], &foreign[nl + 1..]),
+                        None => format!("{foreign}\n{block}"),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{SHEBANG}\n{CREATED}\n{block}"),
+            Err(e) => return Err(HookError::Io { path, source: e }),
+        };
+        write_executable(&path, &text)?;
+        hooks.push((hook.to_owned(), true));
+    }
+    Ok(InstallReport { hooks_dir: dir, hooks })
+}
+
+/// Removes the block from every hook; restores foreign hooks byte for byte and deletes files
+/// that only held the block.
+pub fn uninstall(repo: &Path) -> Result<InstallReport, HookError> {
+    let (dir, bare) = hooks_dir(repo)?;
+    let mut hooks = Vec::new();
+    for &hook in hook_names(bare) {
+        let path = dir.join(hook);
+        let Ok(existing) = fs::read_to_string(&path) else {
+            hooks.push((hook.to_owned(), false));
+            continue;
+        };
+        let (rest, had) = strip_block(&existing);
+        if had {
+            if rest == format!("{SHEBANG}\n{CREATED}\n") {
+                fs::remove_file(&path).map_err(io(&path))?;
+            } else {
+                write_executable(&path, &rest)?;
+            }
+        }
+        hooks.push((hook.to_owned(), false));
+    }
+    Ok(InstallReport { hooks_dir: dir, hooks })
+}
+
+/// Which hooks currently carry the block.
+pub fn status(repo: &Path) -> Result<InstallReport, HookError> {
+    let (dir, bare) = hooks_dir(repo)?;
+    let hooks = hook_names(bare)
+        .iter()
+        .map(|&h| {
+            let present = fs::read_to_string(dir.join(h)).map(|t| strip_block(&t).1).unwrap_or(false);
+            (h.to_owned(), present)
+        })
+        .collect();
+    Ok(InstallReport { hooks_dir: dir, hooks })
+}
+
+fn write_executable(path: &Path, text: &str) -> Result<(), HookError> {
+    // Keep the foreign file's mode if it had one, and make sure git can execute it.
+    let mode = fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o755) | 0o111;
+    let tmp = path.with_extension("evolora-tmp");
+    fs::write(&tmp, text).map_err(io(&tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init(dir: &Path, bare: bool) {
+        let mut cmd = Command::new("git");
+        cmd.arg("init").arg("-q");
+        if bare {
+            cmd.arg("--bare");
+        }
+        assert!(cmd.arg(dir).status().unwrap().success());
+    }
+
+    #[test]
+    fn foreign_hook_is_kept_and_restored_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        init(tmp.path(), false);
+        let hook = tmp.path().join(".git/hooks/post-commit");
+        let foreign = "#!/bin/bash\necho foreign\nexit 0\n";
+        fs::write(&hook, foreign).unwrap();
+        install(tmp.path(), Path::new("/usr/bin/evolora"), None).unwrap();
+        install(tmp.path(), Path::new("/usr/bin/evolora"), None).unwrap(); // idempotent
+        let text = fs::read_to_string(&hook).unwrap();
+        assert_eq!(text.matches(BEGIN).count(), 1);
+        assert!(text.starts_with("#!/bin/bash\n# >>> evolora"), "{text}");
+        assert!(text.contains("echo foreign"));
+        uninstall(tmp.path()).unwrap();
+        assert_eq!(fs::read_to_string(&hook).unwrap(), foreign);
+        assert!(!tmp.path().join(".git/hooks/post-merge").exists(), "created files are removed");
+    }
+
+    #[test]
+    fn bare_repository_gets_post_receive_and_hooks_path_is_respected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bare = tmp.path().join("srv.git");
+        init(&bare, true);
+        let r = install(&bare, Path::new("/x/evolora"), None).unwrap();
+        assert_eq!(r.hooks, vec![("post-receive".to_owned(), true)]);
+        assert!(bare.join("hooks/post-receive").exists());
+
+        let work = tmp.path().join("w");
+        init(&work, false);
+        let custom = tmp.path().join("custom-hooks");
+        assert!(Command::new("git").arg("-C").arg(&work).args(["config", "core.hooksPath"]).arg(&custom).status().unwrap().success());
+        let r = install(&work, Path::new("/x/evolora"), Some(Path::new("/run/e.sock"))).unwrap();
+        assert_eq!(r.hooks_dir, custom);
+        assert!(custom.join("post-commit").exists());
+    }
+}

@@ -1,0 +1,55 @@
+//! The hook scripts: POSIX sh, one managed block per hook file.
+
+/// Hooks installed in a repository with a work tree.
+pub const WORK_TREE_HOOKS: &[&str] = &["post-commit", "post-rewrite", "post-merge", "post-checkout"];
+/// Hooks installed in a bare repository (a git server).
+pub const BARE_HOOKS: &[&str] = &["post-receive"];
+
+pub const BEGIN: &str = "# >>> evolora >>>";
+pub const END: &str = "# <<< evolora <<<";
+
+/// Hooks that receive data on stdin: their block goes last and drains what is left, so a
+/// foreign hook before it still sees all of its input.
+pub fn reads_stdin(hook: &str) -> bool {
+    matches!(hook, "post-receive" | "post-rewrite")
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The managed block for `hook`, calling the binary at `binary` (absolute) with a fallback
+/// to `evolora` on PATH. The block never exits, never fails, and never prints.
+pub fn block(hook: &str, binary: &str, socket: Option<&str>) -> String {
+    let guard = match hook {
+        // One wake-up per rebase: post-commit fires for every replayed commit, so it stays
+        // quiet while a rebase is running and post-rewrite speaks once at the end. Amends
+        // already woke the daemon through post-commit.
+        "post-commit" => "[ -d \"$evolora_gd/rebase-merge\" ] || [ -d \"$evolora_gd/rebase-apply\" ] || evolora_go=1",
+        "post-rewrite" => "[ \"$1\" = rebase ] && evolora_go=1",
+        _ => "evolora_go=1",
+    };
+    let drain = if reads_stdin(hook) { "cat >/dev/null 2>&1 || true\n" } else { "" };
+    format!(
+        "{BEGIN}
+# Wakes the evolora daemon. Managed by `evolora hooks install`; EVOLORA=0 disables it.
+{drain}if [ \"${{EVOLORA:-1}}\" != 0 ]; then
+  evolora_bin={bin}
+  [ -x \"$evolora_bin\" ] || evolora_bin=$(command -v evolora 2>/dev/null || true)
+  evolora_gd=$(git rev-parse --absolute-git-dir 2>/dev/null || true)
+  evolora_go=0
+  {guard}
+  if [ -n \"$evolora_bin\" ] && [ -n \"$evolora_gd\" ] && [ \"$evolora_go\" = 1 ]; then
+    (
+      unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_COMMON_DIR \\
+        GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_PREFIX GIT_QUARANTINE_PATH
+      \"$evolora_bin\" notify --quiet{sock} --repo \"$evolora_gd\"
+    ) </dev/null >/dev/null 2>&1 || true
+  fi
+fi
+{END}
+",
+        bin = sh_quote(binary),
+        sock = socket.map(|s| format!(" --socket {}", sh_quote(s))).unwrap_or_default(),
+    )
+}

@@ -1,0 +1,203 @@
+//! The `hashed` encoder: no weights, CPU-fast, deterministic across machines.
+//!
+//! Specification (version 1; any change to it must bump [`HashedEncoder::ID`]):
+//! 1. Features. Python files (`.py`, `.pyi`): tree-sitter-python captures imports (the
+//!    statement, whitespace collapsed), function names, signatures (`name(params)`), class
+//!    names, call names and identifiers. Other text: identifier-like tokens
+//!    (`[A-Za-z_][A-Za-z0-9_]+`). Each feature has a kind weight (import 3, def/class 2,
+//!    signature 1.5, call 1, token 0.5, identifier 0.25).
+//! 2. Hashing. A feature's key is `<kind>:<channel>:<text>`, where channel is `+` (added
+//!    lines), `-` (removed lines) or `=` (a whole file). k = FNV-1a-64(key); bucket =
+//!    k mod 1024; sign = +1 if bit 63 of k is clear, else −1. The file vector (1024 floats)
+//!    is the sum of sign·weight over features, then L2-normalised (zero stays zero).
+//! 3. Pooling. Over the file vectors of a commit (or snapshot): the first half of the
+//!    output is their mean, the second half their element-wise maximum. 2048 floats.
+//! 4. Bounds. At most [`HashedEncoder::MAX_FILE_BYTES`] of each text are read (cut at a
+//!    char boundary); cut texts mark the result truncated.
+
+use super::python::{self, Kind};
+use super::{DiffInput, Encoded};
+use crate::init::fnv1a64;
+
+#[derive(Debug, Clone, Default)]
+pub struct HashedEncoder;
+
+/// Which side of a change a text is.
+#[derive(Debug, Clone, Copy)]
+pub enum Channel {
+    Added,
+    Removed,
+    Whole,
+}
+
+impl Channel {
+    fn tag(self) -> &'static str {
+        match self {
+            Channel::Added => "+",
+            Channel::Removed => "-",
+            Channel::Whole => "=",
+        }
+    }
+}
+
+impl HashedEncoder {
+    pub const ID: &'static str = "hashed-v1";
+    pub const HALF: usize = 1024;
+    pub const DIM: usize = 2 * Self::HALF;
+    pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+    pub fn is_python(path: &str) -> bool {
+        path.ends_with(".py") || path.ends_with(".pyi")
+    }
+
+    /// Adds one text's features into `acc` (unnormalised). Returns true if the text was cut.
+    pub fn accumulate(&self, path: &str, text: &str, channel: Channel, acc: &mut [f32]) -> bool {
+        let (text, cut) = clip(text, Self::MAX_FILE_BYTES);
+        let mut key = String::new();
+        let mut emit = |kind: Kind, feature: &str| {
+            key.clear();
+            key.push_str(kind.tag());
+            key.push(':');
+            key.push_str(channel.tag());
+            key.push(':');
+            key.push_str(feature);
+            let h = fnv1a64(key.as_bytes());
+            let bucket = (h % Self::HALF as u64) as usize;
+            let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+            acc[bucket] += sign * kind.weight();
+        };
+        if !(Self::is_python(path) && python::features(text, &mut emit)) {
+            for token in tokens(text) {
+                emit(Kind::Token, token);
+            }
+        }
+        cut
+    }
+
+    /// The normalised vector of one whole file (snapshot encoding; cache it by blob id).
+    pub fn file_vector(&self, path: &str, text: &str) -> (Vec<f32>, bool) {
+        let mut v = vec![0.0; Self::HALF];
+        let cut = self.accumulate(path, text, Channel::Whole, &mut v);
+        normalise(&mut v);
+        (v, cut)
+    }
+
+    /// Mean and max pooling of file vectors into one 2048-d vector.
+    pub fn pool<'a>(&self, files: impl IntoIterator<Item = &'a [f32]>) -> Vec<f32> {
+        let mut mean = vec![0.0f32; Self::HALF];
+        let mut max = vec![f32::NEG_INFINITY; Self::HALF];
+        let mut n = 0usize;
+        for v in files {
+            for i in 0..Self::HALF {
+                mean[i] += v[i];
+                max[i] = max[i].max(v[i]);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return vec![0.0; Self::DIM];
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f32);
+        mean.extend(max);
+        mean
+    }
+
+    /// A commit's diff → one vector. Each file's added and removed lines form one file vector.
+    pub fn encode_diff(&self, diff: &DiffInput) -> Encoded {
+        let mut truncated = diff.truncated;
+        let vectors: Vec<Vec<f32>> = diff
+            .files
+            .iter()
+            .map(|f| {
+                let mut v = vec![0.0; Self::HALF];
+                truncated |= self.accumulate(&f.path, &f.added, Channel::Added, &mut v);
+                truncated |= self.accumulate(&f.path, &f.removed, Channel::Removed, &mut v);
+                normalise(&mut v);
+                v
+            })
+            .collect();
+        Encoded { vector: self.pool(vectors.iter().map(Vec::as_slice)), files: vectors.len(), truncated }
+    }
+
+    /// A snapshot (path, text) list → one vector. Callers with a blob cache use
+    /// [`Self::file_vector`] and [`Self::pool`] directly.
+    pub fn encode_snapshot<'a>(&self, files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Encoded {
+        let mut truncated = false;
+        let vectors: Vec<Vec<f32>> = files
+            .into_iter()
+            .map(|(p, t)| {
+                let (v, cut) = self.file_vector(p, t);
+                truncated |= cut;
+                v
+            })
+            .collect();
+        Encoded { vector: self.pool(vectors.iter().map(Vec::as_slice)), files: vectors.len(), truncated }
+    }
+}
+
+fn normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+fn clip(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], true)
+}
+
+fn tokens(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.len() >= 2 && !t.as_bytes()[0].is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::FileDiff;
+
+    fn diff(added: &str) -> DiffInput {
+        DiffInput {
+            files: vec![FileDiff { path: "pkg/mod.py".into(), added: added.into(), removed: String::new() }],
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn deterministic_and_sensitive_to_imports() {
+        let e = HashedEncoder;
+        let a = e.encode_diff(&diff("def f(x):\n    return g(x)\n"));
+        let b = e.encode_diff(&diff("def f(x):\n    return g(x)\n"));
+        assert_eq!(a.vector, b.vector);
+        assert_eq!(a.vector.len(), HashedEncoder::DIM);
+        let c = e.encode_diff(&diff("import numpy as np\ndef f(x):\n    return g(x)\n"));
+        assert_ne!(a.vector, c.vector);
+    }
+
+    #[test]
+    fn python_features_are_found() {
+        let mut seen = Vec::new();
+        python::features("import os\nclass K:\n    def f(self, x: int):\n        os.path.join(x)\n", &mut |k, t| {
+            seen.push((k, t.to_owned()))
+        });
+        assert!(seen.contains(&(Kind::Import, "import os".into())));
+        assert!(seen.contains(&(Kind::Class, "K".into())));
+        assert!(seen.contains(&(Kind::Def, "f".into())));
+        assert!(seen.contains(&(Kind::Signature, "f(self, x: int)".into())));
+        assert!(seen.contains(&(Kind::Call, "join".into())));
+    }
+
+    #[test]
+    fn huge_input_is_bounded_and_marked() {
+        let big = "x = y + z\n".repeat(200_000);
+        let e = HashedEncoder.encode_diff(&diff(&big));
+        assert!(e.truncated);
+    }
+}

@@ -1,0 +1,36 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the model crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown model preset `{0}` (known: {1})")]
+    UnknownPreset(String, String),
+    #[error("unknown base model `{0}`: give a built-in preset ({1}) or a path to a Hugging Face config.json")]
+    UnknownBase(String, String),
+    #[error("base model config {path}: {reason}")]
+    BaseConfig { path: PathBuf, reason: String },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("checkpoint tensor `{name}` has shape {found:?}, the configuration expects {expected:?}")]
+    ShapeMismatch { name: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("checkpoint is missing tensor `{0}`")]
+    MissingTensor(String),
+    #[error("checkpoint was trained with encoder `{checkpoint}`, but the configuration uses `{configured}`")]
+    EncoderMismatch { checkpoint: String, configured: String },
+    #[error("vector has {found} values, the model expects {expected}")]
+    InputDim { found: usize, expected: usize },
+    #[error("device `{0}`: {1}")]
+    Device(String, String),
+    #[error("writing adapter to {path}: {source}")]
+    AdapterIo { path: PathBuf, source: std::io::Error },
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+    #[error("io error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl ModelError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,131 @@
+//! The Evo `CommitGRU`: folds per-commit diff vectors into a repository state.
+//!
+//! h₀ = LN(GELU(repo_init_proj(snapshot))); x_t = LN(diff_proj(e_t));
+//! h_t = GRU(x_t, h_{t-1}) with PyTorch's gate order (r, z, n) and reset applied after the
+//! hidden product: n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)); h' = (1−z)⊙n + z⊙h.
+//! ctx = output_norm(h_t) feeds the head.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::{Device, Tensor};
+
+use crate::tensor_io::{host, layer_norm, linear, tensor2, transpose};
+use crate::weights::Weights;
+use crate::{HyperConfig, ModelError};
+
+#[derive(Module, Debug)]
+pub struct CommitGru {
+    diff_proj: Linear,
+    diff_norm: LayerNorm,
+    init_proj: Linear,
+    init_norm: LayerNorm,
+    /// [in, 3H], gates (r, z, n) side by side.
+    input_gates: Linear,
+    /// [H, 3H].
+    hidden_gates: Linear,
+    output_norm: LayerNorm,
+    #[module(skip)]
+    hidden: usize,
+    #[module(skip)]
+    input: usize,
+}
+
+pub(crate) fn gru_tensor_shapes(cfg: &HyperConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, h) = (cfg.input_dim, cfg.gru_hidden);
+    [
+        ("gru.diff_proj.0.weight", vec![h, d]),
+        ("gru.diff_proj.0.bias", vec![h]),
+        ("gru.diff_proj.1.weight", vec![h]),
+        ("gru.diff_proj.1.bias", vec![h]),
+        ("gru.repo_init_proj.0.weight", vec![h, d]),
+        ("gru.repo_init_proj.0.bias", vec![h]),
+        ("gru.repo_init_proj.2.weight", vec![h]),
+        ("gru.repo_init_proj.2.bias", vec![h]),
+        ("gru.gru.weight_ih_l0", vec![3 * h, h]),
+        ("gru.gru.weight_hh_l0", vec![3 * h, h]),
+        ("gru.gru.bias_ih_l0", vec![3 * h]),
+        ("gru.gru.bias_hh_l0", vec![3 * h]),
+        ("gru.output_norm.weight", vec![h]),
+        ("gru.output_norm.bias", vec![h]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect()
+}
+
+impl CommitGru {
+    /// Builds the GRU from `gru.*` tensors (PyTorch layout), consuming them.
+    pub fn from_weights(cfg: &HyperConfig, w: &mut Weights, device: &Device) -> Result<Self, ModelError> {
+        let (d, h) = (cfg.input_dim, cfg.gru_hidden);
+        let mut lin = |prefix: &str, d_in: usize, d_out: usize| -> Result<Linear, ModelError> {
+            let weight = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
+            let bias = w.take(&format!("{prefix}.bias"), &[d_out])?;
+            Ok(linear(transpose(&weight, d_out, d_in), bias, d_in, d_out, device))
+        };
+        let diff_proj = lin("gru.diff_proj.0", d, h)?;
+        let init_proj = lin("gru.repo_init_proj.0", d, h)?;
+        let mut ln = |prefix: &str| -> Result<LayerNorm, ModelError> {
+            let g = w.take(&format!("{prefix}.weight"), &[h])?;
+            let b = w.take(&format!("{prefix}.bias"), &[h])?;
+            Ok(layer_norm(g, b, device))
+        };
+        let diff_norm = ln("gru.diff_proj.1")?;
+        let init_norm = ln("gru.repo_init_proj.2")?;
+        let output_norm = ln("gru.output_norm")?;
+        // Packed [3H, in] in (r, z, n) order; a plain transpose keeps the gate blocks as
+        // column ranges [0,H), [H,2H), [2H,3H).
+        let w_ih = w.take("gru.gru.weight_ih_l0", &[3 * h, h])?;
+        let w_hh = w.take("gru.gru.weight_hh_l0", &[3 * h, h])?;
+        let b_ih = w.take("gru.gru.bias_ih_l0", &[3 * h])?;
+        let b_hh = w.take("gru.gru.bias_hh_l0", &[3 * h])?;
+        let input_gates = linear(transpose(&w_ih, 3 * h, h), b_ih, h, 3 * h, device);
+        let hidden_gates = linear(transpose(&w_hh, 3 * h, h), b_hh, h, 3 * h, device);
+        Ok(CommitGru { diff_proj, diff_norm, init_proj, init_norm, input_gates, hidden_gates, output_norm, hidden: h, input: d })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// h₀ from a snapshot embedding [input_dim].
+    pub fn initial_state(&self, snapshot: &[f32], device: &Device) -> Vec<f32> {
+        let x = tensor2(snapshot.to_vec(), [1, self.input], device);
+        host(self.init_norm.forward(gelu(self.init_proj.forward(x))))
+    }
+
+    /// Advances `h` over `diffs` ([T, input_dim] row-major) and returns h_T. The input-side
+    /// products of all T steps are one matrix product; only the hidden-side one is sequential.
+    pub fn advance(&self, h: &[f32], diffs: &[f32], device: &Device) -> Vec<f32> {
+        let t = diffs.len() / self.input;
+        if t == 0 {
+            return h.to_vec();
+        }
+        let hd = self.hidden;
+        let x = tensor2(diffs.to_vec(), [t, self.input], device);
+        let x = self.diff_norm.forward(self.diff_proj.forward(x));
+        let gi_all = self.input_gates.forward(x); // [T, 3H]
+        let mut state = tensor2(h.to_vec(), [1, hd], device);
+        for step in 0..t {
+            let gi = gi_all.clone().slice([step..step + 1, 0..3 * hd]);
+            let gh = self.hidden_gates.forward(state.clone());
+            let i_r = gi.clone().slice([0..1, 0..hd]);
+            let i_z = gi.clone().slice([0..1, hd..2 * hd]);
+            let i_n = gi.slice([0..1, 2 * hd..3 * hd]);
+            let h_r = gh.clone().slice([0..1, 0..hd]);
+            let h_z = gh.clone().slice([0..1, hd..2 * hd]);
+            let h_n = gh.slice([0..1, 2 * hd..3 * hd]);
+            let r = sigmoid(i_r + h_r);
+            let z = sigmoid(i_z + h_z);
+            let n = (i_n + r * h_n).tanh();
+            // h' = (1 - z) ⊙ n + z ⊙ h = n + z ⊙ (h - n)
+            state = n.clone() + z * (state - n);
+        }
+        host(state)
+    }
+
+    /// ctx = output_norm(h), shaped for the head.
+    pub fn context(&self, h: &[f32], device: &Device) -> Tensor<2> {
+        self.output_norm.forward(tensor2(h.to_vec(), [1, self.hidden], device))
+    }
+}

@@ -1,0 +1,150 @@
+//! The Code2LoRA head: repository (or GRU) context → one (A, B) pair per projection type.
+//!
+//! trunk: Linear(D→H) GELU Linear(H→H) GELU, then z = normalize(z)·√H;
+//! A_t = tanh(heads_A[t](z)).view(r, in_t) · clamp(exp(log_scale_A[t]), 1e-5, 0.3), B_t alike
+//! with shape (out_t, r).
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Tensor};
+
+use crate::tensor_io::{host, linear, tensor2, transpose};
+use crate::weights::Weights;
+use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
+
+/// One projection type's factors, row-major: `a` is [r, in], `b` is [out, r].
+#[derive(Debug, Clone)]
+pub struct LoraPair {
+    pub module: ModuleType,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+#[derive(Module, Debug)]
+pub struct Code2LoraHead {
+    trunk_in: Linear,
+    trunk_mid: Linear,
+    heads_a: Vec<Linear>,
+    heads_b: Vec<Linear>,
+    /// Already exponentiated and clamped, one per type: (scale_A, scale_B).
+    #[module(skip)]
+    scales: Vec<(f32, f32)>,
+    #[module(skip)]
+    types: Vec<(ModuleType, usize, usize)>,
+    #[module(skip)]
+    rank: usize,
+    #[module(skip)]
+    hidden: usize,
+    /// Multi-task table [num_tasks, task_dim], host side; the chosen row is appended to ctx.
+    #[module(skip)]
+    task_row: Option<Vec<f32>>,
+}
+
+pub(crate) fn head_tensor_shapes(
+    cfg: &HyperConfig,
+    base: &BaseModelShapes,
+) -> Vec<(String, Vec<usize>)> {
+    let h = cfg.head_hidden;
+    let d = cfg.head_input_dim();
+    let r = cfg.rank;
+    let mut v = vec![
+        ("head.trunk.0.weight".to_string(), vec![h, d]),
+        ("head.trunk.0.bias".to_string(), vec![h]),
+        ("head.trunk.2.weight".to_string(), vec![h, h]),
+        ("head.trunk.2.bias".to_string(), vec![h]),
+    ];
+    for &t in &cfg.module_types {
+        let (i, o) = base.in_out(t);
+        let n = t.peft_name();
+        v.push((format!("head.heads_A.{n}.weight"), vec![r * i, h]));
+        v.push((format!("head.heads_A.{n}.bias"), vec![r * i]));
+        v.push((format!("head.heads_B.{n}.weight"), vec![o * r, h]));
+        v.push((format!("head.heads_B.{n}.bias"), vec![o * r]));
+        v.push((format!("head.log_scale_A.{n}"), vec![]));
+        v.push((format!("head.log_scale_B.{n}"), vec![]));
+    }
+    if cfg.num_tasks > 0 {
+        v.push(("head.task_embedding.weight".to_string(), vec![cfg.num_tasks, cfg.task_dim]));
+    }
+    v
+}
+
+fn torch_linear(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear, ModelError> {
+    let weight = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
+    let bias = w.take(&format!("{prefix}.bias"), &[d_out])?;
+    Ok(linear(transpose(&weight, d_out, d_in), bias, d_in, d_out, device))
+}
+
+impl Code2LoraHead {
+    /// Builds the head from `head.*` tensors (PyTorch layout), consuming them.
+    pub fn from_weights(
+        cfg: &HyperConfig,
+        base: &BaseModelShapes,
+        task: usize,
+        w: &mut Weights,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let h = cfg.head_hidden;
+        let r = cfg.rank;
+        let trunk_in = torch_linear(w, "head.trunk.0", cfg.head_input_dim(), h, device)?;
+        let trunk_mid = torch_linear(w, "head.trunk.2", h, h, device)?;
+        let mut heads_a = Vec::new();
+        let mut heads_b = Vec::new();
+        let mut scales = Vec::new();
+        let mut types = Vec::new();
+        for &t in &cfg.module_types {
+            let (i, o) = base.in_out(t);
+            let n = t.peft_name();
+            heads_a.push(torch_linear(w, &format!("head.heads_A.{n}"), h, r * i, device)?);
+            heads_b.push(torch_linear(w, &format!("head.heads_B.{n}"), h, o * r, device)?);
+            let la = w.take(&format!("head.log_scale_A.{n}"), &[])?[0];
+            let lb = w.take(&format!("head.log_scale_B.{n}"), &[])?[0];
+            scales.push((la.exp().clamp(1e-5, 0.3), lb.exp().clamp(1e-5, 0.3)));
+            types.push((t, i, o));
+        }
+        let task_row = if cfg.num_tasks > 0 {
+            let table = w.take("head.task_embedding.weight", &[cfg.num_tasks, cfg.task_dim])?;
+            if task >= cfg.num_tasks {
+                return Err(ModelError::Checkpoint {
+                    path: "<config>".into(),
+                    reason: format!("task index {task} but the checkpoint has {} tasks", cfg.num_tasks),
+                });
+            }
+            Some(table[task * cfg.task_dim..(task + 1) * cfg.task_dim].to_vec())
+        } else {
+            None
+        };
+        Ok(Code2LoraHead { trunk_in, trunk_mid, heads_a, heads_b, scales, types, rank: r, hidden: h, task_row })
+    }
+
+    /// ctx: [1, gru_hidden] (Evo: output_norm(h_t); Static: the snapshot vector).
+    pub fn forward(&self, ctx: Tensor<2>) -> Vec<LoraPair> {
+        let device = ctx.device();
+        let ctx = match &self.task_row {
+            Some(row) => Tensor::cat(vec![ctx, tensor2(row.clone(), [1, row.len()], &device)], 1),
+            None => ctx,
+        };
+        let z = gelu(self.trunk_in.forward(ctx));
+        let z = gelu(self.trunk_mid.forward(z));
+        // F.normalize: z / max(||z||, 1e-12), then × √H.
+        let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+        let z = z.div(norm).mul_scalar((self.hidden as f64).sqrt());
+        let r = self.rank;
+        self.types
+            .iter()
+            .enumerate()
+            .map(|(k, &(module, i, o))| {
+                let (sa, sb) = self.scales[k];
+                let a = self.heads_a[k].forward(z.clone()).tanh().mul_scalar(sa as f64);
+                let b = self.heads_b[k].forward(z.clone()).tanh().mul_scalar(sb as f64);
+                let (a, b) = (host(a), host(b));
+                debug_assert_eq!(a.len(), r * i);
+                debug_assert_eq!(b.len(), o * r);
+                LoraPair { module, in_features: i, out_features: o, a, b }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,183 @@
+//! The whole generator: snapshot → h₀, diffs → h_t, h_t → adapter weights.
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::gru::{CommitGru, gru_tensor_shapes};
+use crate::head::{Code2LoraHead, LoraPair, head_tensor_shapes};
+use crate::init;
+use crate::tensor_io::tensor2;
+use crate::weights::Weights;
+use crate::{BaseModelShapes, HyperConfig, ModelError};
+
+/// Which commits step the GRU; stored with a checkpoint because a model only makes sense on
+/// the kind of sequence it was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepPolicy {
+    /// Every first-parent commit.
+    EveryCommit,
+    /// Only commits that add or change test assertions (the released Evo checkpoint).
+    Paper,
+}
+
+/// What a model is, beyond its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// `code2lora-evo` or `code2lora-static`.
+    pub architecture: String,
+    /// Encoder id and version the model was trained with, e.g. `hashed-v1`.
+    pub encoder: String,
+    pub step_policy: StepPolicy,
+    /// False for seeded initialisation: adapters carry a loud warning.
+    pub trained: bool,
+    /// sha256 identifying the weights; states built with another fingerprint are stale.
+    pub fingerprint: String,
+    /// Task chosen from a multi-task checkpoint (index into its table).
+    pub task: usize,
+}
+
+/// An adapter's weights: one pair per projection type, shared by every layer.
+#[derive(Debug, Clone)]
+pub struct AdapterWeights {
+    pub rank: usize,
+    pub alpha: f32,
+    pub pairs: Vec<LoraPair>,
+}
+
+#[derive(Debug)]
+pub struct Hypernetwork {
+    pub config: HyperConfig,
+    pub base: BaseModelShapes,
+    pub meta: ModelMeta,
+    device: Device,
+    gru: Option<CommitGru>,
+    head: Code2LoraHead,
+}
+
+/// Seeded weights in PyTorch layout with PyTorch's default initialisation ranges.
+pub fn seeded_weights(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, evo: bool) -> Weights {
+    let mut w = Weights::default();
+    let mut shapes = head_tensor_shapes(cfg, base);
+    if evo {
+        shapes.extend(gru_tensor_shapes(cfg));
+    }
+    for (name, shape) in shapes {
+        let len: usize = shape.iter().product();
+        let data = if name.contains("log_scale") {
+            vec![-3.5]
+        } else if name.ends_with("norm.weight") || name.ends_with("proj.1.weight") || name.ends_with("proj.2.weight") {
+            vec![1.0; len]
+        } else if name.ends_with("norm.bias") || name.ends_with("proj.1.bias") || name.ends_with("proj.2.bias") {
+            vec![0.0; len]
+        } else if name.starts_with("gru.gru.") {
+            init::uniform(seed, &name, len, 1.0 / (cfg.gru_hidden as f32).sqrt())
+        } else if name == "head.task_embedding.weight" {
+            init::uniform(seed, &name, len, 1.0)
+        } else {
+            // Linear: fan_in is the weight's second dimension (shared with its bias).
+            let weight = name.replace(".bias", ".weight");
+            let fan_in = if name.ends_with(".bias") {
+                head_tensor_shapes(cfg, base)
+                    .into_iter()
+                    .chain(gru_tensor_shapes(cfg))
+                    .find(|(n, _)| *n == weight)
+                    .map(|(_, s)| s[1])
+                    .unwrap_or(1)
+            } else {
+                shape[1]
+            };
+            init::uniform(seed, &name, len, 1.0 / (fan_in as f32).sqrt())
+        };
+        w.insert(name, shape, data);
+    }
+    w
+}
+
+impl Hypernetwork {
+    /// A deterministic, untrained model. Adapters it makes are structurally valid and
+    /// repository-dependent, but carry no learned knowledge.
+    pub fn untrained(cfg: HyperConfig, base: BaseModelShapes, seed: u64, encoder: &str, device: Device) -> Result<Self, ModelError> {
+        let mut weights = seeded_weights(&cfg, &base, seed, true);
+        let fingerprint = crate::checkpoint::fingerprint_of_seed(&cfg, &base, seed, encoder);
+        let meta = ModelMeta {
+            architecture: "code2lora-evo".into(),
+            encoder: encoder.into(),
+            step_policy: StepPolicy::EveryCommit,
+            trained: false,
+            fingerprint,
+            task: 0,
+        };
+        Self::from_weights(cfg, base, &mut weights, meta, device)
+    }
+
+    /// Builds the model from PyTorch-layout tensors. Unknown leftover tensors are refused so
+    /// that a checkpoint for a different architecture is not half-loaded.
+    pub fn from_weights(cfg: HyperConfig, base: BaseModelShapes, weights: &mut Weights, meta: ModelMeta, device: Device) -> Result<Self, ModelError> {
+        let gru = if meta.architecture == "code2lora-evo" {
+            Some(CommitGru::from_weights(&cfg, weights, &device)?)
+        } else {
+            None
+        };
+        let head = Code2LoraHead::from_weights(&cfg, &base, meta.task, weights, &device)?;
+        if let Some(extra) = weights.names().next() {
+            return Err(ModelError::Checkpoint {
+                path: "<weights>".into(),
+                reason: format!("unexpected tensor `{extra}` for architecture {}", meta.architecture),
+            });
+        }
+        Ok(Hypernetwork { config: cfg, base, meta, device, gru, head })
+    }
+
+    pub fn is_evo(&self) -> bool {
+        self.gru.is_some()
+    }
+
+    /// Size of a state vector: the GRU hidden size (Evo) or the snapshot size (Static).
+    pub fn state_dim(&self) -> usize {
+        if self.is_evo() { self.config.gru_hidden } else { self.config.input_dim }
+    }
+
+    fn check_input(&self, v: &[f32]) -> Result<(), ModelError> {
+        if v.len() != self.config.input_dim {
+            return Err(ModelError::InputDim { found: v.len(), expected: self.config.input_dim });
+        }
+        Ok(())
+    }
+
+    /// The state a repository starts from: h₀ for Evo, the snapshot itself for Static.
+    pub fn initial_state(&self, snapshot: &[f32]) -> Result<Vec<f32>, ModelError> {
+        self.check_input(snapshot)?;
+        Ok(match &self.gru {
+            Some(gru) => gru.initial_state(snapshot, &self.device),
+            None => snapshot.to_vec(),
+        })
+    }
+
+    /// Advances a state over diff vectors, each `input_dim` long. A Static model has no
+    /// recurrence: its state does not change.
+    pub fn advance(&self, state: &[f32], diffs: &[Vec<f32>]) -> Result<Vec<f32>, ModelError> {
+        if state.len() != self.state_dim() {
+            return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
+        }
+        let Some(gru) = &self.gru else { return Ok(state.to_vec()) };
+        let mut flat = Vec::with_capacity(diffs.len() * self.config.input_dim);
+        for d in diffs {
+            self.check_input(d)?;
+            flat.extend_from_slice(d);
+        }
+        Ok(gru.advance(state, &flat, &self.device))
+    }
+
+    /// The adapter for a state.
+    pub fn adapter(&self, state: &[f32]) -> Result<AdapterWeights, ModelError> {
+        if state.len() != self.state_dim() {
+            return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
+        }
+        let ctx = match &self.gru {
+            Some(gru) => gru.context(state, &self.device),
+            None => tensor2(state.to_vec(), [1, state.len()], &self.device),
+        };
+        Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs: self.head.forward(ctx) })
+    }
+}

@@ -1,0 +1,235 @@
+//! Writes an adapter as a PEFT LoRA directory that vLLM, LoRAX, Hugging Face PEFT and
+//! llama.cpp's converter load as they are.
+//!
+//! Layout: `adapter_config.json`, `adapter_model.safetensors` (keys
+//! `base_model.model.model.layers.{i}.{self_attn|mlp}.{type}.lora_{A,B}.weight`, A [r, in],
+//! B [out, r], metadata format=pt) and any extra files the caller adds (the daemon adds
+//! `evolora.json`). The directory is assembled under a temporary name beside its final
+//! place, fsynced, and renamed into place, so a reader sees either nothing or all of it.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::{AdapterWeights, BaseModelShapes, ModelError};
+
+/// Prefix of temporary adapter directories; anything carrying it is an unfinished write
+/// that recovery may delete.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterDtype {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl std::str::FromStr for AdapterDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(AdapterDtype::F32),
+            "bf16" | "bfloat16" => Ok(AdapterDtype::Bf16),
+            "f16" | "float16" => Ok(AdapterDtype::F16),
+            other => Err(format!("unknown adapter dtype `{other}` (f32, bf16, f16)")),
+        }
+    }
+}
+
+fn encode(values: &[f32], dtype: AdapterDtype) -> Vec<u8> {
+    match dtype {
+        AdapterDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        AdapterDtype::Bf16 => values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes()).collect(),
+        AdapterDtype::F16 => values.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes()).collect(),
+    }
+}
+
+/// Round-to-nearest-even truncation to bfloat16.
+pub fn f32_to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        return ((bits >> 16) as u16) | 0x40;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// Round-to-nearest-even conversion to IEEE half.
+pub fn f32_to_f16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let mut man = bits & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        man |= 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let rem = man & ((1 << shift) - 1);
+        let mut out = man >> shift;
+        if rem > half || (rem == half && out & 1 == 1) {
+            out += 1;
+        }
+        return sign | out as u16;
+    }
+    let rem = man & 0x1fff;
+    let mut out = ((e as u32) << 10) | (man >> 13);
+    if rem > 0x1000 || (rem == 0x1000 && out & 1 == 1) {
+        out += 1; // may carry into the exponent, which is the correct rounding
+    }
+    sign | out as u16
+}
+
+/// `adapter_config.json` for a LoRA over the given types.
+pub fn adapter_config(weights: &AdapterWeights, base: &BaseModelShapes) -> serde_json::Value {
+    let targets: Vec<&str> = weights.pairs.iter().map(|p| p.module.peft_name()).collect();
+    serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": weights.rank,
+        "lora_alpha": weights.alpha,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "target_modules": targets,
+        "base_model_name_or_path": base.name,
+        "inference_mode": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "fan_in_fan_out": false,
+        "modules_to_save": null,
+        "init_lora_weights": true,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "revision": null
+    })
+}
+
+/// The safetensors key of one factor in one layer.
+pub fn tensor_key(layer: usize, module: crate::ModuleType, factor: char) -> String {
+    format!(
+        "base_model.model.model.layers.{layer}.{}.{}.lora_{factor}.weight",
+        module.block(),
+        module.peft_name()
+    )
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Writes the adapter into `final_dir`, which must not exist yet. Extra files (name, bytes)
+/// are written beside the PEFT files. On error the temporary directory is removed and
+/// nothing appears at `final_dir`.
+pub fn write_adapter_dir(
+    final_dir: &Path,
+    weights: &AdapterWeights,
+    base: &BaseModelShapes,
+    dtype: AdapterDtype,
+    extra_files: &[(&str, Vec<u8>)],
+) -> Result<PathBuf, ModelError> {
+    let parent = final_dir.parent().ok_or_else(|| ModelError::AdapterIo {
+        path: final_dir.into(),
+        source: std::io::Error::other("adapter directory has no parent"),
+    })?;
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::AdapterIo { path, source }
+    };
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let name = final_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(
+        "{TEMP_PREFIX}{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
+    let result = (|| {
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        write_tensors(&tmp.join("adapter_model.safetensors"), weights, base, dtype)?;
+        let config = serde_json::to_vec_pretty(&adapter_config(weights, base)).expect("json");
+        let p = tmp.join("adapter_config.json");
+        write_file(&p, &config).map_err(io_err(&p))?;
+        for (file, bytes) in extra_files {
+            let p = tmp.join(file);
+            write_file(&p, bytes).map_err(io_err(&p))?;
+        }
+        sync_dir(&tmp).map_err(io_err(&tmp))?;
+        if final_dir.exists() {
+            return Err(ModelError::AdapterIo {
+                path: final_dir.into(),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "adapter directories are immutable"),
+            });
+        }
+        fs::rename(&tmp, final_dir).map_err(io_err(final_dir))?;
+        sync_dir(parent).map_err(io_err(parent))?;
+        Ok(final_dir.to_path_buf())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_tensors(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes, dtype: AdapterDtype) -> Result<(), ModelError> {
+    let st_dtype = match dtype {
+        AdapterDtype::F32 => Dtype::F32,
+        AdapterDtype::Bf16 => Dtype::BF16,
+        AdapterDtype::F16 => Dtype::F16,
+    };
+    // One encoded buffer per factor; every layer's view points at the same bytes.
+    let encoded: Vec<(Vec<u8>, Vec<u8>)> = weights.pairs.iter().map(|p| (encode(&p.a, dtype), encode(&p.b, dtype))).collect();
+    let mut views = Vec::new();
+    for layer in 0..base.num_hidden_layers {
+        for (pair, (a, b)) in weights.pairs.iter().zip(&encoded) {
+            let va = TensorView::new(st_dtype, vec![weights.rank, pair.in_features], a)
+                .map_err(|e| ModelError::Safetensors(e.to_string()))?;
+            let vb = TensorView::new(st_dtype, vec![pair.out_features, weights.rank], b)
+                .map_err(|e| ModelError::Safetensors(e.to_string()))?;
+            views.push((tensor_key(layer, pair.module, 'A'), va));
+            views.push((tensor_key(layer, pair.module, 'B'), vb));
+        }
+    }
+    let mut md = HashMap::new();
+    md.insert("format".to_string(), "pt".to_string());
+    let bytes = safetensors::serialize(views, Some(md)).map_err(|e| ModelError::Safetensors(e.to_string()))?;
+    write_file(path, &bytes).map_err(|source| ModelError::AdapterIo { path: path.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::f16_to_f32;
+
+    #[test]
+    fn half_round_trip_is_close() {
+        for &v in &[0.0f32, 1.0, -2.5, 0.1, 1e-6, 3.0e-5, 65504.0, -0.000_123] {
+            let back = f16_to_f32(f32_to_f16(v));
+            assert!((back - v).abs() <= v.abs() * 1e-3 + 6e-8, "{v} -> {back}");
+        }
+        assert_eq!(f32_to_f16(1e6), 0x7c00);
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(f32_to_bf16(-2.0), 0xc000);
+    }
+}

@@ -1,0 +1,22 @@
+//! evolora's durable state: one sled database per daemon.
+//!
+//! Schema (trees and keys; every value is a versioned bincode-2 envelope, see [`records`]):
+//!
+//! | tree       | key                                   | value            |
+//! |------------|---------------------------------------|------------------|
+//! | `meta`     | `schema_version`                      | u32 big-endian   |
+//! | `repos`    | repo key                              | [`RepoRecord`]   |
+//! | `refs`     | repo key, 0x00, ref name              | [`RefState`]     |
+//! | `adapters` | repo key, 0x00, sequence (u64 BE)     | [`AdapterRecord`]|
+//!
+//! Git is the event log: a [`RefState`] remembers only the last commit folded into its GRU
+//! vector, so every write here is "the state after commit X", applied in one transaction and
+//! flushed before it is acknowledged.
+
+mod error;
+pub mod records;
+mod store;
+
+pub use error::StateError;
+pub use records::{AdapterRecord, RefState, RepoRecord};
+pub use store::{SCHEMA_VERSION, StateStore};

@@ -1,0 +1,127 @@
+//! Stored values. Each is written as a bincode-2 (standard config) encoding of a versioned
+//! envelope enum: `V1(..)` today; a later release appends `V2(..)` and converts on read, so
+//! today's bytes stay readable. Fields are plain owned values with no serde attributes that
+//! bincode cannot honour (no flatten, skip, tag or untagged).
+
+use serde::{Deserialize, Serialize};
+
+use crate::StateError;
+
+/// A registered repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoRecord {
+    /// Stable short name: `<dir name>-<12 hex of sha256(git dir)>`.
+    pub key: String,
+    /// Canonical common git directory (`.git` of a work tree, or the bare repository).
+    pub git_dir: String,
+    /// Work tree, if any.
+    pub work_dir: Option<String>,
+    pub bare: bool,
+    /// Refs to follow; empty means "the branch HEAD points to".
+    pub tracked_refs: Vec<String>,
+    /// Unix seconds.
+    pub registered_at: u64,
+    /// Per-repository trigger overrides (TOML text), if any.
+    pub trigger_overrides: Option<String>,
+}
+
+/// The GRU state of one (repository, ref).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefState {
+    pub refname: String,
+    /// The state vector (GRU hidden state), little-endian f32 on disk via bincode.
+    pub vector: Vec<f32>,
+    /// Last commit folded into `vector` (hex).
+    pub last_commit: String,
+    /// Commit whose snapshot gave h₀.
+    pub origin_commit: String,
+    /// GRU steps applied since the origin.
+    pub steps: u64,
+    /// Steps since the last published adapter.
+    pub steps_since_adapter: u64,
+    /// A dependency manifest changed since the last adapter.
+    pub manifest_changed: bool,
+    /// Fingerprint of the model that produced `vector`.
+    pub model_fingerprint: String,
+    /// Directory name (under the repository's adapter folder) of the current adapter.
+    pub current_adapter: Option<String>,
+    /// Commit the current adapter was generated at.
+    pub adapter_commit: Option<String>,
+    /// Unix seconds of the last adapter.
+    pub adapter_at: Option<u64>,
+    pub updated_at: u64,
+}
+
+/// One published adapter directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterRecord {
+    pub refname: String,
+    pub commit: String,
+    /// Directory name under the repository's adapter folder.
+    pub dir: String,
+    pub trigger: String,
+    pub created_at: u64,
+    pub pinned: bool,
+    pub steps: u64,
+}
+
+macro_rules! envelope {
+    ($env:ident, $ty:ident, $what:literal) => {
+        #[derive(Serialize, Deserialize)]
+        enum $env {
+            V1($ty),
+        }
+
+        impl $ty {
+            pub fn to_bytes(&self) -> Vec<u8> {
+                bincode::serde::encode_to_vec(&$env::V1(self.clone()), bincode::config::standard())
+                    .expect("in-memory encoding cannot fail")
+            }
+
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
+                let cfg = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+                let (env, _): ($env, usize) = bincode::serde::decode_from_slice(bytes, cfg)
+                    .map_err(|e| StateError::Decode { what: $what, reason: e.to_string() })?;
+                match env {
+                    $env::V1(v) => Ok(v),
+                }
+            }
+        }
+    };
+}
+
+envelope!(RepoEnvelope, RepoRecord, "repository record");
+envelope!(RefEnvelope, RefState, "ref state");
+envelope!(AdapterEnvelope, AdapterRecord, "adapter record");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_state_round_trips_bit_exactly() {
+        let s = RefState {
+            refname: "refs/heads/main".into(),
+            vector: vec![1.5, -0.0, f32::MIN_POSITIVE, 3.25e-7],
+            last_commit: "ab".repeat(20),
+            origin_commit: "cd".repeat(20),
+            steps: 7,
+            steps_since_adapter: 2,
+            manifest_changed: true,
+            model_fingerprint: "f".into(),
+            current_adapter: Some("x".into()),
+            adapter_commit: None,
+            adapter_at: Some(9),
+            updated_at: 10,
+        };
+        let back = RefState::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.vector[1].to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn garbage_is_a_named_error() {
+        let err = RefState::from_bytes(&[9, 9, 9]).unwrap_err().to_string();
+        assert!(err.contains("ref state"), "{err}");
+    }
+}

@@ -1,0 +1,253 @@
+use std::path::{Path, PathBuf};
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::{AdapterRecord, RefState, RepoRecord, StateError};
+
+/// Version of the layout described in the crate docs.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// The daemon's handle on its database. Cheap to clone; all clones share one sled `Db`,
+/// which must stay alive for the life of the process (its background flusher stops with it).
+#[derive(Clone)]
+pub struct StateStore {
+    path: PathBuf,
+    db: sled::Db,
+    repos: sled::Tree,
+    refs: sled::Tree,
+    adapters: sled::Tree,
+}
+
+fn ref_key(repo: &str, refname: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(repo.len() + refname.len() + 1);
+    k.extend_from_slice(repo.as_bytes());
+    k.push(0);
+    k.extend_from_slice(refname.as_bytes());
+    k
+}
+
+fn repo_prefix(repo: &str) -> Vec<u8> {
+    let mut k = repo.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn tx_error(e: TransactionError<StateError>) -> StateError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StateError::Sled(e),
+    }
+}
+
+impl StateStore {
+    /// Opens (or creates) the database in `dir`. A second process on the same directory gets
+    /// [`StateError::Locked`]; unreadable files [`StateError::Corrupt`]; a database written by
+    /// a newer schema [`StateError::FutureSchema`].
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Corrupt { path: dir.into(), reason: e.to_string() })?;
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open().map_err(|e| classify(dir, e))?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(SCHEMA_KEY)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StateError::Corrupt { path: dir.into(), reason: "bad schema_version".into() })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StateError::FutureSchema { path: dir.into(), found, supported: SCHEMA_VERSION });
+                }
+            }
+        }
+        Ok(StateStore {
+            path: dir.into(),
+            repos: db.open_tree("repos")?,
+            refs: db.open_tree("refs")?,
+            adapters: db.open_tree("adapters")?,
+            db,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when the last process did not shut down cleanly.
+    pub fn was_recovered(&self) -> bool {
+        self.db.was_recovered()
+    }
+
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    pub fn put_repo(&self, repo: &RepoRecord) -> Result<(), StateError> {
+        self.repos.insert(repo.key.as_bytes(), repo.to_bytes())?;
+        self.flush()
+    }
+
+    pub fn repo(&self, key: &str) -> Result<Option<RepoRecord>, StateError> {
+        self.repos.get(key.as_bytes())?.map(|v| RepoRecord::from_bytes(&v)).transpose()
+    }
+
+    pub fn repos(&self) -> Result<Vec<RepoRecord>, StateError> {
+        self.repos.iter().values().map(|v| RepoRecord::from_bytes(&v?)).collect()
+    }
+
+    /// Removes a repository with its ref states and adapter records.
+    pub fn remove_repo(&self, key: &str) -> Result<(), StateError> {
+        let prefix = repo_prefix(key);
+        let ref_keys: Vec<_> = self.refs.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let adapter_keys: Vec<_> = self.adapters.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        (&self.repos, &self.refs, &self.adapters)
+            .transaction(|(repos, refs, adapters)| {
+                repos.remove(key.as_bytes())?;
+                for k in &ref_keys {
+                    refs.remove(k.clone())?;
+                }
+                for k in &adapter_keys {
+                    adapters.remove(k.clone())?;
+                }
+                Ok::<_, ConflictableTransactionError<StateError>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    pub fn ref_state(&self, repo: &str, refname: &str) -> Result<Option<RefState>, StateError> {
+        self.refs.get(ref_key(repo, refname))?.map(|v| RefState::from_bytes(&v)).transpose()
+    }
+
+    pub fn ref_states(&self, repo: &str) -> Result<Vec<RefState>, StateError> {
+        self.refs.scan_prefix(repo_prefix(repo)).values().map(|v| RefState::from_bytes(&v?)).collect()
+    }
+
+    /// Stores the state after one step (or one group of steps) and makes it durable before
+    /// returning: the vector, the last commit and the counters move together or not at all.
+    pub fn commit_steps(&self, repo: &str, state: &RefState) -> Result<(), StateError> {
+        self.refs.insert(ref_key(repo, &state.refname), state.to_bytes())?;
+        self.flush()
+    }
+
+    /// Records a published adapter and the ref state that now points at it, atomically.
+    /// Call only once the adapter directory is complete on disk.
+    pub fn record_adapter(&self, repo: &str, state: &RefState, adapter: &AdapterRecord) -> Result<(), StateError> {
+        let seq = self.db.generate_id()?;
+        let mut akey = repo_prefix(repo);
+        akey.extend_from_slice(&seq.to_be_bytes());
+        let rkey = ref_key(repo, &state.refname);
+        let (sbytes, abytes) = (state.to_bytes(), adapter.to_bytes());
+        (&self.refs, &self.adapters)
+            .transaction(|(refs, adapters)| {
+                refs.insert(rkey.clone(), sbytes.clone())?;
+                adapters.insert(akey.clone(), abytes.clone())?;
+                Ok::<_, ConflictableTransactionError<StateError>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// Adapter records of a repository, oldest first.
+    pub fn adapters(&self, repo: &str) -> Result<Vec<(Vec<u8>, AdapterRecord)>, StateError> {
+        self.adapters
+            .scan_prefix(repo_prefix(repo))
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), AdapterRecord::from_bytes(&v)?))
+            })
+            .collect()
+    }
+
+    pub fn remove_adapter_record(&self, key: &[u8]) -> Result<(), StateError> {
+        self.adapters.remove(key)?;
+        Ok(())
+    }
+}
+
+fn classify(dir: &Path, e: sled::Error) -> StateError {
+    match &e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") => {
+            StateError::Locked(dir.into())
+        }
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+            StateError::Corrupt { path: dir.into(), reason: e.to_string() }
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData || io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StateError::Corrupt { path: dir.into(), reason: e.to_string() }
+        }
+        _ => StateError::Sled(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(refname: &str, steps: u64) -> RefState {
+        RefState {
+            refname: refname.into(),
+            vector: vec![steps as f32; 4],
+            last_commit: format!("{steps:040}"),
+            origin_commit: "0".repeat(40),
+            steps,
+            steps_since_adapter: steps,
+            manifest_changed: false,
+            model_fingerprint: "fp".into(),
+            current_adapter: None,
+            adapter_commit: None,
+            adapter_at: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn steps_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            s.commit_steps("r", &state("refs/heads/main", 3)).unwrap();
+            s.commit_steps("r", &state("refs/heads/dev", 1)).unwrap();
+        }
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.ref_state("r", "refs/heads/main").unwrap().unwrap().steps, 3);
+        assert_eq!(s.ref_states("r").unwrap().len(), 2);
+        assert!(s.ref_states("rr").unwrap().is_empty(), "prefix scan must not leak into other repos");
+    }
+
+
+    #[test]
+    fn future_schema_is_refused_with_rebuild_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = StateStore::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("schema version 99") && err.contains("evolora state rebuild"), "{err}");
+    }
+
+    #[test]
+    fn remove_repo_removes_everything_it_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let st = state("refs/heads/main", 1);
+        s.commit_steps("a", &st).unwrap();
+        s.commit_steps("b", &st).unwrap();
+        let rec = AdapterRecord { refname: st.refname.clone(), commit: "c".into(), dir: "d".into(), trigger: "t".into(), created_at: 0, pinned: false, steps: 1 };
+        s.record_adapter("a", &st, &rec).unwrap();
+        s.remove_repo("a").unwrap();
+        assert!(s.ref_states("a").unwrap().is_empty());
+        assert!(s.adapters("a").unwrap().is_empty());
+        assert_eq!(s.ref_states("b").unwrap().len(), 1);
+    }
+}
