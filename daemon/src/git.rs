@@ -128,45 +128,48 @@ pub fn tree_diff(repo: &Repository, old: Option<&git2::Tree>, new: &git2::Tree, 
     let mut opts = DiffOptions::new();
     opts.context_lines(0).max_size(limits.max_blob as i64).ignore_submodules(true).ignore_filemode(true);
     let diff = repo.diff_tree_to_tree(old, Some(new), Some(&mut opts))?;
-    let mut files: Vec<FileDiff> = Vec::new();
+    let mut files = Vec::new();
     let mut paths = Vec::new();
-    let mut binary = std::collections::HashSet::new();
+    let mut binary_skipped = 0;
     let mut budget = limits.max_bytes;
     let mut truncated = false;
-    diff.foreach(
-        &mut |delta, _| {
-            let path = delta.new_file().path().or(delta.old_file().path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            paths.push(path.clone());
-            files.push(FileDiff { path, ..Default::default() });
-            true
-        },
-        Some(&mut |_delta, _| {
-            if let Some(f) = files.last() {
-                binary.insert(f.path.clone());
+    for i in 0..diff.deltas().len() {
+        let Some(delta) = diff.get_delta(i) else { continue };
+        let path = delta.new_file().path().or(delta.old_file().path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        paths.push(path.clone());
+        if budget == 0 {
+            truncated = true;
+            continue;
+        }
+        // Loading the patch loads the blobs; only then is the binary flag reliable.
+        let Some(patch) = git2::Patch::from_diff(&diff, i)? else { continue };
+        if patch.delta().flags().is_binary() {
+            binary_skipped += 1;
+            continue;
+        }
+        let mut file = FileDiff { path, ..Default::default() };
+        'hunks: for h in 0..patch.num_hunks() {
+            for l in 0..patch.num_lines_in_hunk(h)? {
+                let line = patch.line_in_hunk(h, l)?;
+                let content = line.content();
+                if content.len() > budget {
+                    truncated = true;
+                    budget = 0;
+                    break 'hunks;
+                }
+                let target = match line.origin() {
+                    '+' => &mut file.added,
+                    '-' => &mut file.removed,
+                    _ => continue,
+                };
+                target.push_str(&String::from_utf8_lossy(content));
+                budget -= content.len();
             }
-            true
-        }),
-        None,
-        Some(&mut |_delta, _hunk, line| {
-            let Some(f) = files.last_mut() else { return true };
-            let content = line.content();
-            if content.len() > budget {
-                truncated = true;
-                budget = 0;
-                return true;
-            }
-            let text = String::from_utf8_lossy(content);
-            match line.origin() {
-                '+' => f.added.push_str(&text),
-                '-' => f.removed.push_str(&text),
-                _ => return true,
-            }
-            budget -= content.len();
-            true
-        }),
-    )?;
-    let binary_skipped = binary.len();
-    files.retain(|f| !binary.contains(&f.path) && !(f.added.is_empty() && f.removed.is_empty()));
+        }
+        if !(file.added.is_empty() && file.removed.is_empty()) {
+            files.push(file);
+        }
+    }
     Ok(CommitDiff { input: DiffInput { files, truncated }, paths, binary_skipped })
 }
 

@@ -1,0 +1,307 @@
+//! The `evolora` command line. Every command that needs state asks the daemon over its
+//! socket (sled allows one process per database); only `daemon` opens the state itself.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::config::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "evolora",
+    version,
+    about = "Keeps a repository-specific LoRA adapter current as a git repository evolves",
+    long_about = "evolora runs as a daemon (`evolora daemon`). Register a repository with \
+`evolora register <path>`: its git hooks then wake the daemon on every commit, the daemon \
+folds each commit into the repository's state and publishes a PEFT adapter directory. \
+`evolora adapter <path>` prints the newest adapter's path for vLLM, LoRAX or PEFT."
+)]
+pub struct Cli {
+    /// Daemon socket [default: $EVOLORA_SOCKET, $XDG_RUNTIME_DIR/evolora/evolora.sock]
+    #[arg(long, global = true, env = "EVOLORA_SOCKET")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon in the foreground (what the systemd unit starts)
+    Daemon(DaemonArgs),
+    /// Register a repository: install its hooks and start following it
+    Register {
+        /// Path inside the repository (work tree, .git directory or bare repository)
+        path: PathBuf,
+        /// Do not install git hooks (rely on explicit `notify` calls)
+        #[arg(long)]
+        no_hooks: bool,
+    },
+    /// Stop following a repository and remove its hooks (adapter files stay)
+    Unregister {
+        path: PathBuf,
+        #[arg(long)]
+        keep_hooks: bool,
+    },
+    /// Print the absolute path of the newest adapter directory of a repository
+    Adapter {
+        path: PathBuf,
+        /// Wait up to this many seconds for an adapter that covers the current tip
+        #[arg(long, value_name = "SECS")]
+        wait: Option<f64>,
+        /// Print the daemon's full reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show where each repository stands (last commit, steps, state digest, adapter)
+    Status {
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wake the daemon for a repository (what the git hooks call)
+    Notify {
+        /// Repository path [default: current directory]
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Print nothing and always exit 0
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Publish a new adapter now, whatever the triggers say
+    Regenerate { path: PathBuf },
+    /// Rebuild a repository's state from a fresh snapshot of its tip, then publish
+    Reset { path: PathBuf },
+    /// Manage the git hooks of a repository
+    Hooks {
+        #[command(subcommand)]
+        action: HooksAction,
+    },
+    /// Check that the daemon answers
+    Ping,
+    /// Ask the daemon to stop (as SIGTERM does)
+    Shutdown,
+}
+
+#[derive(Subcommand, Debug)]
+enum HooksAction {
+    Install { path: Option<PathBuf> },
+    Uninstall { path: Option<PathBuf> },
+    Status { path: Option<PathBuf> },
+}
+
+#[derive(clap::Args, Debug)]
+struct DaemonArgs {
+    /// TOML configuration file (reloaded on SIGHUP)
+    #[arg(long, env = "EVOLORA_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory [default: $STATE_DIRECTORY, $XDG_STATE_HOME/evolora]
+    #[arg(long, env = "EVOLORA_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Hypernetwork size preset without a checkpoint: paper, compact, tiny
+    #[arg(long)]
+    preset: Option<String>,
+    /// Base model: qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, or a config.json path
+    #[arg(long)]
+    base: Option<String>,
+    /// evolora safetensors checkpoint
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// cpu or cuda:N
+    #[arg(long)]
+    device: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet_notify = matches!(cli.command, Command::Notify { quiet: true, .. });
+    match run(cli) {
+        Ok(code) => code,
+        Err(_) if quiet_notify => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evolora: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn"));
+    // Under systemd, log to the journal with structured fields; elsewhere to stderr.
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let fmt = if journald.is_none() { Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)) } else { None };
+    tracing_subscriber::registry().with(filter).with(journald).with(fmt).init();
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))
+}
+
+fn call(socket: &Path, req: Value, timeout: Duration) -> Result<Value> {
+    let reply = evolora_hooks::request(socket, &req, timeout)?;
+    if reply.get("ok") == Some(&Value::Bool(true)) {
+        return Ok(reply);
+    }
+    let msg = reply.pointer("/error/message").and_then(Value::as_str).unwrap_or("the daemon refused the request");
+    bail!("{msg}")
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let socket = cli.socket.clone().unwrap_or_else(config::default_socket);
+    match cli.command {
+        Command::Daemon(args) => {
+            init_tracing();
+            let mut cfg = Config::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
+            if let Some(s) = cli.socket {
+                cfg.socket = s;
+            }
+            if let Some(d) = args.state_dir {
+                cfg.state_dir = d;
+            }
+            if let Some(p) = args.preset {
+                cfg.model.preset = p;
+            }
+            if let Some(b) = args.base {
+                cfg.model.base = b;
+            }
+            if let Some(c) = args.checkpoint {
+                cfg.model.checkpoint = Some(c);
+            }
+            if let Some(d) = args.device {
+                cfg.model.device = d;
+            }
+            crate::daemon::run(cfg, args.config)?;
+        }
+        Command::Register { path, no_hooks } => {
+            let path = absolute(&path)?;
+            let reply = call(&socket, json!({"op": "register", "repo": path}), TIMEOUT)?;
+            if !no_hooks {
+                let exe = std::env::current_exe().context("locating the evolora binary for the hooks")?;
+                let report = evolora_hooks::install(&path, &exe, Some(&socket))?;
+                let names: Vec<&str> = report.hooks.iter().map(|(h, _)| h.as_str()).collect();
+                println!("hooks installed in {}: {}", report.hooks_dir.display(), names.join(", "));
+            }
+            let already = reply["already_registered"].as_bool().unwrap_or(false);
+            println!("{} {} as {}", if already { "already registered:" } else { "registered" }, path.display(), reply["repo_key"].as_str().unwrap_or("?"));
+        }
+        Command::Unregister { path, keep_hooks } => {
+            let path = absolute(&path)?;
+            call(&socket, json!({"op": "unregister", "repo": path}), TIMEOUT)?;
+            if !keep_hooks {
+                evolora_hooks::uninstall(&path)?;
+            }
+            println!("unregistered {}", path.display());
+        }
+        Command::Adapter { path, wait, json } => {
+            let path = absolute(&path)?;
+            let wait_ms = wait.map(|s| (s.max(0.0) * 1000.0) as u64).unwrap_or(0);
+            let reply = call(&socket, json!({"op": "adapter", "repo": path, "wait_ms": wait_ms}), TIMEOUT + Duration::from_millis(wait_ms))?;
+            if json {
+                println!("{reply}");
+            } else {
+                if let Some(w) = reply["warning"].as_str() {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}", reply["path"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Status { path, json } => {
+            let repo = path.as_deref().map(absolute).transpose()?;
+            let reply = call(&socket, json!({"op": "status", "repo": repo}), TIMEOUT)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                print_status(&reply);
+            }
+        }
+        Command::Notify { repo, quiet } => {
+            let repo = match repo {
+                Some(r) => absolute(&r)?,
+                None => std::env::current_dir()?,
+            };
+            // Hooks must never slow a commit: a short, fixed bound on the whole exchange.
+            let timeout = if quiet { Duration::from_millis(250) } else { Duration::from_secs(5) };
+            evolora_hooks::notify(&socket, &repo, timeout)?;
+            if !quiet {
+                println!("notified");
+            }
+        }
+        Command::Regenerate { path } => {
+            let path = absolute(&path)?;
+            call(&socket, json!({"op": "regenerate", "repo": path}), TIMEOUT)?;
+            println!("regeneration queued for {}", path.display());
+        }
+        Command::Reset { path } => {
+            let path = absolute(&path)?;
+            call(&socket, json!({"op": "reset", "repo": path}), TIMEOUT)?;
+            println!("reset queued for {}", path.display());
+        }
+        Command::Hooks { action } => {
+            let (path, verb) = match &action {
+                HooksAction::Install { path } => (path, "install"),
+                HooksAction::Uninstall { path } => (path, "uninstall"),
+                HooksAction::Status { path } => (path, "status"),
+            };
+            let path = match path {
+                Some(p) => absolute(p)?,
+                None => std::env::current_dir()?,
+            };
+            let report = match verb {
+                "install" => evolora_hooks::install(&path, &std::env::current_exe()?, Some(&socket))?,
+                "uninstall" => evolora_hooks::uninstall(&path)?,
+                _ => evolora_hooks::status(&path)?,
+            };
+            println!("hooks directory: {}", report.hooks_dir.display());
+            for (hook, present) in report.hooks {
+                println!("  {hook}: {}", if present { "installed" } else { "not installed" });
+            }
+        }
+        Command::Ping => {
+            let reply = call(&socket, json!({"op": "ping"}), Duration::from_secs(5))?;
+            println!("evolora daemon {} (pid {}) is up", reply["version"].as_str().unwrap_or("?"), reply["pid"]);
+        }
+        Command::Shutdown => {
+            call(&socket, json!({"op": "shutdown"}), Duration::from_secs(5))?;
+            println!("daemon stopping");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(reply: &Value) {
+    if let Some(m) = reply.get("model").filter(|m| !m.is_null()) {
+        println!(
+            "model: {} ({}), encoder {}, {}",
+            m["architecture"].as_str().unwrap_or("?"),
+            m["base"].as_str().unwrap_or("?"),
+            m["encoder"].as_str().unwrap_or("?"),
+            if m["trained"].as_bool() == Some(true) { "trained" } else { "UNTRAINED (seeded)" }
+        );
+    }
+    let repos = reply["repos"].as_array().cloned().unwrap_or_default();
+    if repos.is_empty() {
+        println!("no repositories registered; add one with `evolora register <path>`");
+    }
+    for r in repos {
+        println!("{}  {}{}", r["repo_key"].as_str().unwrap_or("?"), r["git_dir"].as_str().unwrap_or("?"), if r["pending"] == true { "  (working)" } else { "" });
+        if let Some(e) = r["error"].as_str() {
+            println!("  error: {e}");
+        }
+        for s in r["refs"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  {}: {} steps, last {} , adapter {}",
+                s["ref"].as_str().unwrap_or("?"),
+                s["steps"],
+                s["last_commit"].as_str().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
+                s["adapter"].as_str().unwrap_or("none yet"),
+            );
+        }
+    }
+}

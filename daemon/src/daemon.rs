@@ -1,0 +1,191 @@
+//! The daemon's lifecycle: open state, load the model, bind the socket, announce readiness,
+//! catch every registered repository up, serve, and stop cleanly on a signal.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use evolora_state::{StateError, StateStore};
+use tokio::net::UnixListener;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::{self, Engine};
+use crate::publish;
+use crate::scheduler::JobFlags;
+use crate::server;
+use crate::shared::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("another evolora daemon is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("loading the model: {0}")]
+    Model(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long SIGTERM waits for the running step to finish before giving up on it.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+fn sd_notify(state: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(state);
+}
+
+/// Binds the socket with owner-only permissions, replacing a stale socket file but never a
+/// live daemon's.
+fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+    let err = |source| DaemonError::Socket { path: path.into(), source };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.into()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    // Create the socket already private, not chmod it after a window where it is open.
+    // SAFETY: umask has no preconditions; the previous mask is restored right after bind.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    UnixListener::from_std(listener).map_err(err)
+}
+
+/// Runs the daemon in the foreground until SIGTERM, SIGINT or a `shutdown` request.
+pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state_dir)?;
+    let store = StateStore::open(&config.db_dir())?;
+    if store.was_recovered() {
+        warn!("the previous daemon did not shut down cleanly; state was recovered from the log");
+    }
+    let orphans = publish::remove_orphans(&config.adapters_dir());
+    if orphans > 0 {
+        info!(orphans, "removed unfinished adapter directories");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("evolora-io")
+        .build()?;
+    let listener = {
+        let _guard = runtime.enter();
+        bind_socket(&config.socket)?
+    };
+    let socket_path = config.socket.clone();
+    let shared = Shared::new(config.clone(), store.clone());
+
+    // The model loads on its own thread, which then serves jobs; startup waits for the load
+    // so that a bad checkpoint fails the start rather than every later request.
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+    let engine_shared = shared.clone();
+    let settings = config.model.clone();
+    let engine_thread = std::thread::Builder::new().name("evolora-model".into()).spawn(move || {
+        match engine::load_model(&settings) {
+            Ok(model) => {
+                let engine = Engine::new(engine_shared, model);
+                let _ = loaded_tx.send(Ok(()));
+                engine.run();
+            }
+            Err(e) => {
+                let _ = loaded_tx.send(Err(e.to_string()));
+            }
+        }
+    })?;
+    match loaded_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = std::fs::remove_file(&socket_path);
+            return Err(DaemonError::Model(e));
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&socket_path);
+            return Err(DaemonError::Model("the model thread died while loading".into()));
+        }
+    }
+
+    let repos = store.repos()?;
+    for rec in &repos {
+        shared.scheduler.wake(&rec.key, JobFlags::default());
+    }
+    info!(socket = %socket_path.display(), state = %config.state_dir.display(), repositories = repos.len(), "evolora daemon ready");
+    sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {} repositories", repos.len()))]);
+
+    let serve_shared = shared.clone();
+    runtime.block_on(async move {
+        let shutdown = wait_for_shutdown(serve_shared.clone(), config_file);
+        server::run(listener, shutdown, serve_shared).await;
+    });
+
+    info!("stopping: finishing the current step");
+    sd_notify(&[sd_notify::NotifyState::Stopping]);
+    shared.begin_shutdown();
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while !engine_thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if engine_thread.is_finished() {
+        let _ = engine_thread.join();
+    } else {
+        error!("the model thread did not stop within {:?}; its last step is not acknowledged", STOP_GRACE);
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    store.flush()?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM, SIGINT or a `shutdown` request; reloads the config on SIGHUP.
+async fn wait_for_shutdown(shared: Arc<Shared>, config_file: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        error!("cannot install signal handlers; stop the daemon with the `shutdown` request");
+        shared.shutdown_requested.notified().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); return }
+            _ = int.recv() => { info!("SIGINT"); return }
+            _ = shared.shutdown_requested.notified() => { info!("shutdown requested"); return }
+            _ = hup.recv() => reload(&shared, config_file.as_deref()),
+        }
+    }
+}
+
+/// Applies a changed config file. Triggers, retention and grouping change at once; paths and
+/// the model need a restart, which is logged.
+fn reload(shared: &Shared, file: Option<&Path>) {
+    sd_notify(&[sd_notify::NotifyState::Reloading]);
+    match Config::load(file) {
+        Ok(mut new) => {
+            let mut cfg = shared.config.write().expect("config lock");
+            if new.model != cfg.model || new.state_dir != cfg.state_dir || new.socket != cfg.socket {
+                warn!("model, state_dir and socket changes take effect after a restart");
+                new.model = cfg.model.clone();
+                new.state_dir = cfg.state_dir.clone();
+                new.socket = cfg.socket.clone();
+            }
+            *cfg = new;
+            info!("configuration reloaded");
+        }
+        Err(e) => error!("configuration not reloaded: {e}"),
+    }
+    sd_notify(&[sd_notify::NotifyState::Ready]);
+}

@@ -1,0 +1,331 @@
+//! The model thread: catches each repository up with git, one job at a time.
+//!
+//! burn modules are not `Sync`, and a GRU step or an adapter at paper size is hundreds of
+//! milliseconds of CPU: all model work happens here, never on the async workers. A job:
+//! resolve the tracked ref's tip; walk first-parent commits since the state's last commit
+//! (or rebuild from a snapshot when that commit is gone or no longer an ancestor); encode
+//! each diff; advance the GRU in groups, one durable state transaction per group; then ask
+//! the triggers whether to publish an adapter.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use evolora_model::encoder::HashedEncoder;
+use evolora_model::hypernet::ModelMeta;
+use evolora_model::peft::{AdapterDtype, write_adapter_dir};
+use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork, ModelError};
+use evolora_state::{RefState, StateError};
+use git2::{Oid, Repository};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::config::{Config, ModelSettings};
+use crate::git::{self, DiffLimits, GitError};
+use crate::publish;
+use crate::scheduler::JobFlags;
+use crate::shared::{ModelInfo, Shared, UNTRAINED_WARNING};
+use crate::triggers::{self, Since};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("repository is not registered")]
+    NotRegistered,
+    #[error("repository at {0} is gone or unreadable; unregister it or restore it")]
+    Missing(String),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<git2::Error> for JobError {
+    fn from(e: git2::Error) -> Self {
+        JobError::Git(GitError::Git(e))
+    }
+}
+
+/// What a job did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub steps: u64,
+    pub published: Option<PathBuf>,
+    pub idle_reason: Option<&'static str>,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// sha256 of the state vector's little-endian bytes, as reported by `status`.
+pub fn vector_digest(v: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for x in v {
+        h.update(x.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads the configured model (a checkpoint, or the seeded untrained preset).
+pub fn load_model(settings: &ModelSettings) -> Result<Hypernetwork, ModelError> {
+    let device = evolora_model::select_device(&settings.device)?;
+    let base = BaseModelShapes::resolve(&settings.base)?;
+    match &settings.checkpoint {
+        None => {
+            let cfg = HyperConfig::preset(&settings.preset)?;
+            Hypernetwork::untrained(cfg, base, settings.seed, HashedEncoder::ID, device)
+        }
+        Some(path) => {
+            let mut ck = evolora_model::checkpoint::load_safetensors(path)?;
+            if ck.meta.encoder != HashedEncoder::ID {
+                return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: HashedEncoder::ID.into() });
+            }
+            let meta = ModelMeta { ..ck.meta };
+            Hypernetwork::from_weights(ck.config, base, &mut ck.weights, meta, device)
+        }
+    }
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    model: Hypernetwork,
+    encoder: HashedEncoder,
+    /// Snapshot file vectors by blob id: re-encoding after a commit touches changed files only.
+    blob_cache: HashMap<Oid, Vec<f32>>,
+}
+
+const BLOB_CACHE_MAX: usize = 16_384;
+
+impl Engine {
+    pub fn new(shared: Arc<Shared>, model: Hypernetwork) -> Self {
+        let m = &model;
+        let info = ModelInfo {
+            architecture: m.meta.architecture.clone(),
+            encoder: m.meta.encoder.clone(),
+            fingerprint: m.meta.fingerprint.clone(),
+            trained: m.meta.trained,
+            base: m.base.name.clone(),
+            gru_hidden: m.config.gru_hidden,
+            head_hidden: m.config.head_hidden,
+            rank: m.config.rank,
+        };
+        if !info.trained {
+            warn!("{UNTRAINED_WARNING}");
+        }
+        *shared.model.write().expect("model lock") = Some(info);
+        Engine { shared, model, encoder: HashedEncoder, blob_cache: HashMap::new() }
+    }
+
+    /// Serves jobs until the scheduler closes.
+    pub fn run(mut self) {
+        loop {
+            let Some((key, flags)) = self.shared.scheduler.next(Duration::from_millis(500)) else {
+                if self.shared.is_shutting_down() {
+                    break;
+                }
+                continue;
+            };
+            let result = self.sync(&key, flags);
+            {
+                let mut errors = self.shared.errors.lock().expect("errors lock");
+                match &result {
+                    Ok(out) => {
+                        errors.remove(&key);
+                        if out.steps > 0 || out.published.is_some() {
+                            info!(repo = %key, steps = out.steps, adapter = ?out.published, "caught up");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(repo = %key, error = %e, "job failed");
+                        errors.insert(key.clone(), e.to_string());
+                    }
+                }
+            }
+            self.shared.scheduler.done();
+            self.shared.bump_progress();
+        }
+    }
+
+    fn snapshot_vector(&mut self, repo: &Repository, commit: Oid) -> Result<Vec<f32>, JobError> {
+        let files = git::snapshot_files(repo, commit, HashedEncoder::MAX_FILE_BYTES)?;
+        if self.blob_cache.len() > BLOB_CACHE_MAX {
+            self.blob_cache.clear();
+        }
+        let mut vectors = Vec::with_capacity(files.len());
+        for (path, blob, text) in &files {
+            let v = match self.blob_cache.get(blob) {
+                Some(v) => v.clone(),
+                None => {
+                    let (v, _) = self.encoder.file_vector(path, text);
+                    self.blob_cache.insert(*blob, v.clone());
+                    v
+                }
+            };
+            vectors.push(v);
+        }
+        Ok(self.encoder.pool(vectors.iter().map(Vec::as_slice)))
+    }
+
+    /// A state rebuilt from the snapshot at `commit`, made durable before it is used.
+    fn cold_state(&mut self, key: &str, repo: &Repository, refname: &str, commit: Oid) -> Result<RefState, JobError> {
+        let snapshot = self.snapshot_vector(repo, commit)?;
+        let vector = self.model.initial_state(&snapshot)?;
+        let state = RefState {
+            refname: refname.to_owned(),
+            vector,
+            last_commit: commit.to_string(),
+            origin_commit: commit.to_string(),
+            steps: 0,
+            steps_since_adapter: 0,
+            manifest_changed: false,
+            model_fingerprint: self.model.meta.fingerprint.clone(),
+            current_adapter: None,
+            adapter_commit: None,
+            adapter_at: None,
+            updated_at: now_secs(),
+        };
+        self.shared.store.commit_steps(key, &state)?;
+        Ok(state)
+    }
+
+    pub fn sync(&mut self, key: &str, flags: JobFlags) -> Result<Outcome, JobError> {
+        let cfg = self.shared.config();
+        let rec = self.shared.store.repo(key)?.ok_or(JobError::NotRegistered)?;
+        let repo = git::open(Path::new(&rec.git_dir)).map_err(|_| JobError::Missing(rec.git_dir.clone()))?;
+        let mut out = Outcome::default();
+        let Some((refname, tip)) = git::tracked_ref(&repo)? else {
+            out.idle_reason = Some("HEAD is detached or missing");
+            return Ok(out);
+        };
+        let Some(tip) = tip else {
+            out.idle_reason = Some("the repository has no commits yet");
+            return Ok(out);
+        };
+
+        let previous = self.shared.store.ref_state(key, &refname)?;
+        let mut cold = false;
+        let mut state = match previous {
+            Some(s) if s.model_fingerprint == self.model.meta.fingerprint && !flags.reset => {
+                let last = Oid::from_str(&s.last_commit).ok().filter(|o| repo.find_commit(*o).is_ok());
+                match last {
+                    Some(last) if git::is_ancestor(&repo, last, tip)? => s,
+                    // History was rewritten: restart from the merge base when there is one.
+                    Some(last) => {
+                        cold = true;
+                        let base = repo.merge_base(last, tip).unwrap_or(tip);
+                        warn!(repo = %key, %refname, "last processed commit is no longer an ancestor of the tip; rebuilding from {base}");
+                        keep_adapter_fields(self.cold_state(key, &repo, &refname, base)?, &s)
+                    }
+                    None => {
+                        cold = true;
+                        keep_adapter_fields(self.cold_state(key, &repo, &refname, tip)?, &s)
+                    }
+                }
+            }
+            Some(s) => {
+                cold = true;
+                keep_adapter_fields(self.cold_state(key, &repo, &refname, tip)?, &s)
+            }
+            None => {
+                cold = true;
+                self.cold_state(key, &repo, &refname, tip)?
+            }
+        };
+
+        let since = Oid::from_str(&state.last_commit)?;
+        let commits = if since == tip { Vec::new() } else { git::first_parent_walk(&repo, since, tip)? };
+        let limits = DiffLimits::default();
+        let mut manifest_changed = false;
+        for group in commits.chunks(cfg.step_group.max(1)) {
+            let mut diffs = Vec::with_capacity(group.len());
+            for &oid in group {
+                let d = git::commit_diff(&repo, oid, limits)?;
+                manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
+                diffs.push(self.encoder.encode_diff(&d.input).vector);
+            }
+            state.vector = self.model.advance(&state.vector, &diffs)?;
+            state.last_commit = group.last().expect("non-empty chunk").to_string();
+            state.steps += group.len() as u64;
+            state.steps_since_adapter += group.len() as u64;
+            state.manifest_changed |= manifest_changed;
+            state.updated_at = now_secs();
+            self.shared.store.commit_steps(key, &state)?;
+            out.steps += group.len() as u64;
+            if self.shared.is_shutting_down() {
+                // The state is durable up to this group; the rest is walked after restart.
+                return Ok(out);
+            }
+        }
+
+        let now = now_secs();
+        let decision = triggers::decide(
+            &cfg.triggers,
+            Since {
+                commits: state.steps_since_adapter,
+                new_commits: out.steps,
+                manifest_changed: state.manifest_changed,
+                secs_since_adapter: state.adapter_at.map(|t| now.saturating_sub(t)),
+                explicit: flags.regenerate,
+                cold_start: cold,
+            },
+        );
+        if let Some(trigger) = decision {
+            if state.adapter_commit.as_deref() != Some(state.last_commit.as_str()) || flags.regenerate || cold {
+                out.published = Some(self.publish(&cfg, &rec.git_dir, key, &mut state, trigger, out.steps)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn publish(&mut self, cfg: &Config, git_dir: &str, key: &str, state: &mut RefState, trigger: &str, walked: u64) -> Result<PathBuf, JobError> {
+        let weights = self.model.adapter(&state.vector)?;
+        let repo_dir = cfg.adapters_dir().join(key);
+        std::fs::create_dir_all(&repo_dir).map_err(|e| ModelError::AdapterIo { path: repo_dir.clone(), source: e })?;
+        let name = publish::fresh_name(&repo_dir, &state.last_commit);
+        let now = now_secs();
+        let meta = &self.model.meta;
+        let info = serde_json::json!({
+            "repo": git_dir,
+            "repo_key": key,
+            "ref": state.refname,
+            "commit": state.last_commit,
+            "origin_commit": state.origin_commit,
+            "steps": state.steps,
+            "commits_walked": walked,
+            "trigger": trigger,
+            "created_at": now,
+            "model": {
+                "architecture": meta.architecture,
+                "fingerprint": meta.fingerprint,
+                "encoder": meta.encoder,
+                "trained": meta.trained,
+            },
+            "state_sha256": vector_digest(&state.vector),
+            "warning": if meta.trained { serde_json::Value::Null } else { UNTRAINED_WARNING.into() },
+        });
+        let dtype: AdapterDtype = cfg.model.dtype.parse().unwrap_or_default();
+        let extra = [("evolora.json", serde_json::to_vec_pretty(&info).expect("json"))];
+        let dir = write_adapter_dir(&repo_dir.join(&name), &weights, &self.model.base, dtype, &extra)?;
+        publish::swap_current(&repo_dir, &name).map_err(|e| ModelError::AdapterIo { path: repo_dir.clone(), source: e })?;
+        state.current_adapter = Some(name.clone());
+        state.adapter_commit = Some(state.last_commit.clone());
+        state.adapter_at = Some(now);
+        state.steps_since_adapter = 0;
+        state.manifest_changed = false;
+        let record = publish::record(&state.refname, &state.last_commit, &name, trigger, state.steps, now);
+        self.shared.store.record_adapter(key, state, &record)?;
+        publish::prune(&self.shared.store, key, &repo_dir, Some(&name), cfg.keep_adapters);
+        Ok(dir)
+    }
+}
+
+/// A rebuilt state still points at the adapter that is published, until a new one is.
+fn keep_adapter_fields(mut fresh: RefState, old: &RefState) -> RefState {
+    fresh.current_adapter = old.current_adapter.clone();
+    fresh.adapter_commit = old.adapter_commit.clone();
+    fresh.adapter_at = old.adapter_at;
+    fresh
+}

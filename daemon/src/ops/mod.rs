@@ -1,0 +1,72 @@
+//! One file per socket operation. Each takes the shared daemon state and its arguments and
+//! returns the reply's fields or an error; none does socket I/O.
+
+mod adapter;
+mod notify;
+mod ping;
+mod register;
+mod repair;
+mod shutdown;
+mod status;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::git;
+use crate::protocol::{ErrorCode, Op, OpError};
+use crate::shared::Shared;
+use evolora_state::RepoRecord;
+
+pub type Fields = Map<String, Value>;
+
+pub async fn dispatch(shared: &Arc<Shared>, op: Op) -> Result<Fields, OpError> {
+    match op {
+        Op::Ping => ping::run(shared),
+        Op::Register { repo } => register::register(shared, &repo).await,
+        Op::Unregister { repo } => register::unregister(shared, &repo).await,
+        Op::Notify { repo } => notify::run(shared, &repo).await,
+        Op::Adapter { repo, wait_ms } => adapter::run(shared, &repo, wait_ms).await,
+        Op::Status { repo } => status::run(shared, repo.as_deref()).await,
+        Op::Regenerate { repo } => repair::regenerate(shared, &repo).await,
+        Op::Reset { repo } => repair::reset(shared, &repo).await,
+        Op::Shutdown => shutdown::run(shared),
+    }
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> OpError {
+    OpError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// Runs blocking work (git, sled) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, OpError> + Send + 'static) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+/// A repository path as given by a client → its location and key.
+pub(crate) async fn locate(path: &str) -> Result<(git::Location, String), OpError> {
+    let path = path.to_owned();
+    blocking(move || {
+        if path.is_empty() {
+            return Err(OpError::new(ErrorCode::BadRequest, "`repo` is empty"));
+        }
+        if !Path::new(&path).is_absolute() {
+            return Err(OpError::new(ErrorCode::BadRequest, format!("`repo` must be an absolute path, got `{path}`")));
+        }
+        let loc = git::locate(Path::new(&path)).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))?;
+        let key = git::repo_key(&loc.git_dir);
+        Ok((loc, key))
+    })
+    .await
+}
+
+/// Like [`locate`], but the repository must be registered.
+pub(crate) async fn registered(shared: &Arc<Shared>, path: &str) -> Result<RepoRecord, OpError> {
+    let (_, key) = locate(path).await?;
+    shared
+        .store
+        .repo(&key)
+        .map_err(internal)?
+        .ok_or_else(|| OpError::new(ErrorCode::NotRegistered, format!("{path} is not registered; run `evolora register {path}`")))
+}

@@ -1,0 +1,50 @@
+use std::sync::Arc;
+
+use evolora_state::RepoRecord;
+use serde_json::json;
+
+use super::{Fields, internal};
+use crate::engine::now_secs;
+use crate::protocol::OpError;
+use crate::scheduler::JobFlags;
+use crate::shared::Shared;
+
+/// Registers a repository and queues its first job (snapshot → h₀ → first adapter). An
+/// empty repository is accepted; its state starts with its first commit.
+pub async fn register(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
+    let (loc, key) = super::locate(repo).await?;
+    let existing = shared.store.repo(&key).map_err(internal)?;
+    let already = existing.is_some();
+    if !already {
+        let rec = RepoRecord {
+            key: key.clone(),
+            git_dir: loc.git_dir.display().to_string(),
+            work_dir: loc.work_dir.as_ref().map(|p| p.display().to_string()),
+            bare: loc.bare,
+            tracked_refs: Vec::new(),
+            registered_at: now_secs(),
+            trigger_overrides: None,
+        };
+        let store = shared.store.clone();
+        super::blocking(move || store.put_repo(&rec).map_err(internal)).await?;
+    }
+    shared.scheduler.wake(&key, JobFlags::default());
+    let mut f = Fields::new();
+    f.insert("repo_key".into(), json!(key));
+    f.insert("git_dir".into(), json!(loc.git_dir.display().to_string()));
+    f.insert("bare".into(), json!(loc.bare));
+    f.insert("already_registered".into(), json!(already));
+    Ok(f)
+}
+
+/// Forgets a repository's state. Its adapter directories stay on disk.
+pub async fn unregister(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
+    let rec = super::registered(shared, repo).await?;
+    let store = shared.store.clone();
+    let key = rec.key.clone();
+    super::blocking(move || store.remove_repo(&key).map_err(internal)).await?;
+    let mut f = Fields::new();
+    f.insert("repo_key".into(), json!(rec.key));
+    f.insert("unregistered".into(), json!(true));
+    Ok(f)
+}
