@@ -1,0 +1,203 @@
+//! Test harness: real git repositories, the real `evolora` binary, its real socket.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_evolora");
+
+/// A daemon process with its own state directory and socket.
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `evolora daemon` on the tiny model preset and the Qwen2.5-Coder-0.5B shapes.
+    pub fn start(root: &Path) -> Daemon {
+        Self::start_with(root, &[])
+    }
+
+    pub fn start_with(root: &Path, extra: &[&str]) -> Daemon {
+        let mut d = Daemon {
+            state_dir: root.join("state"),
+            socket: root.join("run/evolora.sock"),
+            log: root.join("daemon.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--preset", "tiny", "--base", "qwen2.5-coder-0.5b"])
+            .args(&self.extra)
+            .env("RUST_LOG", "info,sled=warn")
+            .env_remove("EVOLORA_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start evolora daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(reply) = self.try_request(&serde_json::json!({"op": "ping"})) {
+                if reply["ok"] == true {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited during start ({status}):\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "daemon did not answer within 60 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal and waits (bounded) for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit within {within:?} of signal {signal}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon first");
+        self.spawn();
+    }
+
+    pub fn try_request(&self, req: &Value) -> std::io::Result<Value> {
+        let stream = UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut line = serde_json::to_vec(req).unwrap();
+        line.push(b'\n');
+        (&stream).write_all(&line)?;
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply)?;
+        serde_json::from_str(&reply).map_err(std::io::Error::other)
+    }
+
+    pub fn request(&self, req: Value) -> Value {
+        self.try_request(&req).unwrap_or_else(|e| panic!("request {req} failed: {e}\n{}", self.log_text()))
+    }
+
+    /// Runs the CLI against this daemon's socket.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).env("EVOLORA_SOCKET", &self.socket).output().expect("run evolora")
+    }
+
+    /// `status --json` for one repository.
+    pub fn repo_status(&self, repo: &Path) -> Value {
+        let reply = self.request(serde_json::json!({"op": "status", "repo": repo}));
+        assert_eq!(reply["ok"], true, "{reply}");
+        reply["repos"][0].clone()
+    }
+
+    /// Polls `f` until it returns Some, failing after `within`.
+    pub fn wait_for<T>(&self, within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A work-tree repository driven with the git CLI, isolated from the user's git config.
+pub struct Repo {
+    pub path: PathBuf,
+}
+
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Repo {
+    pub fn init(path: &Path) -> Repo {
+        std::fs::create_dir_all(path).unwrap();
+        git_in(path, &["init", "-q", "-b", "main"]);
+        Repo { path: std::fs::canonicalize(path).unwrap() }
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.path, args)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// Stages everything and commits; returns the new HEAD.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
