@@ -134,7 +134,7 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn"));
     // Under systemd, log to the journal with structured fields; elsewhere to stderr.
     let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
-    let fmt = if journald.is_none() { Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)) } else { None };
+    let fmt = if journald.is_none() { Some(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr)) } else { None };
     tracing_subscriber::registry().with(filter).with(journald).with(fmt).init();
 }
 

@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs what building and testing evolora needs on a fresh Debian/Ubuntu machine:
+# a C compiler (vendored libgit2, tree-sitter), git, Python 3 with numpy (the numerical
+# reference the tests compare the model against). Rust itself comes from rustup.
+set -eu
+
+need_apt=""
+command -v cc >/dev/null 2>&1 || need_apt="$need_apt build-essential"
+command -v git >/dev/null 2>&1 || need_apt="$need_apt git"
+command -v python3 >/dev/null 2>&1 || need_apt="$need_apt python3 python3-pip"
+command -v systemd-analyze >/dev/null 2>&1 || need_apt="$need_apt systemd"
+
+if [ -n "$need_apt" ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $need_apt
+    else
+        echo "evolora: please install:$need_apt" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "evolora: cargo not found; install Rust 1.95 or newer from https://rustup.rs" >&2
+    exit 1
+fi
+
+if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] && ! python3 -c 'import numpy' >/dev/null 2>&1; then
+    python3 -m pip install --quiet numpy 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages numpy
+fi

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Runs evolora's whole test suite: unit tests, the numerical reference comparison, and the
+# end-to-end tests that start the real daemon on temporary repositories.
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/install-build-deps.sh"
+cd "$root"
+cargo test --workspace --locked
