@@ -81,6 +81,20 @@ enum Command {
         #[command(subcommand)]
         action: HooksAction,
     },
+    /// Write a one-shot adapter from a snapshot of a repository's HEAD (no daemon needed)
+    Snapshot {
+        path: PathBuf,
+        /// New adapter directory (must not exist)
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: crate::offline::ModelChoice,
+    },
+    /// Run the hypernetwork directly (no daemon needed)
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
     /// Check that the daemon answers
     Ping,
     /// Ask the daemon to stop (as SIGTERM does)
@@ -92,6 +106,33 @@ enum HooksAction {
     Install { path: Option<PathBuf> },
     Uninstall { path: Option<PathBuf> },
     Status { path: Option<PathBuf> },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelAction {
+    /// Embeddings (safetensors: `snapshot` [D], `diffs` [T, D]) → adapter directory
+    Run {
+        #[arg(long)]
+        embeddings: PathBuf,
+        /// New adapter directory (must not exist)
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the final state vector (safetensors tensor `state`)
+        #[arg(long)]
+        state_out: Option<PathBuf>,
+        #[command(flatten)]
+        model: crate::offline::ModelChoice,
+    },
+    /// Write the seeded model of a preset as an evolora safetensors checkpoint
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// Step policy recorded in the checkpoint: every-commit or paper
+        #[arg(long, default_value = "every-commit")]
+        step_policy: String,
+        #[command(flatten)]
+        model: crate::offline::ModelChoice,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -263,6 +304,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("  {hook}: {}", if present { "installed" } else { "not installed" });
             }
         }
+        Command::Snapshot { path, out, model } => crate::offline::snapshot(&model, &absolute(&path)?, &out)?,
+        Command::Model { action } => match action {
+            ModelAction::Run { embeddings, out, state_out, model } => {
+                crate::offline::model_run(&model, &embeddings, &out, state_out.as_deref())?
+            }
+            ModelAction::Export { out, step_policy, model } => {
+                let policy = match step_policy.as_str() {
+                    "paper" => evolora_model::hypernet::StepPolicy::Paper,
+                    "every-commit" => evolora_model::hypernet::StepPolicy::EveryCommit,
+                    other => bail!("unknown step policy `{other}` (every-commit, paper)"),
+                };
+                crate::offline::export_seeded(&model, &out, policy)?
+            }
+        },
         Command::Ping => {
             let reply = call(&socket, json!({"op": "ping"}), Duration::from_secs(5))?;
             println!("evolora daemon {} (pid {}) is up", reply["version"].as_str().unwrap_or("?"), reply["pid"]);

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evolora_model::encoder::HashedEncoder;
-use evolora_model::hypernet::ModelMeta;
 use evolora_model::peft::{AdapterDtype, write_adapter_dir};
 use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork, ModelError};
 use evolora_state::{RefState, StateError};
@@ -79,12 +78,11 @@ pub fn load_model(settings: &ModelSettings) -> Result<Hypernetwork, ModelError> 
             Hypernetwork::untrained(cfg, base, settings.seed, HashedEncoder::ID, device)
         }
         Some(path) => {
-            let mut ck = evolora_model::checkpoint::load_safetensors(path)?;
+            let mut ck = evolora_model::checkpoint::load(path, &base)?;
             if ck.meta.encoder != HashedEncoder::ID {
                 return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: HashedEncoder::ID.into() });
             }
-            let meta = ModelMeta { ..ck.meta };
-            Hypernetwork::from_weights(ck.config, base, &mut ck.weights, meta, device)
+            Hypernetwork::from_weights(ck.config, base, &mut ck.weights, ck.meta, device)
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod git;
+pub mod offline;
 pub mod ops;
 pub mod protocol;
 pub mod publish;

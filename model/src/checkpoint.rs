@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::hypernet::{ModelMeta, StepPolicy};
 use crate::weights::Weights;
-use crate::{BaseModelShapes, HyperConfig, ModelError};
+use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
 
 pub fn fingerprint_of_seed(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, encoder: &str) -> String {
     let mut h = Sha256::new();
@@ -61,6 +61,7 @@ pub fn save_safetensors(
     md.insert("format".to_string(), "pt".to_string());
     md.insert("evolora.architecture".into(), meta.architecture.clone());
     md.insert("evolora.config".into(), serde_json::to_string(cfg).unwrap());
+    md.insert("evolora.alpha".into(), cfg.alpha.to_string());
     md.insert("evolora.base".into(), serde_json::to_string(base).unwrap());
     md.insert("evolora.encoder".into(), meta.encoder.clone());
     md.insert("evolora.step_policy".into(), serde_json::to_value(meta.step_policy).unwrap().as_str().unwrap().to_owned());
@@ -68,8 +69,19 @@ pub fn save_safetensors(
     safetensors::serialize_to_file(views, Some(md), path).map_err(|e| ModelError::Safetensors(e.to_string()))
 }
 
+/// Reads a checkpoint: `.safetensors` (evolora's flat names) or `.pt`/`.pth` (the released
+/// PyTorch layouts). Dimensions come from the tensors' shapes and the base model; metadata,
+/// where present, supplies alpha, encoder and step policy.
+pub fn load(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, ModelError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "pt" | "pth" | "bin" => crate::pytorch::load_pt(path, base),
+        _ => load_safetensors(path, base),
+    }
+}
+
 /// Reads an evolora safetensors checkpoint (any float dtype; converted to f32).
-pub fn load_safetensors(path: &Path) -> Result<LoadedCheckpoint, ModelError> {
+pub fn load_safetensors(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, ModelError> {
     let fail = |reason: String| ModelError::Checkpoint { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
     let fingerprint = hex(&Sha256::digest(&bytes));
@@ -81,24 +93,72 @@ pub fn load_safetensors(path: &Path) -> Result<LoadedCheckpoint, ModelError> {
         let data = to_f32(view.dtype(), view.data()).ok_or_else(|| fail(format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
         weights.insert(name, view.shape().to_vec(), data);
     }
-    let config: HyperConfig = match md.get("evolora.config") {
-        Some(s) => serde_json::from_str(s).map_err(|e| fail(format!("bad evolora.config: {e}")))?,
-        None => return Err(fail("no `evolora.config` metadata; not an evolora checkpoint".into())),
-    };
-    let base = md.get("evolora.base").and_then(|s| serde_json::from_str(s).ok());
+    let alpha = md.get("evolora.alpha").and_then(|s| s.parse().ok()).or_else(|| {
+        md.get("evolora.config").and_then(|s| serde_json::from_str::<HyperConfig>(s).ok()).map(|c| c.alpha)
+    });
+    let config = infer_config(&weights, base, alpha.unwrap_or(32.0)).map_err(|e| match e {
+        ModelError::Checkpoint { reason, .. } => fail(reason),
+        other => other,
+    })?;
     let step_policy = match md.get("evolora.step_policy").map(String::as_str) {
         Some("paper") => StepPolicy::Paper,
         _ => StepPolicy::EveryCommit,
     };
     let meta = ModelMeta {
-        architecture: md.get("evolora.architecture").cloned().unwrap_or_else(|| "code2lora-evo".into()),
+        architecture: architecture_of(&weights).into(),
         encoder: md.get("evolora.encoder").cloned().unwrap_or_else(|| "unknown".into()),
         step_policy,
         trained: md.get("evolora.trained").map(|s| s == "true").unwrap_or(true),
         fingerprint,
         task: 0,
     };
-    Ok(LoadedCheckpoint { config, base, meta, weights })
+    Ok(LoadedCheckpoint { config, base: Some(base.clone()), meta, weights })
+}
+
+pub(crate) fn architecture_of(weights: &Weights) -> &'static str {
+    if weights.names().any(|n| n.starts_with("gru.")) { "code2lora-evo" } else { "code2lora-static" }
+}
+
+/// Reads the hypernetwork's dimensions off its tensors. The rank follows from
+/// `heads_A.<t>.weight` rows ÷ the base model's in_features for that type, so a checkpoint
+/// made for another base model is refused here, naming the tensor.
+pub fn infer_config(weights: &Weights, base: &BaseModelShapes, alpha: f32) -> Result<HyperConfig, ModelError> {
+    let shape = |name: &str| weights.get(name).map(|t| t.shape.clone()).ok_or_else(|| ModelError::MissingTensor(name.into()));
+    let trunk = shape("head.trunk.0.weight")?;
+    if trunk.len() != 2 {
+        return Err(ModelError::ShapeMismatch { name: "head.trunk.0.weight".into(), found: trunk, expected: vec![0, 0] });
+    }
+    let (head_hidden, head_in) = (trunk[0], trunk[1]);
+    let mut module_types: Vec<ModuleType> = weights
+        .names()
+        .filter_map(|n| n.strip_prefix("head.heads_A.")?.strip_suffix(".weight"))
+        .filter_map(ModuleType::from_peft_name)
+        .collect();
+    module_types.sort();
+    let Some(&first) = module_types.first() else {
+        return Err(ModelError::MissingTensor("head.heads_A.<type>.weight".into()));
+    };
+    let first_name = format!("head.heads_A.{}.weight", first.peft_name());
+    let rows = shape(&first_name)?[0];
+    let (in_f, _) = base.in_out(first);
+    if in_f == 0 || rows % in_f != 0 {
+        return Err(ModelError::Checkpoint {
+            path: "<checkpoint>".into(),
+            reason: format!("`{first_name}` has {rows} rows, not a multiple of {in_f} (in_features of {} in {}): the checkpoint was made for another base model", first.peft_name(), base.name),
+        });
+    }
+    let rank = rows / in_f;
+    let (num_tasks, task_dim) = match weights.get("head.task_embedding.weight") {
+        Some(t) if t.shape.len() == 2 => (t.shape[0], t.shape[1]),
+        _ => (0, 0),
+    };
+    let (input_dim, gru_hidden) = if weights.contains("gru.diff_proj.0.weight") {
+        let d = shape("gru.diff_proj.0.weight")?;
+        (d[1], d[0])
+    } else {
+        (head_in - task_dim, head_in - task_dim)
+    };
+    Ok(HyperConfig { input_dim, gru_hidden, head_hidden, rank, alpha, module_types, num_tasks, task_dim })
 }
 
 /// Little-endian float bytes to f32.

@@ -18,6 +18,8 @@ pub mod head;
 pub mod hypernet;
 pub mod init;
 pub mod peft;
+pub mod replay;
+mod pytorch;
 mod tensor_io;
 pub mod weights;
 

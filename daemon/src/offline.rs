@@ -1,0 +1,141 @@
+//! Commands that run the model in the CLI process, without the daemon: the Static one-shot
+//! `snapshot`, `model run` on user-supplied embeddings, and `model export`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use evolora_model::encoder::HashedEncoder;
+use evolora_model::hypernet::{ModelMeta, StepPolicy, seeded_weights};
+use evolora_model::peft::{AdapterDtype, write_adapter_dir};
+use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork};
+
+use crate::git;
+
+/// Where the model comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelChoice {
+    /// Checkpoint: evolora .safetensors, or a released Code2LoRA .pt (Static or Evo)
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Without a checkpoint: seeded hypernetwork of this size (paper, compact, tiny)
+    #[arg(long, default_value = "compact")]
+    pub preset: String,
+    /// Seed of the untrained model
+    #[arg(long, default_value_t = crate::config::ModelSettings::default().seed)]
+    pub seed: u64,
+    /// Base model: qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, or a config.json (or its directory)
+    #[arg(long, default_value = "qwen2.5-coder-1.5b")]
+    pub base: String,
+    /// Task row of a multi-task checkpoint (index into its task embedding)
+    #[arg(long, default_value_t = 0)]
+    pub task: usize,
+    /// cpu or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Adapter dtype: f32, bf16, f16
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelChoice {
+    pub fn load(&self, expect_encoder: Option<&str>) -> Result<Hypernetwork> {
+        let device = evolora_model::select_device(&self.device)?;
+        let base = BaseModelShapes::resolve(&self.base)?;
+        match &self.checkpoint {
+            None => Ok(Hypernetwork::untrained(HyperConfig::preset(&self.preset)?, base, self.seed, HashedEncoder::ID, device)?),
+            Some(path) => {
+                let mut ck = evolora_model::checkpoint::load(path, &base)?;
+                if let Some(enc) = expect_encoder {
+                    if ck.meta.encoder != enc {
+                        bail!(evolora_model::ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: enc.into() });
+                    }
+                }
+                ck.meta.task = self.task;
+                Ok(Hypernetwork::from_weights(ck.config, base, &mut ck.weights, ck.meta, device)?)
+            }
+        }
+    }
+
+    fn dtype(&self) -> Result<AdapterDtype> {
+        self.dtype.parse().map_err(anyhow::Error::msg)
+    }
+}
+
+fn model_json(model: &Hypernetwork) -> serde_json::Value {
+    serde_json::json!({
+        "architecture": model.meta.architecture,
+        "fingerprint": model.meta.fingerprint,
+        "encoder": model.meta.encoder,
+        "trained": model.meta.trained,
+        "step_policy": model.meta.step_policy,
+        "config": model.config,
+    })
+}
+
+/// `evolora model run`: embeddings file → adapter directory (and optionally the final state).
+pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out: Option<&Path>) -> Result<()> {
+    let model = choice.load(None)?;
+    let emb = evolora_model::replay::read_embeddings(embeddings)?;
+    let (state, adapter) = evolora_model::replay::run(&model, &emb)?;
+    if let Some(p) = state_out {
+        let bytes: Vec<u8> = state.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![state.len()], &bytes)?;
+        safetensors::serialize_to_file([("state", view)], None, p)?;
+    }
+    let info = serde_json::json!({
+        "source": "model run",
+        "embeddings": embeddings.display().to_string(),
+        "commits": emb.diffs.len(),
+        "model": model_json(&model),
+    });
+    let dir = write_adapter_dir(out, &adapter, &model.base, choice.dtype()?, &[("evolora.json", serde_json::to_vec_pretty(&info)?)])?;
+    if !model.meta.trained {
+        eprintln!("warning: {}", crate::shared::UNTRAINED_WARNING);
+    }
+    println!("{}", dir.display());
+    Ok(())
+}
+
+/// `evolora snapshot`: the Static path, a repository's tip → one adapter directory.
+pub fn snapshot(choice: &ModelChoice, repo_path: &Path, out: &Path) -> Result<()> {
+    let model = choice.load(Some(HashedEncoder::ID))?;
+    let loc = git::locate(repo_path)?;
+    let repo = git::open(&loc.git_dir)?;
+    let head = repo.head().context("the repository has no commits")?.peel_to_commit().context("HEAD is not a commit")?;
+    let files = git::snapshot_files(&repo, head.id(), HashedEncoder::MAX_FILE_BYTES)?;
+    let encoded = HashedEncoder.encode_snapshot(files.iter().map(|(p, _, t)| (p.as_str(), t.as_str())));
+    let state = model.initial_state(&encoded.vector)?;
+    let adapter = model.adapter(&state)?;
+    let info = serde_json::json!({
+        "source": "snapshot",
+        "repo": loc.git_dir.display().to_string(),
+        "commit": head.id().to_string(),
+        "files": encoded.files,
+        "truncated": encoded.truncated,
+        "model": model_json(&model),
+    });
+    let dir = write_adapter_dir(out, &adapter, &model.base, choice.dtype()?, &[("evolora.json", serde_json::to_vec_pretty(&info)?)])?;
+    if !model.meta.trained {
+        eprintln!("warning: {}", crate::shared::UNTRAINED_WARNING);
+    }
+    println!("{}", dir.display());
+    Ok(())
+}
+
+/// `evolora model export`: the seeded model of a preset as an evolora safetensors checkpoint.
+pub fn export_seeded(choice: &ModelChoice, out: &Path, policy: StepPolicy) -> Result<()> {
+    let base = BaseModelShapes::resolve(&choice.base)?;
+    let cfg = HyperConfig::preset(&choice.preset)?;
+    let weights = seeded_weights(&cfg, &base, choice.seed, true);
+    let meta = ModelMeta {
+        architecture: "code2lora-evo".into(),
+        encoder: HashedEncoder::ID.into(),
+        step_policy: policy,
+        trained: false,
+        fingerprint: String::new(),
+        task: 0,
+    };
+    evolora_model::checkpoint::save_safetensors(out, &weights, &cfg, &base, &meta)?;
+    println!("{}", out.display());
+    Ok(())
+}

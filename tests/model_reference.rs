@@ -1,0 +1,191 @@
+//! The model against an independent numpy reference (tests/reference/code2lora_ref.py) on
+//! random weights and inputs, and against PyTorch's own outputs for checkpoints in the two
+//! released layouts (.pt written by torch.save, and the same weights as safetensors).
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn reference(args: &[&str]) -> std::process::Output {
+    let script = root().join("tests/reference/code2lora_ref.py");
+    let out = Command::new("python3").arg(&script).args(args).output().expect("python3 is needed by the tests (./scripts/test.sh installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("No module named 'numpy'"), "numpy is needed by the tests: run ./scripts/test.sh or `python3 -m pip install numpy`");
+    out
+}
+
+fn evolora(args: &[&str]) -> std::process::Output {
+    Command::new(util::BIN).args(args).output().unwrap()
+}
+
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Random weights and embeddings from the reference, our model on them, the reference's check.
+fn random_case(seed: u32, arch: &str, extra_make: &[&str], extra_run: &[&str], extra_check: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("case");
+    let d_str = d.to_str().unwrap();
+    let seed = seed.to_string();
+    let mut make = vec!["make", d_str, "--seed", &seed, "--arch", arch];
+    make.extend_from_slice(extra_make);
+    ok(&reference(&make), "reference make");
+    let out = d.join("adapter");
+    let state = d.join("state.safetensors");
+    let ck = d.join("checkpoint.safetensors");
+    let emb = d.join("embeddings.safetensors");
+    let base = d.join("base/config.json");
+    let mut run = vec!["model", "run", "--checkpoint", ck.to_str().unwrap(), "--embeddings", emb.to_str().unwrap()];
+    run.extend_from_slice(&["--base", base.to_str().unwrap(), "--out", out.to_str().unwrap(), "--state-out", state.to_str().unwrap()]);
+    run.extend_from_slice(extra_run);
+    ok(&evolora(&run), "evolora model run");
+    let mut check = vec!["check", d_str, "--adapter", out.to_str().unwrap(), "--state", state.to_str().unwrap()];
+    check.extend_from_slice(extra_check);
+    let report = ok(&reference(&check), "reference check");
+    assert!(report.contains("max relative error"), "{report}");
+}
+
+#[test]
+fn evo_matches_the_reference_on_random_weights() {
+    for seed in [1, 2, 3] {
+        random_case(seed, "evo", &[], &[], &[]);
+    }
+}
+
+#[test]
+fn static_with_f16_embeddings_matches_the_reference() {
+    random_case(11, "static", &["--f16"], &[], &[]);
+}
+
+#[test]
+fn multi_task_checkpoint_uses_the_chosen_task_row() {
+    random_case(21, "evo", &["--tasks", "3"], &["--task", "2"], &["--task", "2"]);
+}
+
+#[test]
+fn the_check_itself_catches_a_wrong_task_row() {
+    // Guards the guard: the reference must notice when the adapter came from another input.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("case");
+    ok(&reference(&["make", d.to_str().unwrap(), "--seed", "5", "--tasks", "3"]), "make");
+    let out = d.join("adapter");
+    ok(
+        &evolora(&[
+            "model", "run", "--checkpoint", d.join("checkpoint.safetensors").to_str().unwrap(),
+            "--embeddings", d.join("embeddings.safetensors").to_str().unwrap(),
+            "--base", d.join("base").to_str().unwrap(), "--task", "1", "--out", out.to_str().unwrap(),
+        ]),
+        "run",
+    );
+    let check = reference(&["check", d.to_str().unwrap(), "--adapter", out.to_str().unwrap(), "--task", "2"]);
+    assert!(!check.status.success(), "a mismatching task row must fail the check");
+}
+
+fn released_layout(name: &str, task: &str) {
+    let fx = root().join("tests/fixtures/released-layouts");
+    for ext in ["pt", "safetensors"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("adapter");
+        let state = tmp.path().join("state.safetensors");
+        let ck = fx.join(format!("{name}.{ext}"));
+        ok(
+            &evolora(&[
+                "model", "run", "--checkpoint", ck.to_str().unwrap(),
+                "--embeddings", fx.join("embeddings.safetensors").to_str().unwrap(),
+                "--base", fx.join("base").to_str().unwrap(), "--task", task,
+                "--out", out.to_str().unwrap(), "--state-out", state.to_str().unwrap(),
+            ]),
+            &format!("model run on {name}.{ext}"),
+        );
+        let weights = fx.join(format!("{name}.safetensors"));
+        let expected = fx.join(format!("{name}.torch-expected.safetensors"));
+        ok(
+            &reference(&[
+                "check", fx.to_str().unwrap(), "--checkpoint", weights.to_str().unwrap(),
+                "--adapter", out.to_str().unwrap(), "--state", state.to_str().unwrap(), "--task", task,
+                "--torch-expected", expected.to_str().unwrap(),
+            ]),
+            &format!("reference check of {name}.{ext}"),
+        );
+    }
+}
+
+#[test]
+fn released_evo_layout_imports_from_pt_and_safetensors() {
+    released_layout("evo", "1");
+}
+
+#[test]
+fn released_static_layout_imports_from_pt_and_safetensors() {
+    released_layout("static", "0");
+}
+
+#[test]
+fn mismatched_checkpoints_are_refused_with_the_tensor_named() {
+    let fx = root().join("tests/fixtures/released-layouts");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = evolora(&[
+        "model", "run", "--checkpoint", fx.join("evo.pt").to_str().unwrap(),
+        "--embeddings", fx.join("embeddings.safetensors").to_str().unwrap(),
+        "--base", "qwen2.5-coder-0.5b", "--out", tmp.path().join("a").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("head.heads_A.down_proj.weight") && err.contains("another base model"), "{err}");
+    assert!(!tmp.path().join("a").exists(), "nothing is written on failure");
+
+    // Released checkpoints were trained on Qwen3 embeddings: the hashed encoder is refused.
+    let repo = util::Repo::init(&tmp.path().join("r"));
+    repo.write("a.py", "x = 1\n");
+    repo.commit("one");
+    let out = evolora(&[
+        "snapshot", repo.path.to_str().unwrap(), "--out", tmp.path().join("b").to_str().unwrap(),
+        "--checkpoint", fx.join("static.pt").to_str().unwrap(), "--base", fx.join("base").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("qwen3-embedding-0.6b") && err.contains("hashed-v1"), "{err}");
+
+    // Wrong embedding width: named, not a panic.
+    let out = evolora(&[
+        "model", "run", "--checkpoint", fx.join("static.pt").to_str().unwrap(),
+        "--embeddings", fx.join("embeddings.safetensors").to_str().unwrap(),
+        "--base", fx.join("base").to_str().unwrap(), "--preset", "tiny", "--out", tmp.path().join("c").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = evolora(&[
+        "model", "run", "--embeddings", fx.join("embeddings.safetensors").to_str().unwrap(),
+        "--base", "qwen2.5-coder-0.5b", "--preset", "tiny", "--out", tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vector has 24 values, the model expects 2048"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn snapshot_adapters_are_deterministic_across_processes_and_follow_the_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = util::Repo::init(&tmp.path().join("r"));
+    repo.write("pkg/core.py", "def add(a, b):\n    return a + b\n");
+    repo.write("README.md", "A small package.\n");
+    repo.commit("one");
+    let snap = |name: &str| {
+        let out = tmp.path().join(name);
+        ok(
+            &evolora(&["snapshot", repo.path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--preset", "tiny", "--base", "qwen2.5-coder-0.5b"]),
+            "snapshot",
+        );
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap()
+    };
+    let first = snap("a");
+    assert_eq!(first, snap("b"), "same repository, same bytes, in two processes");
+    repo.write("pkg/core.py", "import numpy as np\n\ndef add(a, b):\n    return a + b\n");
+    repo.commit("import numpy");
+    assert_ne!(first, snap("c"), "adding an import changes the adapter");
+}
