@@ -203,3 +203,37 @@ fn clear_errors_and_a_daemon_that_keeps_serving() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another evolora process"), "{err}");
 }
+
+#[test]
+fn paper_policy_steps_only_where_assertions_change_and_still_reaches_the_tip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("paper-policy.safetensors");
+    let out = std::process::Command::new(util::BIN)
+        .args(["model", "export", "--preset", "tiny", "--base", "qwen2.5-coder-0.5b", "--step-policy", "paper", "--out"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let daemon = Daemon::start_with(tmp.path(), &["--checkpoint", ck.to_str().unwrap()]);
+    let repo = Repo::init(&tmp.path().join("project"));
+    python_project(&repo);
+    repo.commit("initial layout");
+    let out = daemon.cli(&["register", repo.path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    repo.write("pkg/core.py", "import math\n\n\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n");
+    repo.commit("production only");
+    repo.write("tests/test_core.py", "from pkg import add\nfrom pkg.core import sub\n\n\ndef test_add():\n    assert add(1, 2) == 3\n\n\ndef test_sub():\n    assert sub(3, 2) == 1\n");
+    let kept = repo.commit("new assertion");
+    repo.write("pkg/core.py", "import math\n\n\ndef add(a, b):\n    return a + b\n");
+    let tip = repo.commit("production only again");
+
+    let s = daemon.wait_for(Duration::from_secs(60), "the walk to reach the tip", || {
+        let s = daemon.repo_status(&repo.path);
+        (s["refs"][0]["last_commit"] == tip.as_str() && s["pending"] == false).then_some(s)
+    });
+    assert_eq!(s["refs"][0]["steps"], 1, "only the assertion commit steps the GRU: {s}");
+    let reply = daemon.request(json!({"op": "adapter", "repo": repo.path, "wait_ms": 30000}));
+    assert_eq!(reply["commit"], tip.as_str(), "{reply}");
+    assert_ne!(kept, tip);
+}

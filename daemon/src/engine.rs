@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evolora_model::encoder::HashedEncoder;
+use evolora_model::hypernet::StepPolicy;
 use evolora_model::peft::{AdapterDtype, write_adapter_dir};
 use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork, ModelError};
 use evolora_state::{RefState, StateError};
@@ -50,7 +51,10 @@ impl From<git2::Error> for JobError {
 /// What a job did, for logs and tests.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// GRU steps applied.
     pub steps: u64,
+    /// Commits walked (more than `steps` under the paper policy).
+    pub commits: u64,
     pub published: Option<PathBuf>,
     pub idle_reason: Option<&'static str>,
 }
@@ -176,6 +180,7 @@ impl Engine {
             vector,
             last_commit: commit.to_string(),
             origin_commit: commit.to_string(),
+            step_base: commit.to_string(),
             steps: 0,
             steps_since_adapter: 0,
             manifest_changed: false,
@@ -236,22 +241,44 @@ impl Engine {
         let since = Oid::from_str(&state.last_commit)?;
         let commits = if since == tip { Vec::new() } else { git::first_parent_walk(&repo, since, tip)? };
         let limits = DiffLimits::default();
-        let mut manifest_changed = false;
+        let policy = self.model.meta.step_policy;
         for group in commits.chunks(cfg.step_group.max(1)) {
             let mut diffs = Vec::with_capacity(group.len());
+            let mut step_base = state.step_base.clone();
             for &oid in group {
                 let d = git::commit_diff(&repo, oid, limits)?;
-                manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
-                diffs.push(self.encoder.encode_diff(&d.input).vector);
+                state.manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
+                let input = match policy {
+                    StepPolicy::EveryCommit => d.input,
+                    StepPolicy::Paper => {
+                        // Step only where test assertions were added or changed, on the
+                        // production-code diff since the previous such commit.
+                        if !git::adds_assertions(&d.input) {
+                            continue;
+                        }
+                        let base = Oid::from_str(&step_base).ok().and_then(|b| repo.find_commit(b).ok());
+                        let old_tree = base.map(|c| c.tree()).transpose()?;
+                        let new_tree = repo.find_commit(oid)?.tree()?;
+                        let mut span = git::tree_diff(&repo, old_tree.as_ref(), &new_tree, limits)?.input;
+                        span.files.retain(|f| git::is_production_file(&f.path));
+                        span
+                    }
+                };
+                step_base = oid.to_string();
+                diffs.push(self.encoder.encode_diff(&input).vector);
             }
             state.vector = self.model.advance(&state.vector, &diffs)?;
             state.last_commit = group.last().expect("non-empty chunk").to_string();
-            state.steps += group.len() as u64;
-            state.steps_since_adapter += group.len() as u64;
-            state.manifest_changed |= manifest_changed;
+            state.step_base = match policy {
+                StepPolicy::EveryCommit => state.last_commit.clone(),
+                StepPolicy::Paper => step_base,
+            };
+            state.steps += diffs.len() as u64;
+            state.steps_since_adapter += diffs.len() as u64;
             state.updated_at = now_secs();
             self.shared.store.commit_steps(key, &state)?;
-            out.steps += group.len() as u64;
+            out.steps += diffs.len() as u64;
+            out.commits += group.len() as u64;
             if self.shared.is_shutting_down() {
                 // The state is durable up to this group; the rest is walked after restart.
                 return Ok(out);
@@ -263,7 +290,7 @@ impl Engine {
             &cfg.triggers,
             Since {
                 commits: state.steps_since_adapter,
-                new_commits: out.steps,
+                new_commits: out.commits,
                 manifest_changed: state.manifest_changed,
                 secs_since_adapter: state.adapter_at.map(|t| now.saturating_sub(t)),
                 explicit: flags.regenerate,
@@ -272,7 +299,7 @@ impl Engine {
         );
         if let Some(trigger) = decision {
             if state.adapter_commit.as_deref() != Some(state.last_commit.as_str()) || flags.regenerate || cold {
-                out.published = Some(self.publish(&cfg, &rec.git_dir, key, &mut state, trigger, out.steps)?);
+                out.published = Some(self.publish(&cfg, &rec.git_dir, key, &mut state, trigger, out.commits)?);
             }
         }
         Ok(out)

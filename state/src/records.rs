@@ -35,6 +35,9 @@ pub struct RefState {
     pub last_commit: String,
     /// Commit whose snapshot gave h₀.
     pub origin_commit: String,
+    /// Commit the next GRU step's diff starts from. Equal to `last_commit` under the
+    /// every-commit policy; under the paper policy, the last commit that stepped the GRU.
+    pub step_base: String,
     /// GRU steps applied since the origin.
     pub steps: u64,
     /// Steps since the last published adapter.
@@ -105,6 +108,7 @@ mod tests {
             vector: vec![1.5, -0.0, f32::MIN_POSITIVE, 3.25e-7],
             last_commit: "ab".repeat(20),
             origin_commit: "cd".repeat(20),
+            step_base: "cd".repeat(20),
             steps: 7,
             steps_since_adapter: 2,
             manifest_changed: true,

@@ -198,6 +198,7 @@ mod tests {
             vector: vec![steps as f32; 4],
             last_commit: format!("{steps:040}"),
             origin_commit: "0".repeat(40),
+            step_base: "0".repeat(40),
             steps,
             steps_since_adapter: steps,
             manifest_changed: false,
