@@ -181,6 +181,7 @@ impl Engine {
             last_commit: commit.to_string(),
             origin_commit: commit.to_string(),
             step_base: commit.to_string(),
+            walked: 0,
             steps: 0,
             steps_since_adapter: 0,
             manifest_changed: false,
@@ -242,7 +243,20 @@ impl Engine {
         let commits = if since == tip { Vec::new() } else { git::first_parent_walk(&repo, since, tip)? };
         let limits = DiffLimits::default();
         let policy = self.model.meta.step_policy;
-        for group in commits.chunks(cfg.step_group.max(1)) {
+        // Groups end at multiples of `step_group` commits since the origin, so a walk that a
+        // crash cut short re-forms exactly the groups an uninterrupted walk forms: the
+        // batched products, and so the state's bits, do not depend on when a crash happened.
+        let group_len = cfg.step_group.max(1) as u64;
+        let mut rest = commits.as_slice();
+        let mut walked = state.walked;
+        let mut groups = Vec::new();
+        while !rest.is_empty() {
+            let take = ((group_len - walked % group_len) as usize).min(rest.len());
+            groups.push(&rest[..take]);
+            rest = &rest[take..];
+            walked += take as u64;
+        }
+        for group in groups {
             let mut diffs = Vec::with_capacity(group.len());
             let mut step_base = state.step_base.clone();
             for &oid in group {
@@ -273,6 +287,7 @@ impl Engine {
                 StepPolicy::EveryCommit => state.last_commit.clone(),
                 StepPolicy::Paper => step_base,
             };
+            state.walked += group.len() as u64;
             state.steps += diffs.len() as u64;
             state.steps_since_adapter += diffs.len() as u64;
             state.updated_at = now_secs();

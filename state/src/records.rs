@@ -38,6 +38,8 @@ pub struct RefState {
     /// Commit the next GRU step's diff starts from. Equal to `last_commit` under the
     /// every-commit policy; under the paper policy, the last commit that stepped the GRU.
     pub step_base: String,
+    /// First-parent commits walked since the origin (catch-up groups are aligned to it).
+    pub walked: u64,
     /// GRU steps applied since the origin.
     pub steps: u64,
     /// Steps since the last published adapter.
@@ -109,6 +111,7 @@ mod tests {
             last_commit: "ab".repeat(20),
             origin_commit: "cd".repeat(20),
             step_base: "cd".repeat(20),
+            walked: 9,
             steps: 7,
             steps_since_adapter: 2,
             manifest_changed: true,

@@ -199,6 +199,7 @@ mod tests {
             last_commit: format!("{steps:040}"),
             origin_commit: "0".repeat(40),
             step_base: "0".repeat(40),
+            walked: steps,
             steps,
             steps_since_adapter: steps,
             manifest_changed: false,

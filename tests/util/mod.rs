@@ -201,3 +201,66 @@ impl Repo {
         self.git(&["rev-parse", "HEAD"])
     }
 }
+
+impl Repo {
+    /// Appends `n` first-parent commits to `main` in one `git fast-import` run (fast enough
+    /// for hundreds of commits). Each touches a Python module, a test file every third commit
+    /// and a dependency manifest every tenth. Returns the new tip.
+    pub fn append_history(&self, n: usize) -> String {
+        let parent = self.head();
+        let mut stream = String::new();
+        for i in 0..n {
+            let module = format!("def f_{i}(x):\n    return x * {i} + helper_{}(x)\n", i % 7);
+            let mut files = format!("M 100644 inline pkg/mod_{}.py\ndata {}\n{module}\n", i % 10, module.len());
+            if i % 3 == 0 {
+                let t = format!("from pkg.mod_{m} import f_{i}\n\ndef test_f_{i}():\n    assert f_{i}(1) == {i}\n", m = i % 10);
+                files += &format!("M 100644 inline tests/test_mod_{}.py\ndata {}\n{t}\n", i % 10, t.len());
+            }
+            if i % 10 == 9 {
+                let r = format!("requests=={}.0\n", i);
+                files += &format!("M 100644 inline requirements.txt\ndata {}\n{r}\n", r.len());
+            }
+            let msg = format!("commit {i}");
+            let from = if i == 0 { format!("from {parent}\n") } else { String::new() };
+            stream += &format!(
+                "commit refs/heads/main\nmark :{}\ncommitter Test <test@example.invalid> {} +0000\ndata {}\n{msg}\n{from}{files}\n",
+                i + 1,
+                1_700_000_000 + i,
+                msg.len()
+            );
+        }
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&self.path)
+            .args(["fast-import", "--quiet"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stream.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "fast-import failed");
+        self.git(&["reset", "-q", "--hard", "main"]);
+        self.head()
+    }
+}
+
+/// A small deterministic generator for test schedules (seed printed by the caller).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// Checks a published adapter directory is complete: config parses, safetensors loads with
+/// the expected number of tensors and finite values. Returns its evolora.json.
+pub fn assert_complete_adapter(dir: &Path, tensors: usize) -> Value {
+    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+        .unwrap_or_else(|e| panic!("{}: adapter_config.json: {e}", dir.display()));
+    assert_eq!(cfg["peft_type"], "LORA", "{}", dir.display());
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    assert_eq!(st.len(), tensors, "{}", dir.display());
+    serde_json::from_slice(&std::fs::read(dir.join("evolora.json")).unwrap()).unwrap()
+}

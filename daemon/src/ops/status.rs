@@ -29,6 +29,7 @@ pub async fn run(shared: &Arc<Shared>, repo: Option<&str>) -> Result<Fields, OpE
                     "last_commit": s.last_commit,
                     "origin_commit": s.origin_commit,
                     "steps": s.steps,
+                    "walked": s.walked,
                     "steps_since_adapter": s.steps_since_adapter,
                     "state_sha256": vector_digest(&s.vector),
                     "adapter": s.current_adapter.as_ref().map(|d| adapters.join(&rec.key).join(d).display().to_string()),
