@@ -47,7 +47,14 @@ pub fn prune(store: &StateStore, repo_key: &str, repo_dir: &Path, current: Optio
             continue;
         }
         let dir = repo_dir.join(&rec.dir);
-        if fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+        // Rename first: a crash mid-deletion must never leave a half-emptied directory under
+        // a published name. The renamed remains are swept like any unfinished write.
+        let doomed = repo_dir.join(format!("{TEMP_PREFIX}pruned-{}", rec.dir));
+        let gone = match fs::rename(&dir, &doomed) {
+            Ok(()) => fs::remove_dir_all(&doomed).is_ok(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if gone {
             let _ = store.remove_adapter_record(key);
             removed += 1;
         }
