@@ -109,6 +109,7 @@ fn sigkill_during_ingest_and_regeneration_loses_and_repeats_nothing() {
             // Publishing takes longer than walking: aim earlier after a kill that missed the walk.
             if walking {
                 during_walk += 1;
+                max_delay_ms = (max_delay_ms * 5 / 4).min(400);
             } else if publishing {
                 during_publish += 1;
                 max_delay_ms = (max_delay_ms * 3 / 4).max(5);
