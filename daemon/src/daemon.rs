@@ -66,6 +66,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
 
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or a `shutdown` request.
 pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
+    // A file-size limit must fail the write (EFBIG, handled like a full disk), not kill us.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     std::fs::create_dir_all(&config.state_dir)?;
     let store = StateStore::open(&config.db_dir())?;
     if store.was_recovered() {

@@ -305,7 +305,6 @@ impl Engine {
             &cfg.triggers,
             Since {
                 commits: state.steps_since_adapter,
-                new_commits: out.commits,
                 manifest_changed: state.manifest_changed,
                 secs_since_adapter: state.adapter_at.map(|t| now.saturating_sub(t)),
                 explicit: flags.regenerate,

@@ -7,8 +7,6 @@ use crate::config::Triggers;
 pub struct Since {
     /// Commits folded in since the last adapter (including this job's).
     pub commits: u64,
-    /// Commits folded in by this job.
-    pub new_commits: u64,
     pub manifest_changed: bool,
     /// Seconds since the last adapter (None: there is none).
     pub secs_since_adapter: Option<u64>,
@@ -31,7 +29,8 @@ pub fn decide(t: &Triggers, s: Since) -> Option<&'static str> {
     if t.min_interval_secs > 0 && elapsed < t.min_interval_secs {
         return None;
     }
-    if t.every_commit && s.new_commits > 0 {
+    // Unadapted commits, not only this job's: a publish that failed (disk full) is retried.
+    if t.every_commit && s.commits > 0 {
         return Some("every-commit");
     }
     if t.manifest_changed && s.manifest_changed {
@@ -55,7 +54,7 @@ mod tests {
     }
 
     fn since(commits: u64) -> Since {
-        Since { commits, new_commits: commits.min(1), secs_since_adapter: Some(10), ..Since::default() }
+        Since { commits, secs_since_adapter: Some(10), ..Since::default() }
     }
 
     #[test]

@@ -47,12 +47,24 @@ impl StateStore {
     /// a newer schema [`StateError::FutureSchema`].
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Corrupt { path: dir.into(), reason: e.to_string() })?;
+        // sled treats an unreadable log as a torn tail and opens what precedes it, which for a
+        // garbled file is nothing: an existing database that comes back without its schema
+        // version was lost, and must not be mistaken for a new one.
+        // The marker is written only after the schema version is durable, so a crash during
+        // creation is not mistaken for corruption.
+        let marker = dir.join("evolora-schema");
+        let existed = marker.exists();
         let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open().map_err(|e| classify(dir, e))?;
         let meta = db.open_tree("meta")?;
         match meta.get(SCHEMA_KEY)? {
+            None if existed => {
+                return Err(StateError::Corrupt { path: dir.into(), reason: "the database has no schema version (its log is unreadable or it was not written by evolora)".into() });
+            }
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
+                std::fs::write(&marker, format!("{SCHEMA_VERSION}\n"))
+                    .map_err(|e| StateError::Corrupt { path: marker.clone(), reason: e.to_string() })?;
             }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
@@ -236,6 +248,20 @@ mod tests {
         }
         let err = StateStore::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("schema version 99") && err.contains("evolora state rebuild"), "{err}");
+    }
+
+    #[test]
+    fn a_garbled_log_is_corrupt_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            s.commit_steps("r", &state("refs/heads/main", 3)).unwrap();
+        }
+        let log = dir.path().join("db");
+        let len = std::fs::metadata(&log).unwrap().len() as usize;
+        std::fs::write(&log, (0..len).map(|i| (i * 31 % 253) as u8).collect::<Vec<_>>()).unwrap();
+        let err = StateStore::open(dir.path()).err().expect("must not open as empty").to_string();
+        assert!(err.contains("evolora state rebuild"), "{err}");
     }
 
     #[test]

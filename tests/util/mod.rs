@@ -17,6 +17,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     extra: Vec<String>,
+    /// RLIMIT_FSIZE for the daemon: writes past it fail as on a full disk.
+    pub file_size_limit: Option<u64>,
     child: Option<Child>,
 }
 
@@ -32,6 +34,7 @@ impl Daemon {
             socket: root.join("run/evolora.sock"),
             log: root.join("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            file_size_limit: None,
             child: None,
         };
         d.spawn();
@@ -40,7 +43,21 @@ impl Daemon {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some(limit) = self.file_size_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("daemon")
             .arg("--state-dir")
             .arg(&self.state_dir)
