@@ -167,3 +167,47 @@ fn corrupt_and_future_databases_are_refused_with_the_way_out() {
     let err = start_fails(tmp.path());
     assert!(err.contains("evolora state rebuild"), "{err}");
 }
+
+#[test]
+fn state_rebuild_recreates_the_database_from_git_and_the_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(tmp.path());
+    let a = project(tmp.path(), "a");
+    register(&daemon, &a);
+    for i in 0..4 {
+        a.write(&format!("pkg/m{i}.py"), &format!("import os\n\ndef m{i}():\n    return os.getcwd()\n"));
+        a.commit(&format!("m{i}"));
+    }
+    let tip = a.head();
+    let before = daemon.wait_for(Duration::from_secs(60), "the adapter at the tip", || {
+        let s = daemon.repo_status(&a.path);
+        (s["refs"][0]["adapter_commit"] == tip.as_str() && s["pending"] == false).then_some(s)
+    });
+    daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+
+    // The database is lost.
+    std::fs::remove_dir_all(daemon.state_dir.join("db")).unwrap();
+    let out = std::process::Command::new(util::BIN)
+        .args(["state", "rebuild", "--preset", "tiny", "--base", "qwen2.5-coder-0.5b", "--state-dir"])
+        .arg(&daemon.state_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("rebuilt 1 repositories") && text.contains("1 states replayed and verified"), "{text}");
+
+    daemon.restart();
+    let after = daemon.wait_for(Duration::from_secs(60), "the rebuilt state", || {
+        let s = daemon.repo_status(&a.path);
+        (s["pending"] == false).then_some(s)
+    });
+    for field in ["last_commit", "steps", "state_sha256", "adapter", "adapter_commit", "origin_commit"] {
+        assert_eq!(after["refs"][0][field], before["refs"][0][field], "{field} after rebuild");
+    }
+    // And it carries on from there.
+    a.write("pkg/after.py", "x = 1\n");
+    let next = a.commit("after rebuild");
+    let reply = daemon.request(json!({"op": "adapter", "repo": a.path, "wait_ms": 30000}));
+    assert_eq!(reply["commit"], next.as_str(), "{reply}");
+    assert_eq!(daemon.repo_status(&a.path)["refs"][0]["steps"], 5);
+}

@@ -95,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Offline maintenance of the state database (stop the daemon first)
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Check that the daemon answers
     Ping,
     /// Ask the daemon to stop (as SIGTERM does)
@@ -106,6 +111,12 @@ enum HooksAction {
     Install { path: Option<PathBuf> },
     Uninstall { path: Option<PathBuf> },
     Status { path: Option<PathBuf> },
+}
+
+#[derive(Subcommand, Debug)]
+enum StateAction {
+    /// Recreate the database from git history and the adapter directories
+    Rebuild(DaemonArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,26 +210,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Daemon(args) => {
             init_tracing();
-            let mut cfg = Config::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
-            if let Some(s) = cli.socket {
-                cfg.socket = s;
+            let file = args.config.clone();
+            crate::daemon::run(daemon_config(args, cli.socket)?, file)?;
+        }
+        Command::State { action: StateAction::Rebuild(args) } => {
+            let report = crate::rebuild::rebuild(daemon_config(args, cli.socket)?)?;
+            if let Some(p) = &report.moved_aside {
+                println!("previous database moved to {}", p.display());
             }
-            if let Some(d) = args.state_dir {
-                cfg.state_dir = d;
+            println!(
+                "rebuilt {} repositories, {} adapter records; {} states replayed and verified against their adapters",
+                report.repositories, report.adapters, report.verified
+            );
+            for key in &report.unverified {
+                println!("  {key}: state replayed, but its digest was not recorded or differs");
             }
-            if let Some(p) = args.preset {
-                cfg.model.preset = p;
+            for s in &report.skipped {
+                println!("  {s}");
             }
-            if let Some(b) = args.base {
-                cfg.model.base = b;
-            }
-            if let Some(c) = args.checkpoint {
-                cfg.model.checkpoint = Some(c);
-            }
-            if let Some(d) = args.device {
-                cfg.model.device = d;
-            }
-            crate::daemon::run(cfg, args.config)?;
         }
         Command::Register { path, no_hooks } => {
             let path = absolute(&path)?;
@@ -328,6 +337,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Defaults, the config file, then command-line overrides.
+fn daemon_config(args: DaemonArgs, socket: Option<PathBuf>) -> Result<Config> {
+    let mut cfg = Config::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(s) = socket {
+        cfg.socket = s;
+    }
+    if let Some(d) = args.state_dir {
+        cfg.state_dir = d;
+    }
+    if let Some(p) = args.preset {
+        cfg.model.preset = p;
+    }
+    if let Some(b) = args.base {
+        cfg.model.base = b;
+    }
+    if let Some(c) = args.checkpoint {
+        cfg.model.checkpoint = Some(c);
+    }
+    if let Some(d) = args.device {
+        cfg.model.device = d;
+    }
+    Ok(cfg)
 }
 
 fn print_status(reply: &Value) {

@@ -195,6 +195,81 @@ impl Engine {
         Ok(state)
     }
 
+    /// Folds `commits` (oldest first, first-parent) into `state`, one durable transaction per
+    /// group. Returns false if it stopped early for a shutdown.
+    fn walk(&mut self, cfg: &Config, key: &str, repo: &Repository, state: &mut RefState, commits: &[Oid], out: &mut Outcome) -> Result<bool, JobError> {
+        let limits = DiffLimits::default();
+        let policy = self.model.meta.step_policy;
+        // Groups (one transaction each) end at multiples of `step_group` commits since the
+        // origin, so a walk cut short by a crash resumes on the same boundaries.
+        let group_len = cfg.step_group.max(1) as u64;
+        let mut rest = commits;
+        let mut walked = state.walked;
+        let mut groups = Vec::new();
+        while !rest.is_empty() {
+            let take = ((group_len - walked % group_len) as usize).min(rest.len());
+            groups.push(&rest[..take]);
+            rest = &rest[take..];
+            walked += take as u64;
+        }
+        for group in groups {
+            let mut diffs = Vec::with_capacity(group.len());
+            let mut step_base = state.step_base.clone();
+            for &oid in group {
+                let d = git::commit_diff(repo, oid, limits)?;
+                state.manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
+                let input = match policy {
+                    StepPolicy::EveryCommit => d.input,
+                    StepPolicy::Paper => {
+                        // Step only where test assertions were added or changed, on the
+                        // production-code diff since the previous such commit.
+                        if !git::adds_assertions(&d.input) {
+                            continue;
+                        }
+                        let base = Oid::from_str(&step_base).ok().and_then(|b| repo.find_commit(b).ok());
+                        let old_tree = base.map(|c| c.tree()).transpose()?;
+                        let new_tree = repo.find_commit(oid)?.tree()?;
+                        let mut span = git::tree_diff(repo, old_tree.as_ref(), &new_tree, limits)?.input;
+                        span.files.retain(|f| git::is_production_file(&f.path));
+                        span
+                    }
+                };
+                step_base = oid.to_string();
+                diffs.push(self.encoder.encode_diff(&input).vector);
+            }
+            state.vector = self.model.advance(&state.vector, &diffs)?;
+            state.last_commit = group.last().expect("non-empty chunk").to_string();
+            state.step_base = match policy {
+                StepPolicy::EveryCommit => state.last_commit.clone(),
+                StepPolicy::Paper => step_base,
+            };
+            state.walked += group.len() as u64;
+            state.steps += diffs.len() as u64;
+            state.steps_since_adapter += diffs.len() as u64;
+            state.updated_at = now_secs();
+            self.shared.store.commit_steps(key, state)?;
+            out.steps += diffs.len() as u64;
+            out.commits += group.len() as u64;
+            if self.shared.is_shutting_down() {
+                return Ok(false);
+            }
+        }
+
+        Ok(true)
+    }
+
+    /// Rebuilds a ref's state as it was when the adapter at `upto` was published: h₀ from the
+    /// snapshot at `origin`, then the same walk the daemon made. Used by `state rebuild`.
+    pub fn replay(&mut self, key: &str, git_dir: &Path, refname: &str, origin: Oid, upto: Oid) -> Result<RefState, JobError> {
+        let cfg = self.shared.config();
+        let repo = git::open(git_dir).map_err(|_| JobError::Missing(git_dir.display().to_string()))?;
+        let mut state = self.cold_state(key, &repo, refname, origin)?;
+        let commits = if origin == upto { Vec::new() } else { git::first_parent_walk(&repo, origin, upto)? };
+        let mut out = Outcome::default();
+        self.walk(&cfg, key, &repo, &mut state, &commits, &mut out)?;
+        Ok(state)
+    }
+
     pub fn sync(&mut self, key: &str, flags: JobFlags) -> Result<Outcome, JobError> {
         let cfg = self.shared.config();
         let rec = self.shared.store.repo(key)?.ok_or(JobError::NotRegistered)?;
@@ -241,63 +316,10 @@ impl Engine {
 
         let since = Oid::from_str(&state.last_commit)?;
         let commits = if since == tip { Vec::new() } else { git::first_parent_walk(&repo, since, tip)? };
-        let limits = DiffLimits::default();
-        let policy = self.model.meta.step_policy;
-        // Groups end at multiples of `step_group` commits since the origin, so a walk that a
-        // crash cut short re-forms exactly the groups an uninterrupted walk forms: the
-        // batched products, and so the state's bits, do not depend on when a crash happened.
-        let group_len = cfg.step_group.max(1) as u64;
-        let mut rest = commits.as_slice();
-        let mut walked = state.walked;
-        let mut groups = Vec::new();
-        while !rest.is_empty() {
-            let take = ((group_len - walked % group_len) as usize).min(rest.len());
-            groups.push(&rest[..take]);
-            rest = &rest[take..];
-            walked += take as u64;
-        }
-        for group in groups {
-            let mut diffs = Vec::with_capacity(group.len());
-            let mut step_base = state.step_base.clone();
-            for &oid in group {
-                let d = git::commit_diff(&repo, oid, limits)?;
-                state.manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
-                let input = match policy {
-                    StepPolicy::EveryCommit => d.input,
-                    StepPolicy::Paper => {
-                        // Step only where test assertions were added or changed, on the
-                        // production-code diff since the previous such commit.
-                        if !git::adds_assertions(&d.input) {
-                            continue;
-                        }
-                        let base = Oid::from_str(&step_base).ok().and_then(|b| repo.find_commit(b).ok());
-                        let old_tree = base.map(|c| c.tree()).transpose()?;
-                        let new_tree = repo.find_commit(oid)?.tree()?;
-                        let mut span = git::tree_diff(&repo, old_tree.as_ref(), &new_tree, limits)?.input;
-                        span.files.retain(|f| git::is_production_file(&f.path));
-                        span
-                    }
-                };
-                step_base = oid.to_string();
-                diffs.push(self.encoder.encode_diff(&input).vector);
-            }
-            state.vector = self.model.advance(&state.vector, &diffs)?;
-            state.last_commit = group.last().expect("non-empty chunk").to_string();
-            state.step_base = match policy {
-                StepPolicy::EveryCommit => state.last_commit.clone(),
-                StepPolicy::Paper => step_base,
-            };
-            state.walked += group.len() as u64;
-            state.steps += diffs.len() as u64;
-            state.steps_since_adapter += diffs.len() as u64;
-            state.updated_at = now_secs();
-            self.shared.store.commit_steps(key, &state)?;
-            out.steps += diffs.len() as u64;
-            out.commits += group.len() as u64;
-            if self.shared.is_shutting_down() {
-                // The state is durable up to this group; the rest is walked after restart.
-                return Ok(out);
-            }
+        if !self.walk(&cfg, key, &repo, &mut state, &commits, &mut out)? {
+            // Shutting down: the state is durable up to the last group; the rest is walked
+            // after restart.
+            return Ok(out);
         }
 
         let now = now_secs();

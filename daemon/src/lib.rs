@@ -15,6 +15,7 @@ pub mod offline;
 pub mod ops;
 pub mod protocol;
 pub mod publish;
+pub mod rebuild;
 pub mod scheduler;
 pub mod server;
 pub mod shared;

@@ -94,20 +94,23 @@ impl CommitGru {
         host(self.init_norm.forward(gelu(self.init_proj.forward(x))))
     }
 
-    /// Advances `h` over `diffs` ([T, input_dim] row-major) and returns h_T. The input-side
-    /// products of all T steps are one matrix product; only the hidden-side one is sequential.
+    /// Advances `h` over `diffs` ([T, input_dim] row-major) and returns h_T.
+    ///
+    /// Each commit's input-side products are computed on their own (a [1, D] row), never as
+    /// part of a [T, D] batch: matrix kernels may sum in a different order for different
+    /// batch shapes, and the state must come out bit-identical however the commits arrived
+    /// (one by one through hooks, in a burst, or replayed by `state rebuild`).
     pub fn advance(&self, h: &[f32], diffs: &[f32], device: &Device) -> Vec<f32> {
         let t = diffs.len() / self.input;
         if t == 0 {
             return h.to_vec();
         }
         let hd = self.hidden;
-        let x = tensor2(diffs.to_vec(), [t, self.input], device);
-        let x = self.diff_norm.forward(self.diff_proj.forward(x));
-        let gi_all = self.input_gates.forward(x); // [T, 3H]
         let mut state = tensor2(h.to_vec(), [1, hd], device);
         for step in 0..t {
-            let gi = gi_all.clone().slice([step..step + 1, 0..3 * hd]);
+            let row = diffs[step * self.input..(step + 1) * self.input].to_vec();
+            let x = self.diff_norm.forward(self.diff_proj.forward(tensor2(row, [1, self.input], device)));
+            let gi = self.input_gates.forward(x);
             let gh = self.hidden_gates.forward(state.clone());
             let i_r = gi.clone().slice([0..1, 0..hd]);
             let i_z = gi.clone().slice([0..1, hd..2 * hd]);

@@ -168,6 +168,15 @@ impl StateStore {
         self.flush()
     }
 
+    /// Records an adapter without touching any ref state (used when rebuilding).
+    pub fn insert_adapter_record(&self, repo: &str, adapter: &AdapterRecord) -> Result<(), StateError> {
+        let seq = self.db.generate_id()?;
+        let mut akey = repo_prefix(repo);
+        akey.extend_from_slice(&seq.to_be_bytes());
+        self.adapters.insert(akey, adapter.to_bytes())?;
+        self.flush()
+    }
+
     /// Adapter records of a repository, oldest first.
     pub fn adapters(&self, repo: &str) -> Result<Vec<(Vec<u8>, AdapterRecord)>, StateError> {
         self.adapters

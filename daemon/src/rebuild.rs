@@ -1,0 +1,165 @@
+//! `evolora state rebuild`: recreates the database from git history and the adapter
+//! directories, for when it is lost or corrupt. The daemon must be stopped.
+//!
+//! Each repository's adapter folder names it (the folder is its key) and each published
+//! directory's `evolora.json` says which repository, ref, origin commit and commit it was made
+//! at. The newest one's state is replayed from its origin snapshot with the same walk the
+//! daemon made, and checked against the state digest recorded at publication; the daemon then
+//! catches up from there to the tip as usual.
+
+use std::path::{Path, PathBuf};
+
+use evolora_state::{AdapterRecord, RepoRecord, StateError, StateStore};
+use git2::Oid;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::daemon::DaemonError;
+use crate::engine::{self, Engine, now_secs, vector_digest};
+use crate::git;
+use crate::publish;
+use crate::shared::Shared;
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub repositories: usize,
+    /// States replayed whose digest matched the one recorded with their adapter.
+    pub verified: usize,
+    /// States replayed without a recorded digest to compare (or a different one).
+    pub unverified: Vec<String>,
+    pub adapters: usize,
+    pub skipped: Vec<String>,
+    pub moved_aside: Option<PathBuf>,
+}
+
+struct Published {
+    name: String,
+    info: Value,
+}
+
+fn published(repo_dir: &Path) -> Vec<Published> {
+    let mut out: Vec<Published> = std::fs::read_dir(repo_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == publish::CURRENT || !e.path().join("adapter_model.safetensors").is_file() || !e.path().join("adapter_config.json").is_file() {
+                return None;
+            }
+            let info: Value = serde_json::from_slice(&std::fs::read(e.path().join("evolora.json")).ok()?).ok()?;
+            Some(Published { name, info })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.info["created_at"].as_u64().unwrap_or(0), p.info["steps"].as_u64().unwrap_or(0), p.name.clone()));
+    out
+}
+
+pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
+    let mut report = Report::default();
+    let db_dir = config.db_dir();
+    if db_dir.exists() {
+        match StateStore::open(&db_dir) {
+            Err(StateError::Locked(p)) => return Err(StateError::Locked(p).into()),
+            Ok(store) => drop(store),
+            Err(_) => {}
+        }
+        let aside = config.state_dir.join(format!("db.before-rebuild-{}", now_secs()));
+        std::fs::rename(&db_dir, &aside)?;
+        report.moved_aside = Some(aside);
+    }
+    let store = StateStore::open(&db_dir)?;
+    let shared = Shared::new(config.clone(), store.clone());
+    let model = engine::load_model(&config.model).map_err(|e| DaemonError::Model(e.to_string()))?;
+    let fingerprint = model.meta.fingerprint.clone();
+    let mut engine = Engine::new(shared, model);
+
+    let adapters_root = config.adapters_dir();
+    for entry in std::fs::read_dir(&adapters_root).into_iter().flatten().flatten() {
+        let key = entry.file_name().to_string_lossy().into_owned();
+        let repo_dir = entry.path();
+        let versions = published(&repo_dir);
+        let Some(newest) = versions.last() else {
+            report.skipped.push(format!("{key}: no complete adapter directory"));
+            continue;
+        };
+        let info = &newest.info;
+        let git_dir = info["repo"].as_str().unwrap_or_default().to_owned();
+        let loc = match git::locate(Path::new(&git_dir)) {
+            Ok(l) => l,
+            Err(e) => {
+                report.skipped.push(format!("{key}: {e}"));
+                continue;
+            }
+        };
+        let rec = RepoRecord {
+            key: key.clone(),
+            git_dir: loc.git_dir.display().to_string(),
+            work_dir: loc.work_dir.as_ref().map(|p| p.display().to_string()),
+            bare: loc.bare,
+            tracked_refs: Vec::new(),
+            registered_at: now_secs(),
+            trigger_overrides: None,
+        };
+        store.put_repo(&rec)?;
+        report.repositories += 1;
+
+        let records: Vec<AdapterRecord> = versions
+            .iter()
+            .map(|v| AdapterRecord {
+                refname: v.info["ref"].as_str().unwrap_or_default().to_owned(),
+                commit: v.info["commit"].as_str().unwrap_or_default().to_owned(),
+                dir: v.name.clone(),
+                trigger: v.info["trigger"].as_str().unwrap_or("rebuild").to_owned(),
+                created_at: v.info["created_at"].as_u64().unwrap_or(0),
+                pinned: false,
+                steps: v.info["steps"].as_u64().unwrap_or(0),
+            })
+            .collect();
+        let replayable = info["model"]["fingerprint"].as_str() == Some(fingerprint.as_str());
+        let commits = (Oid::from_str(info["origin_commit"].as_str().unwrap_or("")), Oid::from_str(info["commit"].as_str().unwrap_or("")));
+        let state = match (replayable, commits) {
+            (true, (Ok(origin), Ok(upto))) => {
+                let refname = info["ref"].as_str().unwrap_or_default();
+                match engine.replay(&key, &loc.git_dir, refname, origin, upto) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        report.skipped.push(format!("{key}: state not replayed ({e}); it restarts from a snapshot"));
+                        None
+                    }
+                }
+            }
+            (false, _) => {
+                report.skipped.push(format!("{key}: made by another model; its state restarts from a snapshot"));
+                None
+            }
+            _ => None,
+        };
+        match state {
+            Some(mut state) => {
+                if info["state_sha256"].as_str() == Some(vector_digest(&state.vector).as_str()) {
+                    report.verified += 1;
+                } else {
+                    report.unverified.push(key.clone());
+                }
+                state.current_adapter = Some(newest.name.clone());
+                state.adapter_commit = Some(state.last_commit.clone());
+                state.adapter_at = info["created_at"].as_u64();
+                state.steps_since_adapter = 0;
+                state.manifest_changed = false;
+                for r in &records {
+                    store.record_adapter(&key, &state, r)?;
+                }
+            }
+            None => {
+                for r in &records {
+                    store.insert_adapter_record(&key, r)?;
+                }
+            }
+        }
+        report.adapters += records.len();
+        publish::swap_current(&repo_dir, &newest.name)?;
+    }
+    store.flush()?;
+    Ok(report)
+}
