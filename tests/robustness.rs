@@ -211,3 +211,33 @@ fn state_rebuild_recreates_the_database_from_git_and_the_adapters() {
     assert_eq!(reply["commit"], next.as_str(), "{reply}");
     assert_eq!(daemon.repo_status(&a.path)["refs"][0]["steps"], 5);
 }
+
+#[test]
+fn a_different_model_rebuilds_states_from_snapshots_instead_of_mixing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(tmp.path());
+    let a = project(tmp.path(), "a");
+    register(&daemon, &a);
+    a.write("pkg/x.py", "import sys\n");
+    let tip = a.commit("x");
+    let before = daemon.wait_for(Duration::from_secs(60), "one step", || {
+        let s = daemon.repo_status(&a.path);
+        (s["refs"][0]["adapter_commit"] == tip.as_str() && s["pending"] == false).then_some(s)
+    });
+    assert_eq!(before["refs"][0]["steps"], 1);
+    daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+
+    // Same preset, another seed: another model.
+    let config = tmp.path().join("other-model.toml");
+    std::fs::write(&config, "[model]\nseed = 12345\n").unwrap();
+    drop(daemon);
+    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    let after = daemon.wait_for(Duration::from_secs(60), "the rebuilt state", || {
+        let s = daemon.repo_status(&a.path);
+        (s["pending"] == false && s["refs"][0]["model_fingerprint"] != before["refs"][0]["model_fingerprint"]).then_some(s)
+    });
+    let r = &after["refs"][0];
+    assert_eq!(r["steps"], 0, "no vector from the old model is carried over: {r}");
+    assert_eq!(r["origin_commit"], tip.as_str(), "rebuilt from a snapshot of the tip");
+    assert_ne!(r["adapter"], before["refs"][0]["adapter"], "a new adapter from the new model");
+}

@@ -217,6 +217,9 @@ impl Engine {
             let mut step_base = state.step_base.clone();
             for &oid in group {
                 let d = git::commit_diff(repo, oid, limits)?;
+                if d.input.truncated {
+                    warn!(repo = %key, commit = %oid, "diff larger than {} bytes: encoded its first part only", limits.max_bytes);
+                }
                 state.manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
                 let input = match policy {
                     StepPolicy::EveryCommit => d.input,

@@ -35,3 +35,18 @@ fn cuda_device(name: &str, _index: usize) -> Result<Device, ModelError> {
         "this build has no CUDA support; rebuild with `--features cuda`".into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_named_explicitly() {
+        assert!(select_device("cpu").is_ok());
+        let err = select_device("tpu").unwrap_err().to_string();
+        assert!(err.contains("use `cpu` or `cuda:N`"), "{err}");
+        assert!(select_device("cuda:x").is_err());
+        #[cfg(not(feature = "cuda"))]
+        assert!(select_device("cuda:0").unwrap_err().to_string().contains("--features cuda"));
+    }
+}

@@ -196,7 +196,8 @@ mod tests {
 
     #[test]
     fn huge_input_is_bounded_and_marked() {
-        let big = "x = y + z\n".repeat(200_000);
+        let big = "x = y + z\n".repeat(5_000_000); // 50 MB
+        assert_eq!(big.len(), 50_000_000);
         let e = HashedEncoder.encode_diff(&diff(&big));
         assert!(e.truncated);
     }
