@@ -121,8 +121,15 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     }
 
     let repos = store.repos()?;
+    let watcher = crate::watcher::RefWatcher::start(shared.clone());
     for rec in &repos {
+        if let Some(w) = &watcher {
+            w.add(Path::new(&rec.git_dir), &rec.key);
+        }
         shared.scheduler.wake(&rec.key, JobFlags::default());
+    }
+    if let Some(w) = watcher {
+        let _ = shared.watcher.set(w);
     }
     info!(socket = %socket_path.display(), state = %config.state_dir.display(), repositories = repos.len(), "evolora daemon ready");
     sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {} repositories", repos.len()))]);

@@ -195,6 +195,32 @@ impl Engine {
         Ok(state)
     }
 
+    /// The state of another ref of this repository whose last commit is an ancestor of `tip`
+    /// (the closest one), copied for `refname`; it has no adapter of its own yet.
+    fn fork_state(&self, key: &str, repo: &Repository, refname: &str, tip: Oid) -> Result<Option<RefState>, JobError> {
+        let mut best: Option<(usize, RefState)> = None;
+        for s in self.shared.store.ref_states(key)? {
+            if s.model_fingerprint != self.model.meta.fingerprint {
+                continue;
+            }
+            let Ok(last) = Oid::from_str(&s.last_commit) else { continue };
+            if repo.find_commit(last).is_err() || !git::is_ancestor(repo, last, tip)? {
+                continue;
+            }
+            let (ahead, _) = repo.graph_ahead_behind(tip, last)?;
+            if best.as_ref().is_none_or(|(a, _)| ahead < *a) {
+                best = Some((ahead, s));
+            }
+        }
+        Ok(best.map(|(_, mut s)| {
+            s.refname = refname.to_owned();
+            s.current_adapter = None;
+            s.adapter_commit = None;
+            s.adapter_at = None;
+            s
+        }))
+    }
+
     /// Folds `commits` (oldest first, first-parent) into `state`, one durable transaction per
     /// group. Returns false if it stopped early for a shutdown.
     fn walk(&mut self, cfg: &Config, key: &str, repo: &Repository, state: &mut RefState, commits: &[Oid], out: &mut Outcome) -> Result<bool, JobError> {
@@ -311,10 +337,15 @@ impl Engine {
                 cold = true;
                 keep_adapter_fields(self.cold_state(key, &repo, &refname, tip)?, &s)
             }
-            None => {
-                cold = true;
-                self.cold_state(key, &repo, &refname, tip)?
-            }
+            None => match self.fork_state(key, &repo, &refname, tip)? {
+                // A new branch continues from the branch it left, when that state's commit
+                // is in its history: no snapshot, no re-walk of shared commits.
+                Some(s) => s,
+                None => {
+                    cold = true;
+                    self.cold_state(key, &repo, &refname, tip)?
+                }
+            },
         };
 
         let since = Oid::from_str(&state.last_commit)?;

@@ -20,3 +20,4 @@ pub mod scheduler;
 pub mod server;
 pub mod shared;
 pub mod triggers;
+pub mod watcher;

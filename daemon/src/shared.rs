@@ -40,6 +40,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Woken by the `shutdown` op; the daemon's main task waits on it with the signals.
     pub shutdown_requested: tokio::sync::Notify,
+    /// The ref watcher, once started (absent where the platform cannot watch).
+    pub watcher: std::sync::OnceLock<Arc<crate::watcher::RefWatcher>>,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
             errors: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_requested: tokio::sync::Notify::new(),
+            watcher: std::sync::OnceLock::new(),
         })
     }
 

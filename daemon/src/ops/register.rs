@@ -28,6 +28,9 @@ pub async fn register(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpErro
         let store = shared.store.clone();
         super::blocking(move || store.put_repo(&rec).map_err(internal)).await?;
     }
+    if let Some(w) = shared.watcher.get() {
+        w.add(&loc.git_dir, &key);
+    }
     shared.scheduler.wake(&key, JobFlags::default());
     let mut f = Fields::new();
     f.insert("repo_key".into(), json!(key));
@@ -43,6 +46,9 @@ pub async fn unregister(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpEr
     let store = shared.store.clone();
     let key = rec.key.clone();
     super::blocking(move || store.remove_repo(&key).map_err(internal)).await?;
+    if let Some(w) = shared.watcher.get() {
+        w.remove(std::path::Path::new(&rec.git_dir));
+    }
     let mut f = Fields::new();
     f.insert("repo_key".into(), json!(rec.key));
     f.insert("unregistered".into(), json!(true));

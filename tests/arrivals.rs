@@ -1,0 +1,261 @@
+//! Every way a commit arrives: hooks in working and bare repositories (with a foreign hook
+//! present), the watcher for what hooks miss (update-ref, reset), rewritten history (rebase,
+//! amend, reset), merges, branch switches, and commits made while the daemon was down.
+//! Final states are checked against git's own count of first-parent commits and, where the
+//! path was indirect, against a fresh daemon walking the same history in one go.
+
+mod util;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use util::{Daemon, Repo, git_in};
+
+fn project(root: &Path) -> Repo {
+    let repo = Repo::init(&root.join("project"));
+    repo.write("pkg/core.py", "def add(a, b):\n    return a + b\n");
+    repo.write("tests/test_core.py", "from pkg.core import add\n\ndef test_add():\n    assert add(1, 2) == 3\n");
+    repo.commit("initial");
+    repo
+}
+
+fn register(daemon: &Daemon, path: &Path) {
+    let out = daemon.cli(&["register", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until the tracked ref's state reaches `tip` with nothing pending; returns that ref.
+fn settled(daemon: &Daemon, repo: &Path, refname: &str, tip: &str) -> Value {
+    daemon.wait_for(Duration::from_secs(60), &format!("{refname} to reach {tip}"), || {
+        let s = daemon.repo_status(repo);
+        let r = s["refs"].as_array()?.iter().find(|r| r["ref"] == refname)?.clone();
+        (r["last_commit"] == tip && r["adapter_commit"] == tip && s["pending"] == false).then_some(r)
+    })
+}
+
+fn first_parent_count(repo: &Repo, from: &str, to: &str) -> u64 {
+    repo.git(&["rev-list", "--first-parent", "--count", &format!("{from}..{to}")]).parse().unwrap()
+}
+
+/// A fresh daemon on a fresh clone walks `origin..tip` in one go: the state digest the
+/// daemon under test must have reached by whatever path.
+fn reference_digest(root: &Path, source: &Repo, origin: &str, tip: &str) -> String {
+    let dir = root.join(format!("reference-{}", &tip[..8]));
+    std::fs::create_dir_all(&dir).unwrap();
+    git_in(&dir, &["clone", "-q", source.path.to_str().unwrap(), "repo"]);
+    let clone = Repo { path: std::fs::canonicalize(dir.join("repo")).unwrap() };
+    clone.git(&["checkout", "-q", "-B", "main", origin]);
+    let daemon = Daemon::start(&dir);
+    let out = daemon.cli(&["register", "--no-hooks", clone.path.to_str().unwrap()]);
+    assert!(out.status.success());
+    settled(&daemon, &clone.path, "refs/heads/main", origin);
+    clone.git(&["reset", "-q", "--hard", tip]);
+    daemon.request(json!({"op": "notify", "repo": clone.path}));
+    settled(&daemon, &clone.path, "refs/heads/main", tip)["state_sha256"].as_str().unwrap().to_owned()
+}
+
+fn adapter_dirs(daemon: &Daemon) -> usize {
+    std::fs::read_dir(daemon.state_dir.join("adapters"))
+        .unwrap()
+        .flat_map(|r| std::fs::read_dir(r.unwrap().path()).unwrap())
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            !n.starts_with('.') && n != "current"
+        })
+        .count()
+}
+
+#[test]
+fn a_foreign_hook_keeps_running_beside_ours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    let marker = tmp.path().join("foreign-ran");
+    let hook = repo.path.join(".git/hooks/post-commit");
+    std::fs::write(&hook, format!("#!/bin/sh\necho ran >> '{}'\n", marker.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &repo.head());
+    repo.write("pkg/more.py", "import os\n");
+    let tip = repo.commit("more");
+    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    assert_eq!(r["steps"], 1);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n", "the foreign hook ran once");
+    let out = daemon.cli(&["hooks", "uninstall", repo.path.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&hook).unwrap(), format!("#!/bin/sh\necho ran >> '{}'\n", marker.display()));
+}
+
+#[test]
+fn a_rebase_of_ten_commits_is_one_walk_and_one_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    let base = repo.head();
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    for i in 0..10 {
+        repo.write(&format!("pkg/f{i}.py"), &format!("def f{i}():\n    return {i}\n"));
+        repo.commit(&format!("feature {i}"));
+    }
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/feature", &repo.head());
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("pkg/core.py", "def add(a, b):\n    return b + a\n");
+    repo.commit("main moves");
+    repo.git(&["checkout", "-q", "feature"]);
+    settled(&daemon, &repo.path, "refs/heads/feature", &repo.head());
+    let before = adapter_dirs(&daemon);
+
+    repo.git(&["rebase", "-q", "main"]);
+    let tip = repo.head();
+    let r = settled(&daemon, &repo.path, "refs/heads/feature", &tip);
+    std::thread::sleep(Duration::from_millis(600)); // let any late wake-up (watcher) land
+    let r2 = settled(&daemon, &repo.path, "refs/heads/feature", &tip);
+    assert_eq!(r, r2, "late wake-ups change nothing");
+    assert_eq!(adapter_dirs(&daemon), before + 1, "one regeneration for the whole rebase");
+    assert_eq!(r["origin_commit"], base.as_str(), "rebuilt from the merge base");
+    assert_eq!(r["steps"], first_parent_count(&repo, &base, &tip));
+    assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &repo, &base, &tip));
+}
+
+#[test]
+fn an_amend_rebuilds_from_the_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &repo.head());
+    repo.write("pkg/a.py", "A = 1\n");
+    let first = repo.commit("a");
+    settled(&daemon, &repo.path, "refs/heads/main", &first);
+    repo.write("pkg/a.py", "A = 2\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "--amend", "-m", "a, amended"]);
+    let tip = repo.head();
+    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    let parent = repo.git(&["rev-parse", "HEAD~1"]);
+    assert_eq!(r["origin_commit"], parent.as_str());
+    assert_eq!(r["steps"], 1);
+}
+
+#[test]
+fn a_merge_steps_once_on_the_first_parent_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    let origin = repo.head();
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    for i in 0..3 {
+        repo.write(&format!("pkg/s{i}.py"), &format!("S{i} = {i}\n"));
+        repo.commit(&format!("side {i}"));
+    }
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
+    let tip = repo.head();
+    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    assert_eq!(r["steps"], 1, "the merge commit is one step; side commits are not walked");
+    assert_eq!(r["steps"], first_parent_count(&repo, &origin, &tip));
+    assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &repo, &origin, &tip));
+}
+
+#[test]
+fn the_watcher_sees_update_ref_and_reset_that_no_hook_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    let origin = repo.head();
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+
+    // Build commits without moving the branch (no hook fires), then move it with update-ref.
+    let mut parent = origin.clone();
+    for i in 0..4 {
+        repo.write(&format!("pkg/u{i}.py"), &format!("U{i} = {i}\n"));
+        repo.git(&["add", "-A"]);
+        let tree = repo.git(&["write-tree"]);
+        parent = repo.git(&["commit-tree", &tree, "-p", &parent, "-m", &format!("u{i}")]);
+    }
+    repo.git(&["update-ref", "refs/heads/main", &parent]);
+    let r = settled(&daemon, &repo.path, "refs/heads/main", &parent);
+    assert_eq!(r["steps"], 4);
+
+    repo.git(&["reset", "-q", "--hard", "HEAD~3"]);
+    let tip = repo.head();
+    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    assert_eq!(r["origin_commit"], tip.as_str(), "history went backwards: rebuilt at the new tip");
+    assert_eq!(r["steps"], 0);
+}
+
+#[test]
+fn branches_keep_their_own_state_and_a_new_branch_forks_from_its_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &repo.head());
+    repo.write("pkg/m.py", "M = 1\n");
+    let main_tip = repo.commit("on main");
+    let main_state = settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
+
+    repo.git(&["checkout", "-q", "-b", "topic"]);
+    repo.write("pkg/t.py", "T = 1\n");
+    let topic_tip = repo.commit("on topic");
+    let topic = settled(&daemon, &repo.path, "refs/heads/topic", &topic_tip);
+    assert_eq!(topic["origin_commit"], main_state["origin_commit"], "forked from main's state, not a new snapshot");
+    assert_eq!(topic["steps"], 2);
+
+    repo.git(&["checkout", "-q", "main"]);
+    let back = settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
+    assert_eq!(back["state_sha256"], main_state["state_sha256"], "switching back redoes nothing");
+    assert_eq!(back["steps"], 1);
+    let reply = daemon.request(json!({"op": "adapter", "repo": repo.path}));
+    assert_eq!(reply["commit"], main_tip.as_str(), "the adapter follows the checked-out branch: {reply}");
+}
+
+#[test]
+fn commits_made_while_the_daemon_is_down_are_caught_up_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    let origin = repo.head();
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    for i in 0..3 {
+        repo.write(&format!("pkg/d{i}.py"), &format!("D{i} = {i}\n"));
+        repo.commit(&format!("while down {i}")); // the hook finds no daemon and stays quiet
+    }
+    let tip = repo.head();
+    daemon.restart();
+    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    assert_eq!(r["steps"], 3);
+}
+
+#[test]
+fn a_push_to_a_bare_repository_arrives_through_post_receive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let work = project(tmp.path());
+    let server = tmp.path().join("server.git");
+    git_in(tmp.path(), &["clone", "-q", "--bare", work.path.to_str().unwrap(), server.to_str().unwrap()]);
+    let server = std::fs::canonicalize(server).unwrap();
+    register(&daemon, &server);
+    assert!(server.join("hooks/post-receive").exists());
+    let origin = work.head();
+    settled(&daemon, &server, "refs/heads/main", &origin);
+
+    work.git(&["remote", "add", "server", server.to_str().unwrap()]);
+    for i in 0..2 {
+        work.write(&format!("pkg/p{i}.py"), &format!("P{i} = {i}\n"));
+        work.commit(&format!("pushed {i}"));
+    }
+    let tip = work.head();
+    work.git(&["push", "-q", "server", "main"]);
+    let r = settled(&daemon, &server, "refs/heads/main", &tip);
+    assert_eq!(r["steps"], 2);
+    assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &work, &origin, &tip));
+}
