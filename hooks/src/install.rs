@@ -162,6 +162,7 @@ fn write_executable(path: &Path, text: &str) -> Result<(), HookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn init(dir: &Path, bare: bool) {
         let mut cmd = Command::new("git");
@@ -188,6 +189,55 @@ mod tests {
         uninstall(tmp.path()).unwrap();
         assert_eq!(fs::read_to_string(&hook).unwrap(), foreign);
         assert!(!tmp.path().join(".git/hooks/post-merge").exists(), "created files are removed");
+    }
+
+    /// Runs a hook script as git would, with a fake `evolora` that records its calls.
+    fn run_hook(repo: &Path, hook: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> String {
+        use std::io::Write;
+        let log = repo.join("calls.log");
+        let _ = fs::remove_file(&log);
+        let mut child = Command::new("sh")
+            .arg(repo.join(".git/hooks").join(hook))
+            .args(args)
+            .current_dir(repo)
+            .envs(env.iter().copied())
+            .env("FAKE_LOG", &log)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "hooks always exit 0");
+        fs::read_to_string(&log).unwrap_or_default()
+    }
+
+    #[test]
+    fn hook_blocks_call_notify_only_when_they_should() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("r");
+        init(&repo, false);
+        let fake = tmp.path().join("fake-evolora");
+        fs::write(&fake, "#!/bin/sh\necho \"$* GIT_DIR=${GIT_DIR:-unset}\" >> \"$FAKE_LOG\"\n").unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        install(&repo, &fake, Some(Path::new("/run/x.sock"))).unwrap();
+        let git_dir = fs::canonicalize(repo.join(".git")).unwrap();
+
+        let calls = run_hook(&repo, "post-commit", &[], &[], "");
+        assert_eq!(calls, format!("notify --quiet --socket /run/x.sock --repo {} GIT_DIR=unset\n", git_dir.display()));
+        // git exports GIT_DIR to hooks; the block must not pass it on.
+        let calls = run_hook(&repo, "post-commit", &[], &[("GIT_DIR", git_dir.to_str().unwrap())], "");
+        assert!(calls.ends_with("GIT_DIR=unset\n"), "{calls}");
+        assert_eq!(run_hook(&repo, "post-commit", &[], &[("EVOLORA", "0")], ""), "", "EVOLORA=0 disables");
+
+        fs::create_dir(git_dir.join("rebase-merge")).unwrap();
+        assert_eq!(run_hook(&repo, "post-commit", &[], &[], ""), "", "quiet while a rebase replays commits");
+        fs::remove_dir(git_dir.join("rebase-merge")).unwrap();
+
+        assert_eq!(run_hook(&repo, "post-rewrite", &["amend"], &[], "a b\n"), "", "amends already woke post-commit");
+        assert!(!run_hook(&repo, "post-rewrite", &["rebase"], &[], "a b\nc d\n").is_empty(), "one wake-up per rebase");
+
+        // A missing binary is not an error for the committer.
+        fs::remove_file(&fake).unwrap();
+        assert_eq!(run_hook(&repo, "post-commit", &[], &[("PATH", "/usr/bin:/bin")], ""), "");
     }
 
     #[test]
