@@ -259,3 +259,74 @@ fn a_push_to_a_bare_repository_arrives_through_post_receive() {
     assert_eq!(r["steps"], 2);
     assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &work, &origin, &tip));
 }
+
+#[test]
+fn a_linked_worktree_follows_its_own_branch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repo = project(tmp.path());
+    register(&daemon, &repo.path);
+    let main_tip = repo.head();
+    settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
+    let wt = tmp.path().join("wt");
+    repo.git(&["worktree", "add", "-q", "-b", "wt-branch", wt.to_str().unwrap()]);
+    let wt_repo = Repo { path: std::fs::canonicalize(&wt).unwrap() };
+    wt_repo.write("pkg/wt.py", "W = 1\n");
+    let tip = wt_repo.commit("in the worktree"); // the shared hooks directory fires
+    let r = settled(&daemon, &repo.path, "refs/heads/wt-branch", &tip);
+    assert_eq!(r["steps"], 1, "forked from main's state: {r}");
+    let reply = daemon.request(json!({"op": "adapter", "repo": wt_repo.path}));
+    assert_eq!(reply["commit"], tip.as_str(), "asking from the worktree gives its branch's adapter: {reply}");
+    let reply = daemon.request(json!({"op": "adapter", "repo": repo.path}));
+    assert_eq!(reply["commit"], main_tip.as_str(), "the main work tree still gets main's: {reply}");
+}
+
+#[test]
+fn a_fetch_then_fast_forward_arrives_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let upstream = project(tmp.path());
+    let work_dir = tmp.path().join("work");
+    git_in(tmp.path(), &["clone", "-q", upstream.path.to_str().unwrap(), work_dir.to_str().unwrap()]);
+    let work = Repo { path: std::fs::canonicalize(&work_dir).unwrap() };
+    register(&daemon, &work.path);
+    let origin = work.head();
+    settled(&daemon, &work.path, "refs/heads/main", &origin);
+    for i in 0..3 {
+        upstream.write(&format!("pkg/up{i}.py"), &format!("UP{i} = {i}\n"));
+        upstream.commit(&format!("upstream {i}"));
+    }
+    let tip = upstream.head();
+    work.git(&["fetch", "-q"]);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(daemon.repo_status(&work.path)["refs"][0]["last_commit"], origin.as_str(), "a fetch moves no followed ref");
+    work.git(&["merge", "-q", "--ff-only", "origin/main"]);
+    let r = settled(&daemon, &work.path, "refs/heads/main", &tip);
+    assert_eq!(r["steps"], 3);
+}
+
+#[test]
+fn a_git_server_can_follow_configured_refs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let work = project(tmp.path());
+    work.git(&["branch", "release"]);
+    let server = tmp.path().join("srv.git");
+    git_in(tmp.path(), &["clone", "-q", "--bare", work.path.to_str().unwrap(), server.to_str().unwrap()]);
+    let server = std::fs::canonicalize(server).unwrap();
+    let out = daemon.cli(&["register", server.to_str().unwrap(), "--ref", "refs/heads/main", "--ref", "refs/heads/release"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let origin = work.head();
+    settled(&daemon, &server, "refs/heads/main", &origin);
+    settled(&daemon, &server, "refs/heads/release", &origin);
+    work.git(&["checkout", "-q", "release"]);
+    work.write("pkg/fix.py", "FIX = 1\n");
+    let fix = work.commit("release fix");
+    work.git(&["push", "-q", server.to_str().unwrap(), "release"]);
+    let r = settled(&daemon, &server, "refs/heads/release", &fix);
+    assert_eq!(r["steps"], 1);
+    let reply = daemon.request(json!({"op": "adapter", "repo": server, "ref": "refs/heads/release"}));
+    assert_eq!(reply["commit"], fix.as_str(), "{reply}");
+    let main = daemon.request(json!({"op": "adapter", "repo": server, "ref": "refs/heads/main"}));
+    assert_eq!(main["commit"], origin.as_str(), "{main}");
+}

@@ -40,6 +40,9 @@ enum Command {
         /// Do not install git hooks (rely on explicit `notify` calls)
         #[arg(long)]
         no_hooks: bool,
+        /// Follow this ref instead of the checked-out branches (repeatable)
+        #[arg(long = "ref", value_name = "REF")]
+        refs: Vec<String>,
     },
     /// Stop following a repository and remove its hooks (adapter files stay)
     Unregister {
@@ -50,6 +53,9 @@ enum Command {
     /// Print the absolute path of the newest adapter directory of a repository
     Adapter {
         path: PathBuf,
+        /// Ask about this ref instead of the branch checked out at PATH
+        #[arg(long = "ref", value_name = "REF")]
+        refname: Option<String>,
         /// Wait up to this many seconds for an adapter that covers the current tip
         #[arg(long, value_name = "SECS")]
         wait: Option<f64>,
@@ -229,9 +235,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("  {s}");
             }
         }
-        Command::Register { path, no_hooks } => {
+        Command::Register { path, no_hooks, refs } => {
             let path = absolute(&path)?;
-            let reply = call(&socket, json!({"op": "register", "repo": path}), TIMEOUT)?;
+            let reply = call(&socket, json!({"op": "register", "repo": path, "refs": refs}), TIMEOUT)?;
             if !no_hooks {
                 let exe = std::env::current_exe().context("locating the evolora binary for the hooks")?;
                 let report = evolora_hooks::install(&path, &exe, Some(&socket))?;
@@ -249,10 +255,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("unregistered {}", path.display());
         }
-        Command::Adapter { path, wait, json } => {
+        Command::Adapter { path, refname, wait, json } => {
             let path = absolute(&path)?;
             let wait_ms = wait.map(|s| (s.max(0.0) * 1000.0) as u64).unwrap_or(0);
-            let reply = call(&socket, json!({"op": "adapter", "repo": path, "wait_ms": wait_ms}), TIMEOUT + Duration::from_millis(wait_ms))?;
+            let reply = call(&socket, json!({"op": "adapter", "repo": path, "ref": refname, "wait_ms": wait_ms}), TIMEOUT + Duration::from_millis(wait_ms))?;
             if json {
                 println!("{reply}");
             } else {

@@ -299,58 +299,73 @@ impl Engine {
         Ok(state)
     }
 
+    /// Catches every followed ref of a repository up with git.
     pub fn sync(&mut self, key: &str, flags: JobFlags) -> Result<Outcome, JobError> {
-        let cfg = self.shared.config();
         let rec = self.shared.store.repo(key)?.ok_or(JobError::NotRegistered)?;
         let repo = git::open(Path::new(&rec.git_dir)).map_err(|_| JobError::Missing(rec.git_dir.clone()))?;
-        let mut out = Outcome::default();
-        let Some((refname, tip)) = git::tracked_ref(&repo)? else {
-            out.idle_reason = Some("HEAD is detached or missing");
-            return Ok(out);
-        };
-        let Some(tip) = tip else {
-            out.idle_reason = Some("the repository has no commits yet");
-            return Ok(out);
-        };
+        let mut total = Outcome::default();
+        let refs = git::followed_refs(&repo, &rec.tracked_refs)?;
+        if refs.is_empty() {
+            total.idle_reason = Some("HEAD is detached or missing");
+        }
+        for (refname, tip) in refs {
+            let Some(tip) = tip else {
+                total.idle_reason = Some("the repository has no commits yet");
+                continue;
+            };
+            let out = self.sync_ref(key, &rec.git_dir, &repo, &refname, tip, flags)?;
+            total.steps += out.steps;
+            total.commits += out.commits;
+            total.published = out.published.or(total.published);
+            if self.shared.is_shutting_down() {
+                break;
+            }
+        }
+        Ok(total)
+    }
 
-        let previous = self.shared.store.ref_state(key, &refname)?;
+    fn sync_ref(&mut self, key: &str, git_dir: &str, repo: &Repository, refname: &str, tip: Oid, flags: JobFlags) -> Result<Outcome, JobError> {
+        let cfg = self.shared.config();
+        let mut out = Outcome::default();
+
+        let previous = self.shared.store.ref_state(key, refname)?;
         let mut cold = false;
         let mut state = match previous {
             Some(s) if s.model_fingerprint == self.model.meta.fingerprint && !flags.reset => {
                 let last = Oid::from_str(&s.last_commit).ok().filter(|o| repo.find_commit(*o).is_ok());
                 match last {
-                    Some(last) if git::is_ancestor(&repo, last, tip)? => s,
+                    Some(last) if git::is_ancestor(repo, last, tip)? => s,
                     // History was rewritten: restart from the merge base when there is one.
                     Some(last) => {
                         cold = true;
                         let base = repo.merge_base(last, tip).unwrap_or(tip);
                         warn!(repo = %key, %refname, "last processed commit is no longer an ancestor of the tip; rebuilding from {base}");
-                        keep_adapter_fields(self.cold_state(key, &repo, &refname, base)?, &s)
+                        keep_adapter_fields(self.cold_state(key, repo, refname, base)?, &s)
                     }
                     None => {
                         cold = true;
-                        keep_adapter_fields(self.cold_state(key, &repo, &refname, tip)?, &s)
+                        keep_adapter_fields(self.cold_state(key, repo, refname, tip)?, &s)
                     }
                 }
             }
             Some(s) => {
                 cold = true;
-                keep_adapter_fields(self.cold_state(key, &repo, &refname, tip)?, &s)
+                keep_adapter_fields(self.cold_state(key, repo, refname, tip)?, &s)
             }
-            None => match self.fork_state(key, &repo, &refname, tip)? {
+            None => match self.fork_state(key, repo, refname, tip)? {
                 // A new branch continues from the branch it left, when that state's commit
                 // is in its history: no snapshot, no re-walk of shared commits.
                 Some(s) => s,
                 None => {
                     cold = true;
-                    self.cold_state(key, &repo, &refname, tip)?
+                    self.cold_state(key, repo, refname, tip)?
                 }
             },
         };
 
         let since = Oid::from_str(&state.last_commit)?;
-        let commits = if since == tip { Vec::new() } else { git::first_parent_walk(&repo, since, tip)? };
-        if !self.walk(&cfg, key, &repo, &mut state, &commits, &mut out)? {
+        let commits = if since == tip { Vec::new() } else { git::first_parent_walk(repo, since, tip)? };
+        if !self.walk(&cfg, key, repo, &mut state, &commits, &mut out)? {
             // Shutting down: the state is durable up to the last group; the rest is walked
             // after restart.
             return Ok(out);
@@ -369,7 +384,7 @@ impl Engine {
         );
         if let Some(trigger) = decision {
             if state.adapter_commit.as_deref() != Some(state.last_commit.as_str()) || flags.regenerate || cold {
-                out.published = Some(self.publish(&cfg, &rec.git_dir, key, &mut state, trigger, out.commits)?);
+                out.published = Some(self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?);
             }
         }
         Ok(out)

@@ -79,6 +79,33 @@ pub fn tracked_ref(repo: &Repository) -> Result<Option<(String, Option<Oid>)>, G
     Ok(Some((target, tip)))
 }
 
+/// The refs a repository follows: the configured ones, or else the branch HEAD names plus the
+/// branch checked out in each linked worktree. Deduplicated, in that order.
+pub fn followed_refs(repo: &Repository, configured: &[String]) -> Result<Vec<(String, Option<Oid>)>, GitError> {
+    let mut out: Vec<(String, Option<Oid>)> = Vec::new();
+    if !configured.is_empty() {
+        for r in configured {
+            out.push((r.clone(), repo.refname_to_id(r).ok()));
+        }
+        return Ok(out);
+    }
+    if let Some(head) = tracked_ref(repo)? {
+        out.push(head);
+    }
+    if let Ok(names) = repo.worktrees() {
+        for name in names.iter().flatten().flatten() {
+            let Ok(wt) = repo.find_worktree(name) else { continue };
+            let Ok(wt_repo) = Repository::open_from_worktree(&wt) else { continue };
+            if let Some((r, tip)) = tracked_ref(&wt_repo)? {
+                if !out.iter().any(|(o, _)| *o == r) {
+                    out.push((r, tip));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn is_ancestor(repo: &Repository, ancestor: Oid, of: Oid) -> Result<bool, GitError> {
     Ok(ancestor == of || repo.graph_descendant_of(of, ancestor)?)
 }

@@ -60,11 +60,19 @@ impl OpError {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     Ping,
-    Register { repo: String },
+    Register {
+        repo: String,
+        /// Refs to follow instead of the checked-out branches (e.g. on a git server).
+        #[serde(default)]
+        refs: Vec<String>,
+    },
     Unregister { repo: String },
     Notify { repo: String },
     Adapter {
         repo: String,
+        /// A ref to ask about instead of the one checked out at `repo`.
+        #[serde(default, rename = "ref")]
+        refname: Option<String>,
         /// Wait up to this long for an adapter that covers the tracked ref's tip.
         #[serde(default)]
         wait_ms: u64,
@@ -138,7 +146,7 @@ mod tests {
     fn parses_ops_with_arguments() {
         let r = parse_request(br#"{"id":7,"op":"adapter","repo":"/r","wait_ms":100}"#).unwrap();
         assert_eq!(r.id, json!(7));
-        assert_eq!(r.op, Op::Adapter { repo: "/r".into(), wait_ms: 100 });
+        assert_eq!(r.op, Op::Adapter { repo: "/r".into(), refname: None, wait_ms: 100 });
         assert_eq!(parse_request(br#"{"op":"status"}"#).unwrap().op, Op::Status { repo: None });
     }
 

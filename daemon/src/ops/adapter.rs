@@ -1,4 +1,3 @@
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +14,22 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The newest adapter of a repository's tracked ref. With `wait_ms`, waits (bounded) until
 /// the adapter covers the ref's current tip.
-pub async fn run(shared: &Arc<Shared>, repo: &str, wait_ms: u64) -> Result<Fields, OpError> {
+pub async fn run(shared: &Arc<Shared>, repo: &str, refname: Option<&str>, wait_ms: u64) -> Result<Fields, OpError> {
     let rec = super::registered(shared, repo).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
     let mut progress = shared.progress.subscribe();
     let mut woke = false;
     loop {
-        let git_dir = rec.git_dir.clone();
+        // The ref is the one checked out where the client asked (a linked worktree has its
+        // own HEAD), unless it named one.
+        let path = repo.to_owned();
+        let wanted = refname.map(str::to_owned);
         let tracked = super::blocking(move || {
-            let r = git::open(Path::new(&git_dir)).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))?;
-            git::tracked_ref(&r).map_err(internal)
+            let r = git2::Repository::discover(&path).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))?;
+            match wanted {
+                Some(name) => Ok(Some((name.clone(), r.refname_to_id(&name).ok()))),
+                None => git::tracked_ref(&r).map_err(internal),
+            }
         })
         .await?;
         let (refname, tip) = match tracked {

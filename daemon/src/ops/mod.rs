@@ -24,10 +24,10 @@ pub type Fields = Map<String, Value>;
 pub async fn dispatch(shared: &Arc<Shared>, op: Op) -> Result<Fields, OpError> {
     match op {
         Op::Ping => ping::run(shared),
-        Op::Register { repo } => register::register(shared, &repo).await,
+        Op::Register { repo, refs } => register::register(shared, &repo, refs).await,
         Op::Unregister { repo } => register::unregister(shared, &repo).await,
         Op::Notify { repo } => notify::run(shared, &repo).await,
-        Op::Adapter { repo, wait_ms } => adapter::run(shared, &repo, wait_ms).await,
+        Op::Adapter { repo, refname, wait_ms } => adapter::run(shared, &repo, refname.as_deref(), wait_ms).await,
         Op::Status { repo } => status::run(shared, repo.as_deref()).await,
         Op::Regenerate { repo } => repair::regenerate(shared, &repo).await,
         Op::Reset { repo } => repair::reset(shared, &repo).await,

@@ -11,17 +11,24 @@ use crate::shared::Shared;
 
 /// Registers a repository and queues its first job (snapshot → h₀ → first adapter). An
 /// empty repository is accepted; its state starts with its first commit.
-pub async fn register(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
+pub async fn register(shared: &Arc<Shared>, repo: &str, refs: Vec<String>) -> Result<Fields, OpError> {
+    if let Some(bad) = refs.iter().find(|r| !r.starts_with("refs/")) {
+        return Err(OpError::new(crate::protocol::ErrorCode::BadRequest, format!("`{bad}` is not a full ref name (refs/heads/...)")));
+    }
     let (loc, key) = super::locate(repo).await?;
     let existing = shared.store.repo(&key).map_err(internal)?;
     let already = existing.is_some();
-    if !already {
+    if let Some(mut rec) = existing.filter(|r| !refs.is_empty() && r.tracked_refs != refs) {
+        rec.tracked_refs = refs.clone();
+        let store = shared.store.clone();
+        super::blocking(move || store.put_repo(&rec).map_err(internal)).await?;
+    } else if !already {
         let rec = RepoRecord {
             key: key.clone(),
             git_dir: loc.git_dir.display().to_string(),
             work_dir: loc.work_dir.as_ref().map(|p| p.display().to_string()),
             bare: loc.bare,
-            tracked_refs: Vec::new(),
+            tracked_refs: refs.clone(),
             registered_at: now_secs(),
             trigger_overrides: None,
         };
