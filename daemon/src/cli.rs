@@ -282,10 +282,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(r) => absolute(&r)?,
                 None => std::env::current_dir()?,
             };
-            // Hooks must never slow a commit: a short, fixed bound on the whole exchange.
-            let timeout = if quiet { Duration::from_millis(250) } else { Duration::from_secs(5) };
-            evolora_hooks::notify(&socket, &repo, timeout)?;
-            if !quiet {
+            if quiet {
+                // What hooks run: hand the line over and go; a commit never waits for us.
+                evolora_hooks::notify_and_forget(&socket, &repo, Duration::from_millis(250))?;
+            } else {
+                evolora_hooks::notify(&socket, &repo, Duration::from_secs(5))?;
                 println!("notified");
             }
         }

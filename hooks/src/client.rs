@@ -39,9 +39,29 @@ pub fn request(socket: &Path, req: &serde_json::Value, timeout: Duration) -> Res
     serde_json::from_str(&reply).map_err(|_| ClientError::BadReply(reply.trim_end().to_owned()))
 }
 
-/// What hooks call: a fire-and-forget wake-up for the repository at `repo`. It waits only for
-/// the daemon to accept the line (bounded by `timeout`), not for any work to happen.
+/// Waits for the daemon's reply to a wake-up for the repository at `repo` (what a person
+/// running `evolora notify` wants to see).
 pub fn notify(socket: &Path, repo: &Path, timeout: Duration) -> Result<(), ClientError> {
     let req = serde_json::json!({"op": "notify", "repo": repo.display().to_string()});
-    request(socket, &req, timeout).map(|_| ())
+    let reply = request(socket, &req, timeout)?;
+    match reply.get("ok") {
+        Some(serde_json::Value::Bool(true)) => Ok(()),
+        _ => Err(ClientError::BadReply(reply.to_string())),
+    }
+}
+
+/// What hooks call: hands the wake-up to the socket and returns without waiting for the
+/// daemon to read it. A commit never waits for the daemon.
+pub fn notify_and_forget(socket: &Path, repo: &Path, timeout: Duration) -> Result<(), ClientError> {
+    let path = socket.display().to_string();
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ClientError::NotRunning(path.clone()),
+        _ => ClientError::Io { path: path.clone(), source: e },
+    })?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| ClientError::Io { path: path.clone(), source: e })?;
+    let mut line = serde_json::to_vec(&serde_json::json!({"op": "notify", "repo": repo.display().to_string()})).expect("json");
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|e| ClientError::Io { path, source: e })?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    Ok(())
 }

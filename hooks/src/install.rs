@@ -197,7 +197,7 @@ mod tests {
         let log = repo.join("calls.log");
         let _ = fs::remove_file(&log);
         let mut child = Command::new("sh")
-            .arg(repo.join(".git/hooks").join(hook))
+            .arg(if hook.starts_with("..") { repo.join(hook) } else { repo.join(".git/hooks").join(hook) })
             .args(args)
             .current_dir(repo)
             .envs(env.iter().copied())
@@ -222,10 +222,17 @@ mod tests {
         let git_dir = fs::canonicalize(repo.join(".git")).unwrap();
 
         let calls = run_hook(&repo, "post-commit", &[], &[], "");
-        assert_eq!(calls, format!("notify --quiet --socket /run/x.sock --repo {} GIT_DIR=unset\n", git_dir.display()));
-        // git exports GIT_DIR to hooks; the block must not pass it on.
+        assert_eq!(calls, "notify --quiet --socket /run/x.sock --repo .git GIT_DIR=unset\n");
+        // git exports GIT_DIR to hooks: it names the repository but is not passed on.
         let calls = run_hook(&repo, "post-commit", &[], &[("GIT_DIR", git_dir.to_str().unwrap())], "");
-        assert!(calls.ends_with("GIT_DIR=unset\n"), "{calls}");
+        assert_eq!(calls, format!("notify --quiet --socket /run/x.sock --repo {} GIT_DIR=unset\n", git_dir.display()));
+        // A linked worktree's `.git` file points at its own git directory.
+        let env = [("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@e"), ("GIT_COMMITTER_NAME", "t"), ("GIT_COMMITTER_EMAIL", "t@e"), ("EVOLORA", "0")];
+        assert!(Command::new("git").arg("-C").arg(&repo).args(["commit", "-q", "--allow-empty", "-m", "x"]).envs(env).status().unwrap().success());
+        let wt = tmp.path().join("wt");
+        assert!(Command::new("git").arg("-C").arg(&repo).args(["worktree", "add", "-q"]).arg(&wt).status().unwrap().success());
+        let calls = run_hook(&wt, "../r/.git/hooks/post-commit", &[], &[], "");
+        assert!(calls.contains(".git/worktrees/wt GIT_DIR=unset"), "{calls}");
         assert_eq!(run_hook(&repo, "post-commit", &[], &[("EVOLORA", "0")], ""), "", "EVOLORA=0 disables");
 
         fs::create_dir(git_dir.join("rebase-merge")).unwrap();

@@ -19,7 +19,10 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The managed block for `hook`, calling the binary at `binary` (absolute) with a fallback
-/// to `evolora` on PATH. The block never exits, never fails, and never prints.
+/// to `evolora` on PATH. The block never exits, never fails, and never prints. It spawns one
+/// process (the client): the git directory is found with shell builtins (git runs hooks in
+/// the work tree's top directory, or in the git directory for a bare repository), so no
+/// `git rev-parse` is paid on every commit.
 pub fn block(hook: &str, binary: &str, socket: Option<&str>) -> String {
     let guard = match hook {
         // One wake-up per rebase: post-commit fires for every replayed commit, so it stays
@@ -36,14 +39,19 @@ pub fn block(hook: &str, binary: &str, socket: Option<&str>) -> String {
 {drain}if [ \"${{EVOLORA:-1}}\" != 0 ]; then
   evolora_bin={bin}
   [ -x \"$evolora_bin\" ] || evolora_bin=$(command -v evolora 2>/dev/null || true)
-  evolora_gd=$(git rev-parse --absolute-git-dir 2>/dev/null || true)
+  evolora_gd=${{GIT_DIR:-.git}}
+  [ -e \"$evolora_gd\" ] || evolora_gd=.
+  if [ -f \"$evolora_gd\" ]; then
+    read -r evolora_gd < \"$evolora_gd\" || true
+    evolora_gd=${{evolora_gd#gitdir: }}
+  fi
   evolora_go=0
   {guard}
-  if [ -n \"$evolora_bin\" ] && [ -n \"$evolora_gd\" ] && [ \"$evolora_go\" = 1 ]; then
+  if [ -n \"$evolora_bin\" ] && [ \"$evolora_go\" = 1 ]; then
     (
       unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_COMMON_DIR \\
         GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_PREFIX GIT_QUARANTINE_PATH
-      \"$evolora_bin\" notify --quiet{sock} --repo \"$evolora_gd\"
+      exec \"$evolora_bin\" notify --quiet{sock} --repo \"$evolora_gd\"
     ) </dev/null >/dev/null 2>&1 || true
   fi
 fi

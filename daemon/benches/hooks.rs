@@ -1,0 +1,82 @@
+//! Hook overhead on `git commit` (docs/BENCHMARKS.md): the commit rate with evolora's hooks
+//! installed against the rate without, with the daemon up and with it down.
+//!
+//! cargo bench -p evolora-daemon --bench hooks
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_evolora");
+const COMMITS: usize = 150;
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "b")
+        .env("GIT_AUTHOR_EMAIL", "b@example.invalid")
+        .env("GIT_COMMITTER_NAME", "b")
+        .env("GIT_COMMITTER_EMAIL", "b@example.invalid")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+/// Mean wall time of one `git commit --allow-empty` over COMMITS commits (after 10 warm-ups).
+fn commit_time(repo: &Path) -> Duration {
+    for _ in 0..10 {
+        git(repo, &["commit", "-q", "--allow-empty", "-m", "warm"]);
+    }
+    let t = Instant::now();
+    for i in 0..COMMITS {
+        git(repo, &["commit", "-q", "--allow-empty", "-m", &format!("c{i}")]);
+    }
+    t.elapsed() / COMMITS as u32
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("a.py"), "x = 1\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "root"]);
+    let socket = tmp.path().join("evolora.sock");
+
+    let bare = commit_time(&repo);
+
+    let mut daemon = Command::new(BIN)
+        .args(["daemon", "--preset", "tiny", "--base", "qwen2.5-coder-0.5b", "--state-dir"])
+        .arg(tmp.path().join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(BIN).args(["ping"]).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ok = Command::new(BIN).arg("register").arg(&repo).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).status().unwrap().success();
+    assert!(ok);
+    let up = commit_time(&repo);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_file(&socket);
+    let down = commit_time(&repo);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("| git commit | time per commit | added | rate ratio (with / without) |");
+    println!("|---|---|---|---|");
+    println!("| without hooks | {:.2} ms | – | 1.00 |", ms(bare));
+    println!("| hooks, daemon up | {:.2} ms | {:.2} ms | {:.3} |", ms(up), ms(up) - ms(bare), ms(bare) / ms(up));
+    println!("| hooks, daemon down | {:.2} ms | {:.2} ms | {:.3} |", ms(down), ms(down) - ms(bare), ms(bare) / ms(down));
+}
