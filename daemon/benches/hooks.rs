@@ -51,6 +51,13 @@ fn main() {
 
     let bare = commit_time(&repo);
 
+    // The floor for any hook: git starting an empty POSIX sh script.
+    let hook = repo.join(".git/hooks/post-commit");
+    std::fs::write(&hook, "#!/bin/sh\n:\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let empty_hook = commit_time(&repo);
+    std::fs::remove_file(&hook).unwrap();
+
     let mut daemon = Command::new(BIN)
         .args(["daemon", "--preset", "tiny", "--base", "qwen2.5-coder-0.5b", "--state-dir"])
         .arg(tmp.path().join("state"))
@@ -65,7 +72,11 @@ fn main() {
         assert!(Instant::now() < deadline, "daemon did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let ok = Command::new(BIN).arg("register").arg(&repo).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).status().unwrap().success();
+    // Watcher only: no hook runs; the daemon sees the ref move and works concurrently.
+    let ok = Command::new(BIN).args(["register", "--no-hooks"]).arg(&repo).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).status().unwrap().success();
+    assert!(ok);
+    let watcher_only = commit_time(&repo);
+    let ok = Command::new(BIN).args(["hooks", "install"]).arg(&repo).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).status().unwrap().success();
     assert!(ok);
     let up = commit_time(&repo);
     let _ = daemon.kill();
@@ -77,6 +88,8 @@ fn main() {
     println!("| git commit | time per commit | added | rate ratio (with / without) |");
     println!("|---|---|---|---|");
     println!("| without hooks | {:.2} ms | – | 1.00 |", ms(bare));
+    println!("| empty `#!/bin/sh` hook (floor for any hook) | {:.2} ms | {:.2} ms | {:.3} |", ms(empty_hook), ms(empty_hook) - ms(bare), ms(bare) / ms(empty_hook));
+    println!("| no hooks, daemon up (watcher only) | {:.2} ms | {:.2} ms | {:.3} |", ms(watcher_only), ms(watcher_only) - ms(bare), ms(bare) / ms(watcher_only));
     println!("| hooks, daemon up | {:.2} ms | {:.2} ms | {:.3} |", ms(up), ms(up) - ms(bare), ms(bare) / ms(up));
     println!("| hooks, daemon down | {:.2} ms | {:.2} ms | {:.3} |", ms(down), ms(down) - ms(bare), ms(bare) / ms(down));
 }
