@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 repo=$(cd "${1:-.}" && pwd)
 
 EVOLORA_SKIP_PYTHON=1 "$root/scripts/install-build-deps.sh"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p evolora-daemon
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p evolora-daemon -p evolora-hooks
 bin="$root/target/release/evolora"
 
 state="${XDG_STATE_HOME:-$HOME/.local/state}/evolora"

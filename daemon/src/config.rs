@@ -145,22 +145,9 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// `$EVOLORA_SOCKET`, else `$RUNTIME_DIRECTORY/evolora.sock` (systemd), else
-/// `$XDG_RUNTIME_DIR/evolora/evolora.sock`, else `/tmp/evolora-<uid>/evolora.sock`.
+/// See [`evolora_hooks::default_socket`]: hooks and the daemon must agree.
 pub fn default_socket() -> PathBuf {
-    if let Some(s) = env_path("EVOLORA_SOCKET") {
-        return s;
-    }
-    if let Some(d) = env_path("RUNTIME_DIRECTORY") {
-        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
-        return PathBuf::from(first).join("evolora.sock");
-    }
-    if let Some(d) = env_path("XDG_RUNTIME_DIR") {
-        return d.join("evolora/evolora.sock");
-    }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/evolora-{uid}/evolora.sock"))
+    evolora_hooks::default_socket()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,29 @@ pub enum ClientError {
     NoReply,
     #[error("the daemon sent a reply that is not JSON: {0}")]
     BadReply(String),
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The socket a daemon listens on unless told otherwise: `$EVOLORA_SOCKET`, else
+/// `$RUNTIME_DIRECTORY/evolora.sock` (systemd), else `$XDG_RUNTIME_DIR/evolora/evolora.sock`,
+/// else `/tmp/evolora-<uid>/evolora.sock`.
+pub fn default_socket() -> PathBuf {
+    if let Some(s) = env_path("EVOLORA_SOCKET") {
+        return s;
+    }
+    if let Some(d) = env_path("RUNTIME_DIRECTORY") {
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first).join("evolora.sock");
+    }
+    if let Some(d) = env_path("XDG_RUNTIME_DIR") {
+        return d.join("evolora/evolora.sock");
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/evolora-{uid}/evolora.sock"))
 }
 
 /// Sends one request and waits (at most `timeout`) for its reply line.

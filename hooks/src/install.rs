@@ -86,7 +86,9 @@ fn strip_block(text: &str) -> (String, bool) {
 pub fn install(repo: &Path, binary: &Path, socket: Option<&Path>) -> Result<InstallReport, HookError> {
     let (dir, bare) = hooks_dir(repo)?;
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let binary = binary.display().to_string();
+    // Prefer the small client installed beside the main binary.
+    let small = binary.with_file_name("evolora-notify");
+    let binary = if small.is_file() { small.display().to_string() } else { binary.display().to_string() };
     let socket = socket.map(|s| s.display().to_string());
     let mut hooks = Vec::new();
     for &hook in hook_names(bare) {

@@ -8,5 +8,5 @@ pub mod client;
 pub mod install;
 pub mod script;
 
-pub use client::{ClientError, notify, notify_and_forget, request};
+pub use client::{ClientError, default_socket, notify, notify_and_forget, request};
 pub use install::{HookError, InstallReport, install, status, uninstall};

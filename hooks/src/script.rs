@@ -23,7 +23,10 @@ fn sh_quote(s: &str) -> String {
 /// process (the client): the git directory is found with shell builtins (git runs hooks in
 /// the work tree's top directory, or in the git directory for a bare repository), so no
 /// `git rev-parse` is paid on every commit.
+/// `binary` is either the small `evolora-notify` client or the full `evolora` binary (then
+/// called as `evolora notify --quiet`).
 pub fn block(hook: &str, binary: &str, socket: Option<&str>) -> String {
+    let small = binary.ends_with("evolora-notify");
     let guard = match hook {
         // One wake-up per rebase: post-commit fires for every replayed commit, so it stays
         // quiet while a rebase is running and post-rewrite speaks once at the end. Amends
@@ -38,7 +41,7 @@ pub fn block(hook: &str, binary: &str, socket: Option<&str>) -> String {
 # Wakes the evolora daemon. Managed by `evolora hooks install`; EVOLORA=0 disables it.
 {drain}if [ \"${{EVOLORA:-1}}\" != 0 ]; then
   evolora_bin={bin}
-  [ -x \"$evolora_bin\" ] || evolora_bin=$(command -v evolora 2>/dev/null || true)
+  [ -x \"$evolora_bin\" ] || evolora_bin=$(command -v {fallback} 2>/dev/null || true)
   evolora_gd=${{GIT_DIR:-.git}}
   [ -e \"$evolora_gd\" ] || evolora_gd=.
   if [ -f \"$evolora_gd\" ]; then
@@ -51,13 +54,15 @@ pub fn block(hook: &str, binary: &str, socket: Option<&str>) -> String {
     (
       unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_COMMON_DIR \\
         GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_PREFIX GIT_QUARANTINE_PATH
-      exec \"$evolora_bin\" notify --quiet{sock} --repo \"$evolora_gd\"
+      exec \"$evolora_bin\"{sub}{sock} --repo \"$evolora_gd\"
     ) </dev/null >/dev/null 2>&1 || true
   fi
 fi
 {END}
 ",
         bin = sh_quote(binary),
+        sub = if small { "" } else { " notify --quiet" },
+        fallback = if small { "evolora-notify" } else { "evolora" },
         sock = socket.map(|s| format!(" --socket {}", sh_quote(s))).unwrap_or_default(),
     )
 }
