@@ -206,3 +206,57 @@ fn a_client_of_another_user_is_refused() {
     assert!(!reply.status.success());
     assert!(String::from_utf8_lossy(&reply.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&reply.stderr));
 }
+
+#[test]
+fn per_repository_overrides_and_drift_resets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Repo::init(&tmp.path().join("a"));
+    a.write("a.py", "A = 0\n");
+    a.commit("a0");
+    let b = Repo::init(&tmp.path().join("b"));
+    b.write("b.py", "B = 0\n");
+    b.commit("b0");
+    let config = tmp.path().join("evolora.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[triggers]\nevery_commit = true\ndrift_reset_every = 3\n[[repo]]\npath = \"{}\"\n[repo.triggers]\nevery_commit = false\nevery_n_commits = 2\ndrift_reset_every = 0\n",
+            a.path.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    for r in [&a, &b] {
+        let out = daemon.cli(&["register", r.path.to_str().unwrap()]);
+        assert!(out.status.success());
+    }
+    let a0 = a.head();
+    let settle = |r: &Repo, tip: &str| {
+        daemon.wait_for(Duration::from_secs(60), "settle", || {
+            let s = daemon.repo_status(&r.path);
+            (s["refs"][0]["last_commit"] == tip && s["pending"] == false).then_some(s["refs"][0].clone())
+        })
+    };
+    settle(&a, &a0);
+    a.write("a.py", "A = 1\n");
+    let a1 = a.commit("a1");
+    assert_eq!(settle(&a, &a1)["adapter_commit"], a0.as_str(), "A's override: not every commit");
+    a.write("a.py", "A = 2\n");
+    let a2 = a.commit("a2");
+    assert_eq!(settle(&a, &a2)["adapter_commit"], a2.as_str(), "A's override: every 2 commits");
+
+    settle(&b, &b.head());
+    let origin = b.head();
+    for i in 1..=3 {
+        b.write("b.py", &format!("B = {i}\n"));
+        let tip = b.commit(&format!("b{i}"));
+        let r = settle(&b, &tip);
+        assert_eq!(r["adapter_commit"], tip.as_str(), "B keeps the global every-commit trigger");
+        if i < 3 {
+            assert_eq!(r["origin_commit"], origin.as_str());
+        } else {
+            assert_eq!(r["origin_commit"], tip.as_str(), "third commit since the snapshot: drift reset");
+            assert_eq!(r["walked"], 0);
+        }
+    }
+}

@@ -23,6 +23,9 @@ pub struct Triggers {
     /// Never regenerate more often than this (seconds, 0 = no limit); explicit requests
     /// ignore it.
     pub min_interval_secs: u64,
+    /// Drift control: rebuild the state from a fresh snapshot once this many commits were
+    /// walked since the last snapshot (0 = never).
+    pub drift_reset_every: u64,
 }
 
 impl Default for Triggers {
@@ -40,6 +43,7 @@ impl Default for Triggers {
             every_n_commits: 0,
             period_secs: 0,
             min_interval_secs: 0,
+            drift_reset_every: 0,
         }
     }
 }
@@ -87,6 +91,35 @@ pub struct Config {
     pub step_group: usize,
     /// Most concurrent socket clients.
     pub max_clients: usize,
+    /// Per-repository trigger overrides: `[[repo]] path = "..."` with a `[repo.triggers]`
+    /// table naming only the keys that differ from the global `[triggers]`.
+    #[serde(rename = "repo")]
+    pub repos: Vec<RepoOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoOverride {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub triggers: toml::Table,
+}
+
+impl Config {
+    /// The triggers for the repository whose git dir is `git_dir`: the global table with the
+    /// repository's overrides laid over it.
+    pub fn triggers_for(&self, git_dir: &Path) -> Result<Triggers, String> {
+        let Some(o) = self.repos.iter().find(|o| {
+            crate::git::locate(&o.path).map(|l| l.git_dir == git_dir).unwrap_or(false)
+        }) else {
+            return Ok(self.triggers.clone());
+        };
+        let mut merged = toml::Table::try_from(&self.triggers).map_err(|e| e.to_string())?;
+        for (k, v) in &o.triggers {
+            merged.insert(k.clone(), v.clone());
+        }
+        merged.try_into().map_err(|e: toml::de::Error| format!("[repo.triggers] for {}: {e}", o.path.display()))
+    }
 }
 
 impl Default for Config {
@@ -99,6 +132,7 @@ impl Default for Config {
             keep_adapters: 3,
             step_group: 32,
             max_clients: 1024,
+            repos: Vec::new(),
         }
     }
 }
@@ -162,6 +196,13 @@ mod tests {
         assert_eq!(c.triggers.every_n_commits, 5);
         assert!(c.triggers.manifest_changed, "unnamed fields keep their defaults");
         assert_eq!(c.model.preset, "compact");
+    }
+
+    #[test]
+    fn repository_overrides_parse() {
+        let c: Config = toml::from_str("[triggers]\nevery_commit = true\n[[repo]]\npath = \"/srv/a.git\"\n[repo.triggers]\nevery_commit = false\nevery_n_commits = 4\n").unwrap();
+        assert_eq!(c.repos.len(), 1);
+        assert_eq!(c.repos[0].triggers.get("every_n_commits").and_then(|v| v.as_integer()), Some(4));
     }
 
     #[test]

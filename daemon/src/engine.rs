@@ -325,7 +325,11 @@ impl Engine {
     }
 
     fn sync_ref(&mut self, key: &str, git_dir: &str, repo: &Repository, refname: &str, tip: Oid, flags: JobFlags) -> Result<Outcome, JobError> {
-        let cfg = self.shared.config();
+        let mut cfg = self.shared.config();
+        match cfg.triggers_for(Path::new(git_dir)) {
+            Ok(t) => cfg.triggers = t,
+            Err(e) => warn!(repo = %key, "ignoring its trigger overrides: {e}"),
+        }
         let mut out = Outcome::default();
 
         let previous = self.shared.store.ref_state(key, refname)?;
@@ -369,6 +373,15 @@ impl Engine {
             // Shutting down: the state is durable up to the last group; the rest is walked
             // after restart.
             return Ok(out);
+        }
+
+        // Drift control: a long walk since the last snapshot is replaced by a fresh one.
+        let drift = cfg.triggers.drift_reset_every;
+        if drift > 0 && state.walked >= drift {
+            info!(repo = %key, %refname, walked = state.walked, "drift reset: new snapshot at the tip");
+            let fresh = self.cold_state(key, repo, refname, tip)?;
+            state = keep_adapter_fields(fresh, &state);
+            cold = true;
         }
 
         let now = now_secs();
