@@ -148,6 +148,10 @@ impl Engine {
             }
             self.shared.scheduler.done();
             self.shared.bump_progress();
+            // systemd's status line: what the daemon is doing right now.
+            let queued = self.shared.scheduler.queued();
+            let line = if queued == 0 { "idle".to_owned() } else { format!("catching up: {queued} repositories queued") };
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
         }
     }
 

@@ -1,0 +1,130 @@
+//! Ingest throughput on a real Python history (docs/BENCHMARKS.md): commits per second
+//! through diff + encode + GRU step + durable state, against two floors on the same commits:
+//! git producing the diffs (`git log -p --first-parent`), and the GRU's sequential part
+//! (reading W_hh once per commit at the measured memory bandwidth).
+//!
+//! scripts/make-pypi-history.sh requests 60 /tmp/requests-history
+//! cargo bench -p evolora-daemon --bench ingest -- --repo /tmp/requests-history --preset paper
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_evolora");
+
+fn arg(name: &str, default: &str) -> String {
+    std::env::args().skip_while(|a| a != name).nth(1).unwrap_or_else(|| default.to_owned())
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn request(sock: &Path, v: serde_json::Value) -> serde_json::Value {
+    let s = UnixStream::connect(sock).unwrap();
+    (&s).write_all(format!("{v}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+fn bandwidth_gbs() -> f64 {
+    let n = 128 << 20;
+    let buf: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut acc = [0.0f32; 8];
+        for c in buf.chunks_exact(8) {
+            for k in 0..8 {
+                acc[k] += c[k];
+            }
+        }
+        std::hint::black_box(acc);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (n * 4) as f64 / best / 1e9
+}
+
+fn main() {
+    let source = PathBuf::from(arg("--repo", "/tmp/requests-history"));
+    let preset = arg("--preset", "tiny");
+    let gru_hidden: usize = match preset.as_str() {
+        "paper" => 2048,
+        "compact" => 256,
+        _ => 16,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    Command::new("git").args(["clone", "-q"]).arg(&source).arg(&repo).status().unwrap();
+    let root = git(&repo, &["rev-list", "--max-parents=0", "HEAD"]);
+    let tip = git(&repo, &["rev-parse", "HEAD"]);
+    let commits: usize = git(&repo, &["rev-list", "--first-parent", "--count", &format!("{root}..{tip}")]).parse().unwrap();
+
+    // Floor 1: git producing the same diffs.
+    let mut git_best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["log", "-p", "--first-parent", "--no-color", "--no-ext-diff", &format!("{root}..{tip}")])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        git_best = git_best.min(t.elapsed());
+    }
+    // Floor 2: the GRU's sequential weight reads.
+    let bw = bandwidth_gbs();
+    let gru_floor = Duration::from_secs_f64((3 * gru_hidden * gru_hidden * 4) as f64 * commits as f64 / (bw * 1e9));
+
+    git(&repo, &["reset", "-q", "--hard", &root]);
+    let sock = tmp.path().join("e.sock");
+    let mut daemon = Command::new(BIN)
+        .args(["daemon", "--preset", &preset, "--base", "qwen2.5-coder-1.5b", "--state-dir"])
+        .arg(tmp.path().join("state"))
+        .arg("--socket")
+        .arg(&sock)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = request(&sock, serde_json::json!({"op": "register", "repo": repo}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let status = |sock: &Path| request(sock, serde_json::json!({"op": "status", "repo": repo}))["repos"][0].clone();
+    while !(status(&sock)["refs"][0]["adapter_commit"] == root.as_str() && status(&sock)["pending"] == false) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Move the branch to the tip (one ref update) and time the walk to it.
+    let t = Instant::now();
+    git(&repo, &["reset", "-q", "--hard", &tip]);
+    request(&sock, serde_json::json!({"op": "notify", "repo": repo}));
+    while status(&sock)["refs"][0]["last_commit"] != tip.as_str() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ingest = t.elapsed();
+    let steps = status(&sock)["refs"][0]["steps"].clone();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    let floor = git_best.max(gru_floor);
+    println!("history: {} ({commits} first-parent commits), preset {preset}, bandwidth {bw:.2} GB/s, steps {steps}", source.display());
+    println!("| measurement | time | commits/s | ratio to it |");
+    println!("|---|---|---|---|");
+    println!("| evolora ingest (diff + encode + GRU + fsynced state) | {:.1} ms | {:.0} | – |", ingest.as_secs_f64() * 1e3, commits as f64 / ingest.as_secs_f64());
+    println!("| floor: `git log -p --first-parent` | {:.1} ms | {:.0} | {:.2} |", git_best.as_secs_f64() * 1e3, commits as f64 / git_best.as_secs_f64(), ingest.as_secs_f64() / git_best.as_secs_f64());
+    println!("| floor: GRU W_hh reads at measured bandwidth | {:.2} ms | {:.0} | {:.2} |", gru_floor.as_secs_f64() * 1e3, commits as f64 / gru_floor.as_secs_f64(), ingest.as_secs_f64() / gru_floor.as_secs_f64());
+    println!("| against the larger floor | | | **{:.2}** |", ingest.as_secs_f64() / floor.as_secs_f64());
+}
