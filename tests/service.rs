@@ -260,3 +260,34 @@ fn per_repository_overrides_and_drift_resets() {
         }
     }
 }
+
+/// CPU time (user + system, clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_daemon_stays_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path());
+    let repos: Vec<Repo> = (0..5).map(|i| {
+        let r = Repo::init(&tmp.path().join(format!("r{i}")));
+        r.write("a.py", "A = 1\n");
+        r.commit("one");
+        r
+    }).collect();
+    for r in &repos {
+        register(&daemon, r);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(daemon.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(daemon.pid()) - before;
+    // Its own reads of HEAD must not wake the repositories again and again.
+    assert!(used <= 10, "an idle daemon used {used} ticks in 2 s");
+    let s = daemon.request(json!({"op": "status"}));
+    assert_eq!(s["queued"], 0, "{s}");
+}

@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 use tracing::{debug, warn};
 
@@ -55,6 +56,9 @@ impl RefWatcher {
             Ok(event) if event.need_rescan() => {
                 let _ = tx.send(Signal::RescanAll);
             }
+            // Reads (the daemon's own jobs open HEAD) and metadata changes move no ref; acting
+            // on them would make every job wake its repository again.
+            Ok(event) if matches!(event.kind, EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Other) => {}
             Ok(event) => {
                 let repos = lookup.lock().expect("watch table");
                 for path in &event.paths {
