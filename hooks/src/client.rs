@@ -52,10 +52,16 @@ pub fn request(socket: &Path, req: &serde_json::Value, timeout: Duration) -> Res
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_vec(req).expect("a JSON value serialises");
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(io)?;
+    // A daemon that refuses a client replies and hangs up at once, possibly before our
+    // write lands: read its reply even when the write fails.
+    let written = (&stream).write_all(&line);
     let mut reader = BufReader::new(&stream);
     let mut reply = String::new();
-    reader.read_line(&mut reply).map_err(io)?;
+    let read = reader.read_line(&mut reply);
+    if reply.is_empty() {
+        written.map_err(io)?;
+        read.map_err(io)?;
+    }
     if reply.is_empty() {
         return Err(ClientError::NoReply);
     }
