@@ -17,23 +17,14 @@ fn project(root: &Path, name: &str) -> Repo {
     repo
 }
 
-fn register(daemon: &Daemon, repo: &Repo) {
-    let out = daemon.cli(&["register", repo.path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let head = repo.head();
-    daemon.wait_for(Duration::from_secs(60), "the cold-start adapter", || {
-        (daemon.repo_status(&repo.path)["refs"][0]["adapter_commit"] == head.as_str()).then_some(())
-    });
-}
-
 #[test]
 fn a_deleted_repository_is_reported_and_the_others_keep_going() {
     let tmp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(tmp.path());
     let gone = project(tmp.path(), "gone");
     let alive = project(tmp.path(), "alive");
-    register(&daemon, &gone);
-    register(&daemon, &alive);
+    daemon.register_and_wait(&gone);
+    daemon.register_and_wait(&alive);
     std::fs::remove_dir_all(&gone.path).unwrap();
 
     // Startup and wake-ups visit every repository; the missing one must not stop the rest.
@@ -65,8 +56,8 @@ fn a_full_disk_while_publishing_keeps_the_previous_adapter_current() {
     let mut daemon = Daemon::start(tmp.path());
     let a = project(tmp.path(), "a");
     let b = project(tmp.path(), "b");
-    register(&daemon, &a);
-    register(&daemon, &b);
+    daemon.register_and_wait(&a);
+    daemon.register_and_wait(&b);
     let before = daemon.request(json!({"op": "adapter", "repo": a.path}));
     let before_path = before["path"].as_str().unwrap().to_owned();
     daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
@@ -133,7 +124,7 @@ fn corrupt_and_future_databases_are_refused_with_the_way_out() {
     {
         let mut daemon = Daemon::start(tmp.path());
         let a = project(tmp.path(), "a");
-        register(&daemon, &a);
+        daemon.register_and_wait(&a);
         daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     }
     let db = tmp.path().join("state/db");
@@ -173,7 +164,7 @@ fn state_rebuild_recreates_the_database_from_git_and_the_adapters() {
     let tmp = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(tmp.path());
     let a = project(tmp.path(), "a");
-    register(&daemon, &a);
+    daemon.register_and_wait(&a);
     for i in 0..4 {
         a.write(&format!("pkg/m{i}.py"), &format!("import os\n\ndef m{i}():\n    return os.getcwd()\n"));
         a.commit(&format!("m{i}"));
@@ -217,7 +208,7 @@ fn a_different_model_rebuilds_states_from_snapshots_instead_of_mixing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(tmp.path());
     let a = project(tmp.path(), "a");
-    register(&daemon, &a);
+    daemon.register_and_wait(&a);
     a.write("pkg/x.py", "import sys\n");
     let tip = a.commit("x");
     let before = daemon.wait_for(Duration::from_secs(60), "one step", || {

@@ -18,15 +18,6 @@ fn project(root: &Path) -> Repo {
     repo
 }
 
-fn register(daemon: &Daemon, repo: &Repo) {
-    let out = daemon.cli(&["register", repo.path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let head = repo.head();
-    daemon.wait_for(Duration::from_secs(60), "the cold start", || {
-        (daemon.repo_status(&repo.path)["refs"][0]["adapter_commit"] == head.as_str()).then_some(())
-    });
-}
-
 fn idle(daemon: &Daemon, repo: &Repo, tip: &str) -> Value {
     daemon.wait_for(Duration::from_secs(120), "the daemon to settle", || {
         let s = daemon.repo_status(&repo.path);
@@ -53,7 +44,7 @@ fn a_burst_of_500_commits_is_500_steps_and_one_adapter() {
     std::fs::write(&config, "keep_adapters = 10\n").unwrap();
     let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
     let repo = project(tmp.path());
-    register(&daemon, &repo);
+    daemon.register_and_wait(&repo);
     let before = adapter_count(&daemon);
     let tip = repo.append_history(500); // one ref move, seen by the watcher
     let r = idle(&daemon, &repo, &tip);
@@ -69,7 +60,7 @@ fn triggers_fire_when_and_only_when_they_should_and_sighup_changes_them() {
     std::fs::write(&config, "keep_adapters = 20\n[triggers]\nevery_commit = false\nmanifest_changed = true\nevery_n_commits = 3\n").unwrap();
     let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
     let repo = project(tmp.path());
-    register(&daemon, &repo);
+    daemon.register_and_wait(&repo);
     let origin = repo.head();
 
     let commit = |name: &str| {
@@ -103,7 +94,7 @@ fn the_socket_survives_hostile_clients() {
     let tmp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(tmp.path());
     let repo = project(tmp.path());
-    register(&daemon, &repo);
+    daemon.register_and_wait(&repo);
     let seed = 0x5eed_u64 ^ std::process::id() as u64;
     eprintln!("fuzz seed {seed}");
     let mut rng = Lcg(seed);
@@ -280,7 +271,7 @@ fn an_idle_daemon_stays_idle() {
         r
     }).collect();
     for r in &repos {
-        register(&daemon, r);
+        daemon.register_and_wait(r);
     }
     std::thread::sleep(Duration::from_millis(500));
     let before = cpu_ticks(daemon.pid());

@@ -11,6 +11,7 @@ use tokio::net::UnixListener;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use evolora_model::encoder::HashedEncoder;
 use crate::engine::{self, Engine};
 use crate::publish;
 use crate::scheduler::JobFlags;
@@ -97,7 +98,7 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     let engine_shared = shared.clone();
     let settings = config.model.clone();
     let engine_thread = std::thread::Builder::new().name("evolora-model".into()).spawn(move || {
-        match engine::load_model(&settings) {
+        match engine::load_model(&settings, Some(HashedEncoder::ID), 0) {
             Ok(model) => {
                 let engine = Engine::new(engine_shared, model);
                 let _ = loaded_tx.send(Ok(()));

@@ -72,8 +72,10 @@ pub fn vector_digest(v: &[f32]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Loads the configured model (a checkpoint, or the seeded untrained preset).
-pub fn load_model(settings: &ModelSettings) -> Result<Hypernetwork, ModelError> {
+/// Loads the configured model (a checkpoint, or the seeded untrained preset). The daemon
+/// requires the hashed encoder it runs (`Some(HashedEncoder::ID)`); `model run` takes any
+/// vectors and passes `None`. `task` picks the row of a multi-task checkpoint.
+pub fn load_model(settings: &ModelSettings, expect_encoder: Option<&str>, task: usize) -> Result<Hypernetwork, ModelError> {
     let device = evolora_model::select_device(&settings.device)?;
     let base = BaseModelShapes::resolve(&settings.base)?;
     match &settings.checkpoint {
@@ -83,9 +85,10 @@ pub fn load_model(settings: &ModelSettings) -> Result<Hypernetwork, ModelError> 
         }
         Some(path) => {
             let mut ck = evolora_model::checkpoint::load(path, &base)?;
-            if ck.meta.encoder != HashedEncoder::ID {
-                return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: HashedEncoder::ID.into() });
+            if let Some(enc) = expect_encoder.filter(|enc| *enc != ck.meta.encoder) {
+                return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: enc.into() });
             }
+            ck.meta.task = task;
             Hypernetwork::from_weights(ck.config, base, &mut ck.weights, ck.meta, device)
         }
     }

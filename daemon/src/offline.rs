@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use evolora_model::encoder::HashedEncoder;
 use evolora_model::hypernet::{ModelMeta, StepPolicy, seeded_weights};
 use evolora_model::peft::{AdapterDtype, write_adapter_dir};
-use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork};
+use evolora_model::{AdapterWeights, BaseModelShapes, HyperConfig, Hypernetwork};
 
 use crate::git;
 
@@ -39,21 +39,15 @@ pub struct ModelChoice {
 
 impl ModelChoice {
     pub fn load(&self, expect_encoder: Option<&str>) -> Result<Hypernetwork> {
-        let device = evolora_model::select_device(&self.device)?;
-        let base = BaseModelShapes::resolve(&self.base)?;
-        match &self.checkpoint {
-            None => Ok(Hypernetwork::untrained(HyperConfig::preset(&self.preset)?, base, self.seed, HashedEncoder::ID, device)?),
-            Some(path) => {
-                let mut ck = evolora_model::checkpoint::load(path, &base)?;
-                if let Some(enc) = expect_encoder {
-                    if ck.meta.encoder != enc {
-                        bail!(evolora_model::ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: enc.into() });
-                    }
-                }
-                ck.meta.task = self.task;
-                Ok(Hypernetwork::from_weights(ck.config, base, &mut ck.weights, ck.meta, device)?)
-            }
-        }
+        let settings = crate::config::ModelSettings {
+            preset: self.preset.clone(),
+            checkpoint: self.checkpoint.clone(),
+            seed: self.seed,
+            base: self.base.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype.clone(),
+        };
+        Ok(crate::engine::load_model(&settings, expect_encoder, self.task)?)
     }
 
     fn dtype(&self) -> Result<AdapterDtype> {
@@ -72,6 +66,17 @@ fn model_json(model: &Hypernetwork) -> serde_json::Value {
     })
 }
 
+/// Writes a one-shot adapter directory with its evolora.json, warns if the model is
+/// untrained, and prints the directory.
+fn publish_one_shot(choice: &ModelChoice, model: &Hypernetwork, adapter: &AdapterWeights, info: &serde_json::Value, out: &Path) -> Result<()> {
+    let dir = write_adapter_dir(out, adapter, &model.base, choice.dtype()?, &[("evolora.json", serde_json::to_vec_pretty(info)?)])?;
+    if !model.meta.trained {
+        eprintln!("warning: {}", crate::shared::UNTRAINED_WARNING);
+    }
+    println!("{}", dir.display());
+    Ok(())
+}
+
 /// `evolora model run`: embeddings file → adapter directory (and optionally the final state).
 pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out: Option<&Path>) -> Result<()> {
     let model = choice.load(None)?;
@@ -88,12 +93,7 @@ pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out:
         "commits": emb.diffs.len(),
         "model": model_json(&model),
     });
-    let dir = write_adapter_dir(out, &adapter, &model.base, choice.dtype()?, &[("evolora.json", serde_json::to_vec_pretty(&info)?)])?;
-    if !model.meta.trained {
-        eprintln!("warning: {}", crate::shared::UNTRAINED_WARNING);
-    }
-    println!("{}", dir.display());
-    Ok(())
+    publish_one_shot(choice, &model, &adapter, &info, out)
 }
 
 /// `evolora snapshot`: the Static path, a repository's tip → one adapter directory.
@@ -114,12 +114,7 @@ pub fn snapshot(choice: &ModelChoice, repo_path: &Path, out: &Path) -> Result<()
         "truncated": encoded.truncated,
         "model": model_json(&model),
     });
-    let dir = write_adapter_dir(out, &adapter, &model.base, choice.dtype()?, &[("evolora.json", serde_json::to_vec_pretty(&info)?)])?;
-    if !model.meta.trained {
-        eprintln!("warning: {}", crate::shared::UNTRAINED_WARNING);
-    }
-    println!("{}", dir.display());
-    Ok(())
+    publish_one_shot(choice, &model, &adapter, &info, out)
 }
 
 /// `evolora model export`: the seeded model of a preset as an evolora safetensors checkpoint.

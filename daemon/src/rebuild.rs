@@ -14,6 +14,7 @@ use git2::Oid;
 use serde_json::Value;
 
 use crate::config::Config;
+use evolora_model::encoder::HashedEncoder;
 use crate::daemon::DaemonError;
 use crate::engine::{self, Engine, now_secs, vector_digest};
 use crate::git;
@@ -70,7 +71,7 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
     }
     let store = StateStore::open(&db_dir)?;
     let shared = Shared::new(config.clone(), store.clone());
-    let model = engine::load_model(&config.model).map_err(|e| DaemonError::Model(e.to_string()))?;
+    let model = engine::load_model(&config.model, Some(HashedEncoder::ID), 0).map_err(|e| DaemonError::Model(e.to_string()))?;
     let fingerprint = model.meta.fingerprint.clone();
     let mut engine = Engine::new(shared, model);
 

@@ -62,6 +62,9 @@ pub fn seeded_weights(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, evo:
     if evo {
         shapes.extend(gru_tensor_shapes(cfg));
     }
+    // A Linear's fan_in is its weight's second dimension, shared with its bias.
+    let fan_in: std::collections::HashMap<String, usize> =
+        shapes.iter().filter(|(_, s)| s.len() == 2).map(|(n, s)| (n.clone(), s[1])).collect();
     for (name, shape) in shapes {
         let len: usize = shape.iter().product();
         let data = if name.contains("log_scale") {
@@ -75,19 +78,8 @@ pub fn seeded_weights(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, evo:
         } else if name == "head.task_embedding.weight" {
             init::uniform(seed, &name, len, 1.0)
         } else {
-            // Linear: fan_in is the weight's second dimension (shared with its bias).
-            let weight = name.replace(".bias", ".weight");
-            let fan_in = if name.ends_with(".bias") {
-                head_tensor_shapes(cfg, base)
-                    .into_iter()
-                    .chain(gru_tensor_shapes(cfg))
-                    .find(|(n, _)| *n == weight)
-                    .map(|(_, s)| s[1])
-                    .unwrap_or(1)
-            } else {
-                shape[1]
-            };
-            init::uniform(seed, &name, len, 1.0 / (fan_in as f32).sqrt())
+            let fan = fan_in.get(&name.replace(".bias", ".weight")).copied().unwrap_or(1);
+            init::uniform(seed, &name, len, 1.0 / (fan as f32).sqrt())
         };
         w.insert(name, shape, data);
     }

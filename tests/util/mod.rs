@@ -139,6 +139,16 @@ impl Daemon {
         Command::new(BIN).args(args).env("EVOLORA_SOCKET", &self.socket).output().expect("run evolora")
     }
 
+    /// `evolora register` (hooks included) and a wait for the cold-start adapter at HEAD.
+    pub fn register_and_wait(&self, repo: &Repo) {
+        let out = self.cli(&["register", repo.path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let head = repo.head();
+        self.wait_for(Duration::from_secs(60), "the cold-start adapter", || {
+            (self.repo_status(&repo.path)["refs"][0]["adapter_commit"] == head.as_str()).then_some(())
+        });
+    }
+
     /// `status --json` for one repository.
     pub fn repo_status(&self, repo: &Path) -> Value {
         let reply = self.request(serde_json::json!({"op": "status", "repo": repo}));
