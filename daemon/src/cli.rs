@@ -82,6 +82,18 @@ enum Command {
     Regenerate { path: PathBuf },
     /// Rebuild a repository's state from a fresh snapshot of its tip, then publish
     Reset { path: PathBuf },
+    /// Keep an adapter version through every retention rule (disk budget included)
+    Pin {
+        path: PathBuf,
+        /// Directory name or commit (at least 7 hex digits) [default: the current adapter]
+        adapter: Option<String>,
+    },
+    /// Let a pinned adapter version be pruned again
+    Unpin {
+        path: PathBuf,
+        /// Directory name or commit (at least 7 hex digits) [default: the current adapter]
+        adapter: Option<String>,
+    },
     /// Manage the git hooks of a repository
     Hooks {
         #[command(subcommand)]
@@ -300,6 +312,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             call(&socket, json!({"op": "reset", "repo": path}), TIMEOUT)?;
             println!("reset queued for {}", path.display());
         }
+        Command::Pin { path, adapter } => pin(&socket, &path, adapter, "pin")?,
+        Command::Unpin { path, adapter } => pin(&socket, &path, adapter, "unpin")?,
         Command::Hooks { action } => {
             let (path, verb) = match &action {
                 HooksAction::Install { path } => (path, "install"),
@@ -344,6 +358,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn pin(socket: &Path, path: &Path, adapter: Option<String>, op: &str) -> Result<()> {
+    let path = absolute(path)?;
+    let reply = call(socket, json!({"op": op, "repo": path, "adapter": adapter}), TIMEOUT)?;
+    println!("{}ned {}", op, reply["path"].as_str().unwrap_or_default());
+    Ok(())
 }
 
 /// Defaults, the config file, then command-line overrides.
@@ -396,6 +417,15 @@ fn print_status(reply: &Value) {
                 s["steps"],
                 s["last_commit"].as_str().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
                 s["adapter"].as_str().unwrap_or("none yet"),
+            );
+        }
+        for a in r["adapters"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  version {}{}  {} bytes  {}",
+                a["dir"].as_str().unwrap_or("?"),
+                if a["pinned"] == true { " (pinned)" } else { "" },
+                a["bytes"],
+                a["ref"].as_str().unwrap_or("?"),
             );
         }
     }

@@ -87,6 +87,10 @@ pub struct Config {
     pub triggers: Triggers,
     /// Adapter versions kept per repository besides `current` and pinned ones.
     pub keep_adapters: usize,
+    /// Most bytes all adapter directories may take together ("20GiB", "500 MB" or a number
+    /// of bytes; 0 = no limit). Over it, the least recently queried versions are evicted,
+    /// never a current or pinned one.
+    pub adapter_disk_budget: ByteSize,
     /// Commits per state transaction during a catch-up.
     pub step_group: usize,
     /// Most concurrent socket clients.
@@ -122,6 +126,51 @@ impl Config {
     }
 }
 
+/// A size in bytes, written in TOML as an integer or as a string with a unit
+/// (B, kB/MB/GB/TB in powers of 1000, KiB/MiB/GiB/TiB in powers of 1024).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (number, unit) = (t[..split].trim(), t[split..].trim());
+        let value: f64 = number.parse().map_err(|_| format!("`{s}` is not a size (e.g. \"20GiB\")"))?;
+        let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "m" | "mb" => 1_000_000,
+            "g" | "gb" => 1_000_000_000,
+            "t" | "tb" => 1_000_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
+        };
+        Ok(ByteSize((value * scale as f64).round() as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -130,6 +179,7 @@ impl Default for Config {
             model: ModelSettings::default(),
             triggers: Triggers::default(),
             keep_adapters: 3,
+            adapter_disk_budget: ByteSize(0),
             step_group: 32,
             max_clients: 1024,
             repos: Vec::new(),
@@ -203,6 +253,17 @@ mod tests {
         let c: Config = toml::from_str("[triggers]\nevery_commit = true\n[[repo]]\npath = \"/srv/a.git\"\n[repo.triggers]\nevery_commit = false\nevery_n_commits = 4\n").unwrap();
         assert_eq!(c.repos.len(), 1);
         assert_eq!(c.repos[0].triggers.get("every_n_commits").and_then(|v| v.as_integer()), Some(4));
+    }
+
+    #[test]
+    fn disk_budgets_take_units() {
+        let budget = |text: &str| toml::from_str::<Config>(&format!("adapter_disk_budget = {text}\n")).map(|c| c.adapter_disk_budget.0);
+        assert_eq!(budget("1048576").unwrap(), 1 << 20);
+        assert_eq!(budget("\"20GiB\"").unwrap(), 20 << 30);
+        assert_eq!(budget("\"1.5 MB\"").unwrap(), 1_500_000);
+        assert_eq!(budget("\"0\"").unwrap(), 0);
+        assert!(budget("\"20 parsecs\"").unwrap_err().to_string().contains("unknown unit"));
+        assert!(budget("\"lots\"").is_err());
     }
 
     #[test]

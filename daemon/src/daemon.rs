@@ -132,6 +132,7 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     if let Some(w) = watcher {
         let _ = shared.watcher.set(w);
     }
+    enforce_budget_in_background(&shared);
     info!(socket = %socket_path.display(), state = %config.state_dir.display(), repositories = repos.len(), "evolora daemon ready");
     sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {} repositories", repos.len()))]);
 
@@ -175,8 +176,31 @@ async fn wait_for_shutdown(shared: Arc<Shared>, config_file: Option<PathBuf>) {
             _ = term.recv() => { info!("SIGTERM"); return }
             _ = int.recv() => { info!("SIGINT"); return }
             _ = shared.shutdown_requested.notified() => { info!("shutdown requested"); return }
-            _ = hup.recv() => reload(&shared, config_file.as_deref()),
+            _ = hup.recv() => {
+                reload(&shared, config_file.as_deref());
+                enforce_budget_in_background(&shared);
+            }
         }
+    }
+}
+
+/// Applies the adapter disk budget now (at start, and after a reload may have lowered it)
+/// rather than at the next publish; on its own thread, as it may delete many directories.
+fn enforce_budget_in_background(shared: &Arc<Shared>) {
+    let cfg = shared.config();
+    let budget = cfg.adapter_disk_budget.0;
+    if budget == 0 {
+        return;
+    }
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new().name("evolora-retention".into()).spawn(move || {
+        match shared.retention.enforce_budget(&shared.store, &cfg.adapters_dir(), budget) {
+            Ok(report) => report.log(budget),
+            Err(e) => warn!(error = %e, "adapter disk budget not enforced"),
+        }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "adapter disk budget not enforced");
     }
 }
 

@@ -100,6 +100,8 @@ pub struct Engine {
     encoder: HashedEncoder,
     /// Snapshot file vectors by blob id: re-encoding after a commit touches changed files only.
     blob_cache: HashMap<Oid, Vec<f32>>,
+    /// Running total of adapter bytes on disk, when known (see [`Engine::retain`]).
+    adapter_bytes: Option<u64>,
 }
 
 const BLOB_CACHE_MAX: usize = 16_384;
@@ -121,7 +123,7 @@ impl Engine {
             warn!("{UNTRAINED_WARNING}");
         }
         *shared.model.write().expect("model lock") = Some(info);
-        Engine { shared, model, encoder: HashedEncoder, blob_cache: HashMap::new() }
+        Engine { shared, model, encoder: HashedEncoder, blob_cache: HashMap::new(), adapter_bytes: None }
     }
 
     /// Serves jobs until the scheduler closes.
@@ -445,10 +447,37 @@ impl Engine {
         state.adapter_at = Some(now);
         state.steps_since_adapter = 0;
         state.manifest_changed = false;
-        let record = publish::record(&state.refname, &state.last_commit, &name, trigger, state.steps, now);
+        let bytes = crate::retention::dir_bytes(&dir);
+        let record = publish::record(&state.refname, &state.last_commit, &name, trigger, state.steps, bytes, now);
         self.shared.store.record_adapter(key, state, &record)?;
-        publish::prune(&self.shared.store, key, &repo_dir, Some(&name), cfg.keep_adapters);
+        self.adapter_bytes = self.adapter_bytes.map(|b| b + bytes);
+        self.retain(cfg, key, &repo_dir);
         Ok(dir)
+    }
+
+    /// Applies retention after a publish: the repository's newest K, then the disk budget.
+    /// Failures are logged, never fatal: the new adapter is already published.
+    fn retain(&mut self, cfg: &Config, key: &str, repo_dir: &Path) {
+        let retention = &self.shared.retention;
+        match retention.prune(&self.shared.store, key, repo_dir, cfg.keep_adapters) {
+            Ok(p) => self.adapter_bytes = self.adapter_bytes.map(|b| b.saturating_sub(p.freed)),
+            Err(e) => warn!(repo = %key, error = %e, "pruning old adapters failed"),
+        }
+        let budget = cfg.adapter_disk_budget.0;
+        // A full pass reads every adapter record; skip it while the running total fits.
+        if budget == 0 || self.adapter_bytes.is_some_and(|b| b <= budget) {
+            return;
+        }
+        match retention.enforce_budget(&self.shared.store, &cfg.adapters_dir(), budget) {
+            Ok(report) => {
+                self.adapter_bytes = Some(report.total);
+                report.log(budget);
+            }
+            Err(e) => {
+                self.adapter_bytes = None;
+                warn!(error = %e, "adapter disk budget not enforced");
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod protocol;
 pub mod publish;
 pub mod rebuild;
+pub mod retention;
 pub mod scheduler;
 pub mod server;
 pub mod shared;

@@ -83,6 +83,18 @@ pub enum Op {
     },
     Regenerate { repo: String },
     Reset { repo: String },
+    /// Keep an adapter through every retention rule: a directory name or a commit (prefix
+    /// of at least 7 hex digits); the current adapter of the checked-out ref by default.
+    Pin {
+        repo: String,
+        #[serde(default)]
+        adapter: Option<String>,
+    },
+    Unpin {
+        repo: String,
+        #[serde(default)]
+        adapter: Option<String>,
+    },
     Shutdown,
 }
 
@@ -148,6 +160,8 @@ mod tests {
         assert_eq!(r.id, json!(7));
         assert_eq!(r.op, Op::Adapter { repo: "/r".into(), refname: None, wait_ms: 100 });
         assert_eq!(parse_request(br#"{"op":"status"}"#).unwrap().op, Op::Status { repo: None });
+        let pin = parse_request(br#"{"op":"pin","repo":"/r","adapter":"abcdef0"}"#).unwrap().op;
+        assert_eq!(pin, Op::Pin { repo: "/r".into(), adapter: Some("abcdef0".into()) });
     }
 
     #[test]

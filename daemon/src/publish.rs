@@ -1,5 +1,6 @@
 //! The adapter folder of each repository: immutable version directories, a `current`
-//! symlink swapped by rename, retention, and clean-up of unfinished writes.
+//! symlink swapped by rename, and clean-up of unfinished writes. What is deleted when is
+//! [`crate::retention`]'s business.
 //!
 //! `<state_dir>/adapters/<repo key>/<commit>[.<n>]/` and `<repo key>/current -> <name>`.
 
@@ -7,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use evolora_model::peft::TEMP_PREFIX;
-use evolora_state::{AdapterRecord, StateStore};
+use evolora_state::AdapterRecord;
 
 pub const CURRENT: &str = "current";
 
@@ -35,33 +36,6 @@ pub fn current_target(repo_dir: &Path) -> Option<PathBuf> {
     Some(repo_dir.join(link))
 }
 
-/// Deletes adapter versions beyond the newest `keep`, never the current or a pinned one.
-/// Returns how many were removed.
-pub fn prune(store: &StateStore, repo_key: &str, repo_dir: &Path, current: Option<&str>, keep: usize) -> usize {
-    let Ok(records) = store.adapters(repo_key) else { return 0 };
-    let total = records.len();
-    let mut removed = 0;
-    for (i, (key, rec)) in records.iter().enumerate() {
-        let newest = total - i <= keep;
-        if newest || rec.pinned || Some(rec.dir.as_str()) == current {
-            continue;
-        }
-        let dir = repo_dir.join(&rec.dir);
-        // Rename first: a crash mid-deletion must never leave a half-emptied directory under
-        // a published name. The renamed remains are swept like any unfinished write.
-        let doomed = repo_dir.join(format!("{TEMP_PREFIX}pruned-{}", rec.dir));
-        let gone = match fs::rename(&dir, &doomed) {
-            Ok(()) => fs::remove_dir_all(&doomed).is_ok(),
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if gone {
-            let _ = store.remove_adapter_record(key);
-            removed += 1;
-        }
-    }
-    removed
-}
-
 /// Removes temporary directories and links left by an interrupted write. Returns how many.
 pub fn remove_orphans(adapters_root: &Path) -> usize {
     let mut removed = 0;
@@ -82,7 +56,7 @@ pub fn remove_orphans(adapters_root: &Path) -> usize {
 }
 
 /// A record for a just-published directory.
-pub fn record(refname: &str, commit: &str, dir: &str, trigger: &str, steps: u64, now: u64) -> AdapterRecord {
+pub fn record(refname: &str, commit: &str, dir: &str, trigger: &str, steps: u64, bytes: u64, now: u64) -> AdapterRecord {
     AdapterRecord {
         refname: refname.to_owned(),
         commit: commit.to_owned(),
@@ -91,5 +65,7 @@ pub fn record(refname: &str, commit: &str, dir: &str, trigger: &str, steps: u64,
         created_at: now,
         pinned: false,
         steps,
+        bytes,
+        last_queried: 0,
     }
 }

@@ -115,6 +115,8 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
                 created_at: v.info["created_at"].as_u64().unwrap_or(0),
                 pinned: false,
                 steps: v.info["steps"].as_u64().unwrap_or(0),
+                bytes: crate::retention::dir_bytes(&repo_dir.join(&v.name)),
+                last_queried: 0,
             })
             .collect();
         let replayable = info["model"]["fingerprint"].as_str() == Some(fingerprint.as_str());

@@ -42,6 +42,8 @@ pub struct Shared {
     pub shutdown_requested: tokio::sync::Notify,
     /// The ref watcher, once started (absent where the platform cannot watch).
     pub watcher: std::sync::OnceLock<Arc<crate::watcher::RefWatcher>>,
+    /// Pins, query times and deletions of adapter versions.
+    pub retention: crate::retention::Retention,
 }
 
 impl Shared {
@@ -57,6 +59,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown_requested: tokio::sync::Notify::new(),
             watcher: std::sync::OnceLock::new(),
+            retention: Default::default(),
         })
     }
 

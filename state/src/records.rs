@@ -66,20 +66,64 @@ pub struct AdapterRecord {
     pub dir: String,
     pub trigger: String,
     pub created_at: u64,
+    /// Kept by every retention rule until unpinned.
     pub pinned: bool,
     pub steps: u64,
+    /// Bytes of the directory's files (0: not measured, a record from schema V1).
+    pub bytes: u64,
+    /// Unix seconds a client was last handed this adapter (0: never). Written at most once
+    /// a minute per adapter, so it is approximate by design.
+    pub last_queried: u64,
 }
 
+impl AdapterRecord {
+    /// When this adapter was last of use: handed to a client, or else published.
+    pub fn last_used(&self) -> u64 {
+        self.created_at.max(self.last_queried)
+    }
+}
+
+/// The adapter record as schema V1 wrote it (no size, no query time).
+#[derive(Clone, Serialize, Deserialize)]
+struct AdapterRecordV1 {
+    refname: String,
+    commit: String,
+    dir: String,
+    trigger: String,
+    created_at: u64,
+    pinned: bool,
+    steps: u64,
+}
+
+impl From<AdapterRecordV1> for AdapterRecord {
+    fn from(v: AdapterRecordV1) -> Self {
+        AdapterRecord {
+            refname: v.refname,
+            commit: v.commit,
+            dir: v.dir,
+            trigger: v.trigger,
+            created_at: v.created_at,
+            pinned: v.pinned,
+            steps: v.steps,
+            bytes: 0,
+            last_queried: 0,
+        }
+    }
+}
+
+/// `$env` lists every version ever written, oldest first; the last one is `$ty` itself and
+/// is what gets written. Older ones convert with `From` on read.
 macro_rules! envelope {
-    ($env:ident, $ty:ident, $what:literal) => {
+    ($env:ident, $ty:ident, $what:literal, $current:ident $(, $old:ident($old_ty:ty))*) => {
         #[derive(Serialize, Deserialize)]
         enum $env {
-            V1($ty),
+            $($old($old_ty),)*
+            $current($ty),
         }
 
         impl $ty {
             pub fn to_bytes(&self) -> Vec<u8> {
-                bincode::serde::encode_to_vec(&$env::V1(self.clone()), bincode::config::standard())
+                bincode::serde::encode_to_vec(&$env::$current(self.clone()), bincode::config::standard())
                     .expect("in-memory encoding cannot fail")
             }
 
@@ -88,16 +132,17 @@ macro_rules! envelope {
                 let (env, _): ($env, usize) = bincode::serde::decode_from_slice(bytes, cfg)
                     .map_err(|e| StateError::Decode { what: $what, reason: e.to_string() })?;
                 match env {
-                    $env::V1(v) => Ok(v),
+                    $($env::$old(v) => Ok(v.into()),)*
+                    $env::$current(v) => Ok(v),
                 }
             }
         }
     };
 }
 
-envelope!(RepoEnvelope, RepoRecord, "repository record");
-envelope!(RefEnvelope, RefState, "ref state");
-envelope!(AdapterEnvelope, AdapterRecord, "adapter record");
+envelope!(RepoEnvelope, RepoRecord, "repository record", V1);
+envelope!(RefEnvelope, RefState, "ref state", V1);
+envelope!(AdapterEnvelope, AdapterRecord, "adapter record", V2, V1(AdapterRecordV1));
 
 #[cfg(test)]
 mod tests {
@@ -124,6 +169,28 @@ mod tests {
         let back = RefState::from_bytes(&s.to_bytes()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.vector[1].to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn v1_adapter_records_still_read() {
+        // Bytes as schema V1 wrote them: variant 0 of the envelope, seven fields.
+        #[derive(Serialize)]
+        enum OldEnvelope {
+            V1(AdapterRecordV1),
+        }
+        let old = AdapterRecordV1 {
+            refname: "refs/heads/main".into(),
+            commit: "ab".repeat(20),
+            dir: "ab".repeat(20),
+            trigger: "every-commit".into(),
+            created_at: 77,
+            pinned: true,
+            steps: 5,
+        };
+        let bytes = bincode::serde::encode_to_vec(OldEnvelope::V1(old), bincode::config::standard()).unwrap();
+        let rec = AdapterRecord::from_bytes(&bytes).unwrap();
+        assert_eq!((rec.created_at, rec.pinned, rec.steps, rec.bytes, rec.last_queried), (77, true, 5, 0, 0));
+        assert_eq!(AdapterRecord::from_bytes(&rec.to_bytes()).unwrap(), rec);
     }
 
     #[test]

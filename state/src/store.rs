@@ -5,8 +5,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::{AdapterRecord, RefState, RepoRecord, StateError};
 
-/// Version of the layout described in the crate docs.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the layout described in the crate docs. 2: adapter records carry their size
+/// and last query time (V1 records still read; a V1 binary refuses a V2 database by name).
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// The daemon's handle on its database. Cheap to clone; all clones share one sled `Db`,
@@ -72,6 +73,11 @@ impl StateStore {
                     .map_err(|_| StateError::Corrupt { path: dir.into(), reason: "bad schema_version".into() })?;
                 if found > SCHEMA_VERSION {
                     return Err(StateError::FutureSchema { path: dir.into(), found, supported: SCHEMA_VERSION });
+                }
+                if found < SCHEMA_VERSION {
+                    // Older records convert on read; from now on newer ones are written.
+                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                    db.flush()?;
                 }
             }
         }
@@ -188,6 +194,33 @@ impl StateStore {
             .collect()
     }
 
+    /// Every adapter record of every repository: (repo key, record key, record).
+    pub fn all_adapters(&self) -> Result<Vec<(String, Vec<u8>, AdapterRecord)>, StateError> {
+        self.adapters
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let repo = k.iter().position(|&b| b == 0).map(|i| String::from_utf8_lossy(&k[..i]).into_owned()).unwrap_or_default();
+                Ok((repo, k.to_vec(), AdapterRecord::from_bytes(&v)?))
+            })
+            .collect()
+    }
+
+    /// The record of a repository's adapter directory `dir`.
+    pub fn adapter_by_dir(&self, repo: &str, dir: &str) -> Result<Option<(Vec<u8>, AdapterRecord)>, StateError> {
+        Ok(self.adapters(repo)?.into_iter().find(|(_, r)| r.dir == dir))
+    }
+
+    /// Rewrites one adapter record; `durable` flushes before returning (pins must survive a
+    /// crash; query times may lag by sled's flush interval).
+    pub fn update_adapter_record(&self, key: &[u8], rec: &AdapterRecord, durable: bool) -> Result<(), StateError> {
+        self.adapters.insert(key, rec.to_bytes())?;
+        if durable {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     pub fn remove_adapter_record(&self, key: &[u8]) -> Result<(), StateError> {
         self.adapters.remove(key)?;
         Ok(())
@@ -260,6 +293,21 @@ mod tests {
     }
 
     #[test]
+    fn an_older_schema_opens_and_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            s.commit_steps("r", &state("refs/heads/main", 3)).unwrap();
+            s.db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &1u32.to_be_bytes()).unwrap();
+            s.flush().unwrap();
+        }
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.ref_state("r", "refs/heads/main").unwrap().unwrap().steps, 3);
+        let v = s.db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap().unwrap();
+        assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
+    }
+
+    #[test]
     fn a_garbled_log_is_corrupt_not_empty() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -280,8 +328,11 @@ mod tests {
         let st = state("refs/heads/main", 1);
         s.commit_steps("a", &st).unwrap();
         s.commit_steps("b", &st).unwrap();
-        let rec = AdapterRecord { refname: st.refname.clone(), commit: "c".into(), dir: "d".into(), trigger: "t".into(), created_at: 0, pinned: false, steps: 1 };
+        let rec = AdapterRecord { refname: st.refname.clone(), commit: "c".into(), dir: "d".into(), trigger: "t".into(), created_at: 0, pinned: false, steps: 1, bytes: 0, last_queried: 0 };
         s.record_adapter("a", &st, &rec).unwrap();
+        s.record_adapter("ab", &st, &rec).unwrap();
+        let all = s.all_adapters().unwrap();
+        assert_eq!(all.iter().map(|(r, _, _)| r.as_str()).collect::<Vec<_>>(), ["a", "ab"]);
         s.remove_repo("a").unwrap();
         assert!(s.ref_states("a").unwrap().is_empty());
         assert!(s.adapters("a").unwrap().is_empty());

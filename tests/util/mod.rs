@@ -114,6 +114,15 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP, then waits until the daemon logs that it reloaded its configuration.
+    pub fn reload(&self) {
+        let count = |d: &Daemon| d.log_text().matches("configuration reloaded").count();
+        let before = count(self);
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+        self.wait_for(Duration::from_secs(10), "the configuration reload", || (count(self) > before).then_some(()));
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the daemon first");
         self.spawn();

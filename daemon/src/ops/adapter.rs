@@ -56,6 +56,7 @@ pub async fn run(shared: &Arc<Shared>, repo: &str, refname: Option<&str>, wait_m
                     format!("the adapter for {repo} still covers {commit}, not the tip; waited {wait_ms} ms"),
                 ));
             }
+            shared.retention.touch(&shared.store, &rec.key, &dir, crate::engine::now_secs());
             let path = shared.config().adapters_dir().join(&rec.key).join(&dir);
             let path = std::fs::canonicalize(&path).unwrap_or(path);
             let model = shared.model.read().expect("model lock").clone();

@@ -3,6 +3,7 @@
 
 mod adapter;
 mod notify;
+mod pin;
 mod ping;
 mod register;
 mod repair;
@@ -31,6 +32,8 @@ pub async fn dispatch(shared: &Arc<Shared>, op: Op) -> Result<Fields, OpError> {
         Op::Status { repo } => status::run(shared, repo.as_deref()).await,
         Op::Regenerate { repo } => repair::regenerate(shared, &repo).await,
         Op::Reset { repo } => repair::reset(shared, &repo).await,
+        Op::Pin { repo, adapter } => pin::run(shared, &repo, adapter.as_deref(), true).await,
+        Op::Unpin { repo, adapter } => pin::run(shared, &repo, adapter.as_deref(), false).await,
         Op::Shutdown => shutdown::run(shared),
     }
 }

@@ -39,7 +39,8 @@ pub async fn run(shared: &Arc<Shared>, repo: Option<&str>) -> Result<Fields, OpE
             })
             .collect();
         let error = shared.errors.lock().expect("errors lock").get(&rec.key).cloned();
-        repos.push(json!({
+        let versions = shared.store.adapters(&rec.key).map_err(internal)?;
+        let mut entry = json!({
             "repo_key": rec.key,
             "git_dir": rec.git_dir,
             "work_dir": rec.work_dir,
@@ -47,7 +48,28 @@ pub async fn run(shared: &Arc<Shared>, repo: Option<&str>) -> Result<Fields, OpE
             "pending": shared.scheduler.is_busy(&rec.key),
             "error": error,
             "refs": refs,
-        }));
+            "adapter_versions": versions.len(),
+            "adapter_bytes": versions.iter().map(|(_, v)| v.bytes).sum::<u64>(),
+        });
+        if repo.is_some() {
+            // One repository: list its versions (what `pin` and `unpin` take).
+            entry["adapters"] = versions
+                .iter()
+                .map(|(_, v)| {
+                    json!({
+                        "dir": v.dir,
+                        "commit": v.commit,
+                        "ref": v.refname,
+                        "trigger": v.trigger,
+                        "created_at": v.created_at,
+                        "last_queried": v.last_queried,
+                        "pinned": v.pinned,
+                        "bytes": v.bytes,
+                    })
+                })
+                .collect();
+        }
+        repos.push(entry);
     }
     let mut f = Fields::new();
     f.insert("repos".into(), Value::Array(repos));

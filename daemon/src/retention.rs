@@ -1,0 +1,235 @@
+//! Which adapter versions stay on disk.
+//!
+//! Never deleted: the adapter any ref's state names as current, the one the `current` link
+//! points to, and pinned ones. Of the rest, each repository keeps its newest `keep_adapters`;
+//! with a disk budget, versions are evicted across all repositories, least recently used
+//! first (last handed to a client, else published), until the total fits. The budget wins
+//! over `keep_adapters`: it is a cap, the count is a ceiling.
+//!
+//! Record updates (pins, query times, deletions) go through one lock, so a version being
+//! pinned can never be deleted by a prune that decided before the pin.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::sync::Mutex;
+
+use evolora_model::peft::TEMP_PREFIX;
+use evolora_state::{AdapterRecord, StateError, StateStore};
+use tracing::{info, warn};
+
+use crate::publish;
+
+/// Query times are written at most this often per adapter (seconds).
+const QUERY_WRITE_INTERVAL: u64 = 60;
+
+/// What a retention pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub freed: u64,
+}
+
+/// What a budget pass found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetReport {
+    pub evicted: usize,
+    pub freed: u64,
+    /// Bytes of all adapter directories after the pass.
+    pub total: u64,
+    /// Bytes that may not be evicted (current and pinned versions).
+    pub protected: u64,
+}
+
+impl BudgetReport {
+    pub fn log(&self, budget: u64) {
+        if self.evicted > 0 {
+            info!(evicted = self.evicted, freed = self.freed, total = self.total, budget, "adapter disk budget: evicted least recently queried versions");
+        }
+        if self.total > budget {
+            warn!(total = self.total, protected = self.protected, budget, "adapter disk budget exceeded by current and pinned adapters alone");
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Retention {
+    /// Guards record rewrites; holds, per (repo key, dir), the query time last written.
+    written: Mutex<HashMap<(String, String), u64>>,
+}
+
+/// How a client names an adapter: its directory name, or a commit (a prefix of at least 7
+/// hex digits; the newest version at that commit wins).
+pub fn find<'a>(records: &'a [(Vec<u8>, AdapterRecord)], name: &str) -> Option<&'a (Vec<u8>, AdapterRecord)> {
+    if let Some(hit) = records.iter().find(|(_, r)| r.dir == name) {
+        return Some(hit);
+    }
+    let is_hex_prefix = name.len() >= 7 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_hex_prefix {
+        return None;
+    }
+    records.iter().rev().find(|(_, r)| r.commit.starts_with(&name.to_ascii_lowercase()))
+}
+
+/// Bytes of the files directly inside an adapter directory.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+}
+
+/// Directory names of a repository that no rule may delete except by unpinning: every
+/// ref's current adapter and the target of the `current` link.
+fn protected_dirs(store: &StateStore, repo_key: &str, repo_dir: &Path) -> Result<HashSet<String>, StateError> {
+    let mut names: HashSet<String> = store.ref_states(repo_key)?.into_iter().filter_map(|s| s.current_adapter).collect();
+    if let Some(target) = publish::current_target(repo_dir).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
+        names.insert(target);
+    }
+    Ok(names)
+}
+
+impl Retention {
+    /// Notes that a client was handed `dir`; persisted at most once a minute per adapter,
+    /// without a flush (sled writes it within its flush interval).
+    pub fn touch(&self, store: &StateStore, repo_key: &str, dir: &str, now: u64) {
+        let mut written = self.written.lock().expect("retention lock");
+        let slot = (repo_key.to_owned(), dir.to_owned());
+        if written.get(&slot).is_some_and(|&t| now < t + QUERY_WRITE_INTERVAL) {
+            return;
+        }
+        if let Ok(Some((key, mut rec))) = store.adapter_by_dir(repo_key, dir) {
+            rec.last_queried = now;
+            if store.update_adapter_record(&key, &rec, false).is_ok() {
+                written.insert(slot, now);
+            }
+        }
+    }
+
+    /// Pins or unpins the adapter `name` (see [`find`]) of a repository, durably.
+    pub fn set_pinned(&self, store: &StateStore, repo_key: &str, name: &str, pinned: bool) -> Result<Option<AdapterRecord>, StateError> {
+        let _guard = self.written.lock().expect("retention lock");
+        let records = store.adapters(repo_key)?;
+        let Some((key, rec)) = find(&records, name) else { return Ok(None) };
+        let mut rec = rec.clone();
+        rec.pinned = pinned;
+        store.update_adapter_record(key, &rec, true)?;
+        Ok(Some(rec))
+    }
+
+    /// Deletes a repository's versions beyond its newest `keep` (protected ones excepted).
+    pub fn prune(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, keep: usize) -> Result<Pruned, StateError> {
+        let records = store.adapters(repo_key)?;
+        let excess = records.len().saturating_sub(keep);
+        let doomed: Vec<String> = records.iter().take(excess).map(|(_, r)| r.dir.clone()).collect();
+        self.delete(store, repo_key, repo_dir, &doomed)
+    }
+
+    /// Evicts least recently used versions across all repositories until the adapter
+    /// directories under `root` fit in `budget` bytes.
+    pub fn enforce_budget(&self, store: &StateStore, root: &Path, budget: u64) -> Result<BudgetReport, StateError> {
+        let mut all = store.all_adapters()?;
+        for (repo, key, rec) in all.iter_mut().filter(|(_, _, r)| r.bytes == 0) {
+            // Records from before sizes were kept: measure once, remember.
+            rec.bytes = dir_bytes(&root.join(repo.as_str()).join(&rec.dir));
+            if rec.bytes > 0 {
+                let _guard = self.written.lock().expect("retention lock");
+                store.update_adapter_record(key, rec, false)?;
+            }
+        }
+        let mut report = BudgetReport { total: all.iter().map(|(_, _, r)| r.bytes).sum(), ..Default::default() };
+        if report.total <= budget {
+            return Ok(report);
+        }
+        let mut protected: HashMap<String, HashSet<String>> = HashMap::new();
+        for (repo, _, _) in &all {
+            if !protected.contains_key(repo) {
+                protected.insert(repo.clone(), protected_dirs(store, repo, &root.join(repo.as_str()))?);
+            }
+        }
+        let mut candidates: Vec<&(String, Vec<u8>, AdapterRecord)> = Vec::new();
+        for entry in &all {
+            let (repo, _, rec) = entry;
+            if rec.pinned || protected[repo].contains(&rec.dir) {
+                report.protected += rec.bytes;
+            } else {
+                candidates.push(entry);
+            }
+        }
+        candidates.sort_by_key(|(_, _, r)| (r.last_used(), r.created_at));
+        for (repo, _, rec) in candidates {
+            if report.total <= budget {
+                break;
+            }
+            let done = self.delete(store, repo, &root.join(repo.as_str()), std::slice::from_ref(&rec.dir))?;
+            report.evicted += done.removed;
+            report.freed += done.freed;
+            report.total -= done.freed.min(report.total);
+        }
+        Ok(report)
+    }
+
+    /// Deletes the named versions of one repository unless protected or pinned at the moment
+    /// of deletion. A directory is renamed away before its record goes, so a crash never
+    /// leaves a half-deleted directory under a published name; remains are swept at start.
+    fn delete(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, dirs: &[String]) -> Result<Pruned, StateError> {
+        let mut out = Pruned::default();
+        if dirs.is_empty() {
+            return Ok(out);
+        }
+        let protected = protected_dirs(store, repo_key, repo_dir)?;
+        let mut renamed = Vec::new();
+        {
+            let _guard = self.written.lock().expect("retention lock");
+            for name in dirs {
+                let Some((key, rec)) = store.adapter_by_dir(repo_key, name)? else { continue };
+                if rec.pinned || protected.contains(name) {
+                    continue;
+                }
+                let dir = repo_dir.join(name);
+                let bytes = if rec.bytes > 0 { rec.bytes } else { dir_bytes(&dir) };
+                let doomed = repo_dir.join(format!("{TEMP_PREFIX}pruned-{name}"));
+                match fs::rename(&dir, &doomed) {
+                    Ok(()) => renamed.push(doomed),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => continue,
+                }
+                store.remove_adapter_record(&key)?;
+                out.removed += 1;
+                out.freed += bytes;
+            }
+        }
+        for doomed in renamed {
+            let _ = fs::remove_dir_all(doomed);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(dir: &str, commit: &str) -> (Vec<u8>, AdapterRecord) {
+        let r = AdapterRecord {
+            refname: "refs/heads/main".into(),
+            commit: commit.into(),
+            dir: dir.into(),
+            trigger: "t".into(),
+            created_at: 0,
+            pinned: false,
+            steps: 0,
+            bytes: 0,
+            last_queried: 0,
+        };
+        (dir.as_bytes().to_vec(), r)
+    }
+
+    #[test]
+    fn adapters_are_found_by_dir_or_commit_prefix() {
+        let a = "a1b2c3d4".repeat(5);
+        let records = vec![rec(&a, &a), rec(&format!("{a}.1"), &a), rec("ffff", "ffff")];
+        assert_eq!(find(&records, &a).unwrap().1.dir, a);
+        assert_eq!(find(&records, "A1B2C3D").unwrap().1.dir, format!("{a}.1"), "newest at that commit");
+        assert!(find(&records, "a1b2c3").is_none(), "prefixes shorter than 7 are not commits");
+        assert!(find(&records, "current").is_none());
+    }
+}
