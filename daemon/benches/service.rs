@@ -103,37 +103,45 @@ fn main() {
     let rss_full = rss_kib(pid);
     let db_bytes: u64 = std::fs::read_dir(tmp.path().join("state/db")).unwrap().flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
 
-    // Latency: `clients` threads, each 20 `adapter` requests on its own connection.
+    // Latency: `clients` connections, each sending 20 `adapter` requests one after another,
+    // driven by one client thread (a thread per client would measure the scheduler).
     let per_client = 20;
-    let start_gate = std::sync::Arc::new(std::sync::Barrier::new(clients));
-    let handles: Vec<_> = (0..clients)
-        .map(|c| {
-            let sock = sock.clone();
-            let gate = start_gate.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut all, wall) = runtime.block_on(async {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut conns = Vec::with_capacity(clients);
+        for c in 0..clients {
+            let s = tokio::net::UnixStream::connect(&sock).await.unwrap();
             let repo = tmp.path().join(format!("r/{:05}", c % repos));
-            std::thread::spawn(move || {
-                let s = UnixStream::connect(&sock).unwrap();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut w = s;
-                let line = format!("{{\"op\":\"adapter\",\"repo\":\"{}\"}}\n", repo.display());
-                gate.wait();
-                let mut lat = Vec::with_capacity(per_client);
-                let mut reply = String::new();
-                for _ in 0..per_client {
-                    let t = Instant::now();
-                    w.write_all(line.as_bytes()).unwrap();
-                    reply.clear();
-                    r.read_line(&mut reply).unwrap();
-                    lat.push(t.elapsed());
-                    assert!(reply.contains("\"ok\":true"), "{reply}");
-                }
-                lat
+            conns.push((s, format!("{{\"op\":\"adapter\",\"repo\":\"{}\"}}\n", repo.display())));
+        }
+        let t = Instant::now();
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|(s, line)| {
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut r = tokio::io::BufReader::new(r);
+                    let mut lat = Vec::with_capacity(per_client);
+                    let mut reply = String::new();
+                    for _ in 0..per_client {
+                        let t = Instant::now();
+                        w.write_all(line.as_bytes()).await.unwrap();
+                        reply.clear();
+                        r.read_line(&mut reply).await.unwrap();
+                        lat.push(t.elapsed());
+                        assert!(reply.contains("\"ok\":true"), "{reply}");
+                    }
+                    lat
+                })
             })
-        })
-        .collect();
-    let t = Instant::now();
-    let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    let wall = t.elapsed();
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        (all, t.elapsed())
+    });
     all.sort();
     let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
 

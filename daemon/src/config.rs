@@ -107,14 +107,19 @@ pub struct RepoOverride {
     pub path: PathBuf,
     #[serde(default)]
     pub triggers: toml::Table,
+    /// `path`'s common git dir, found when the file is loaded (jobs look it up often).
+    #[serde(skip)]
+    pub git_dir: Option<PathBuf>,
 }
 
 impl Config {
     /// The triggers for the repository whose git dir is `git_dir`: the global table with the
     /// repository's overrides laid over it.
     pub fn triggers_for(&self, git_dir: &Path) -> Result<Triggers, String> {
-        let Some(o) = self.repos.iter().find(|o| {
-            crate::git::locate(&o.path).map(|l| l.git_dir == git_dir).unwrap_or(false)
+        let Some(o) = self.repos.iter().find(|o| match &o.git_dir {
+            Some(d) => d == git_dir,
+            // Not a repository when the file was loaded: look again.
+            None => crate::git::locate(&o.path).map(|l| l.git_dir == git_dir).unwrap_or(false),
         }) else {
             return Ok(self.triggers.clone());
         };
@@ -125,6 +130,9 @@ impl Config {
         merged.try_into().map_err(|e: toml::de::Error| format!("[repo.triggers] for {}: {e}", o.path.display()))
     }
 }
+
+/// Adapter directories live in this subdirectory of the state directory.
+pub const ADAPTERS_DIR: &str = "adapters";
 
 /// A size in bytes, written in TOML as an integer or as a string with a unit
 /// (B, kB/MB/GB/TB in powers of 1000, KiB/MiB/GiB/TiB in powers of 1024).
@@ -194,13 +202,17 @@ impl Config {
             None => Ok(Config::default()),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+                let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+                for o in &mut cfg.repos {
+                    o.git_dir = crate::git::locate(&o.path).ok().map(|l| l.git_dir);
+                }
+                Ok(cfg)
             }
         }
     }
 
     pub fn adapters_dir(&self) -> PathBuf {
-        self.state_dir.join("adapters")
+        self.state_dir.join(ADAPTERS_DIR)
     }
 
     pub fn db_dir(&self) -> PathBuf {

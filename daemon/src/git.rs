@@ -29,6 +29,11 @@ pub struct Location {
 /// linked worktree or a bare repository).
 pub fn locate(path: &Path) -> Result<Location, GitError> {
     let repo = Repository::discover(path).map_err(|_| GitError::NotARepository(path.display().to_string()))?;
+    Ok(location_of(&repo))
+}
+
+/// Where an open repository lives (its common git dir, canonical).
+pub fn location_of(repo: &Repository) -> Location {
     let common = repo.commondir().to_path_buf();
     let git_dir = std::fs::canonicalize(&common).unwrap_or(common);
     let bare = repo.is_bare();
@@ -38,7 +43,7 @@ pub fn locate(path: &Path) -> Result<Location, GitError> {
         // For a linked worktree, the main work tree is the common dir's parent.
         git_dir.parent().map(Path::to_path_buf)
     };
-    Ok(Location { git_dir, work_dir, bare })
+    Location { git_dir, work_dir, bare }
 }
 
 /// `<dir name>-<first 12 hex of sha256(canonical git dir)>`: stable, unique, path-safe.

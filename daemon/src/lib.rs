@@ -16,6 +16,7 @@ pub mod ops;
 pub mod protocol;
 pub mod publish;
 pub mod rebuild;
+pub mod repo_cache;
 pub mod retention;
 pub mod scheduler;
 pub mod server;

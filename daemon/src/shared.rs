@@ -28,6 +28,9 @@ pub const UNTRAINED_WARNING: &str = "the hypernetwork is untrained (seeded initi
 
 pub struct Shared {
     pub config: RwLock<Config>,
+    /// `<state_dir>/adapters` with every symlink resolved: the paths handed to clients.
+    /// (The state directory only changes with a restart.)
+    pub adapters_root: std::path::PathBuf,
     pub store: StateStore,
     pub scheduler: Scheduler,
     /// Bumped after every finished job; `adapter --wait` watches it.
@@ -44,11 +47,15 @@ pub struct Shared {
     pub watcher: std::sync::OnceLock<Arc<crate::watcher::RefWatcher>>,
     /// Pins, query times and deletions of adapter versions.
     pub retention: crate::retention::Retention,
+    /// Client paths → repositories.
+    pub repo_cache: crate::repo_cache::RepoCache,
 }
 
 impl Shared {
     pub fn new(config: Config, store: StateStore) -> Arc<Self> {
+        let state_dir = std::fs::canonicalize(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
         Arc::new(Shared {
+            adapters_root: state_dir.join(crate::config::ADAPTERS_DIR),
             config: RwLock::new(config),
             store,
             scheduler: Scheduler::default(),
@@ -60,6 +67,7 @@ impl Shared {
             shutdown_requested: tokio::sync::Notify::new(),
             watcher: std::sync::OnceLock::new(),
             retention: Default::default(),
+            repo_cache: Default::default(),
         })
     }
 

@@ -4,7 +4,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Fields, internal};
-use crate::git;
 use crate::protocol::{ErrorCode, OpError};
 use crate::scheduler::JobFlags;
 use crate::shared::{Shared, UNTRAINED_WARNING};
@@ -15,21 +14,17 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// The newest adapter of a repository's tracked ref. With `wait_ms`, waits (bounded) until
 /// the adapter covers the ref's current tip.
 pub async fn run(shared: &Arc<Shared>, repo: &str, refname: Option<&str>, wait_ms: u64) -> Result<Fields, OpError> {
-    let rec = super::registered(shared, repo).await?;
+    let (rec, found) = super::registered(shared, repo).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
     let mut progress = shared.progress.subscribe();
     let mut woke = false;
     loop {
         // The ref is the one checked out where the client asked (a linked worktree has its
         // own HEAD), unless it named one.
-        let path = repo.to_owned();
-        let wanted = refname.map(str::to_owned);
-        let tracked = super::blocking(move || {
-            let r = git2::Repository::discover(&path).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))?;
-            match wanted {
-                Some(name) => Ok(Some((name.clone(), r.refname_to_id(&name).ok()))),
-                None => git::tracked_ref(&r).map_err(internal),
-            }
+        let (found, wanted) = (found.clone(), refname.map(str::to_owned));
+        let tracked = super::blocking(move || match wanted {
+            Some(name) => Ok(Some((name.clone(), found.ref_tip(&name)))),
+            None => found.tracked_ref().map_err(internal),
         })
         .await?;
         let (refname, tip) = match tracked {
@@ -57,8 +52,7 @@ pub async fn run(shared: &Arc<Shared>, repo: &str, refname: Option<&str>, wait_m
                 ));
             }
             shared.retention.touch(&shared.store, &rec.key, &dir, crate::engine::now_secs());
-            let path = shared.config().adapters_dir().join(&rec.key).join(&dir);
-            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            let path = shared.adapters_root.join(&rec.key).join(&dir);
             let model = shared.model.read().expect("model lock").clone();
             let trained = model.as_ref().map(|m| m.trained).unwrap_or(false);
             let mut f = Fields::new();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::git;
+use crate::repo_cache::Found;
 use crate::protocol::{ErrorCode, Op, OpError};
 use crate::shared::Shared;
 use evolora_state::RepoRecord;
@@ -47,29 +47,27 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Op
     tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
-/// A repository path as given by a client → its location and key.
-pub(crate) async fn locate(path: &str) -> Result<(git::Location, String), OpError> {
-    let path = path.to_owned();
-    blocking(move || {
-        if path.is_empty() {
-            return Err(OpError::new(ErrorCode::BadRequest, "`repo` is empty"));
-        }
-        if !Path::new(&path).is_absolute() {
-            return Err(OpError::new(ErrorCode::BadRequest, format!("`repo` must be an absolute path, got `{path}`")));
-        }
-        let loc = git::locate(Path::new(&path)).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))?;
-        let key = git::repo_key(&loc.git_dir);
-        Ok((loc, key))
-    })
-    .await
+/// A repository path as given by a client → the repository (cached, see [`RepoCache`]).
+///
+/// [`RepoCache`]: crate::repo_cache::RepoCache
+pub(crate) async fn find(shared: &Arc<Shared>, path: &str) -> Result<Arc<Found>, OpError> {
+    if path.is_empty() {
+        return Err(OpError::new(ErrorCode::BadRequest, "`repo` is empty"));
+    }
+    if !Path::new(path).is_absolute() {
+        return Err(OpError::new(ErrorCode::BadRequest, format!("`repo` must be an absolute path, got `{path}`")));
+    }
+    let (shared, path) = (shared.clone(), path.to_owned());
+    blocking(move || shared.repo_cache.lookup(&path).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))).await
 }
 
-/// Like [`locate`], but the repository must be registered.
-pub(crate) async fn registered(shared: &Arc<Shared>, path: &str) -> Result<RepoRecord, OpError> {
-    let (_, key) = locate(path).await?;
-    shared
+/// Like [`find`], but the repository must be registered.
+pub(crate) async fn registered(shared: &Arc<Shared>, path: &str) -> Result<(RepoRecord, Arc<Found>), OpError> {
+    let found = find(shared, path).await?;
+    let rec = shared
         .store
-        .repo(&key)
+        .repo(&found.key)
         .map_err(internal)?
-        .ok_or_else(|| OpError::new(ErrorCode::NotRegistered, format!("{path} is not registered; run `evolora register {path}`")))
+        .ok_or_else(|| OpError::new(ErrorCode::NotRegistered, format!("{path} is not registered; run `evolora register {path}`")))?;
+    Ok((rec, found))
 }

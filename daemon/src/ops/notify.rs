@@ -9,7 +9,7 @@ use crate::shared::Shared;
 
 /// A hook's or watcher's wake-up. Replies as soon as the job is queued.
 pub async fn run(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
-    let rec = super::registered(shared, repo).await?;
+    let (rec, _) = super::registered(shared, repo).await?;
     shared.scheduler.wake(&rec.key, JobFlags::default());
     let mut f = Fields::new();
     f.insert("queued".into(), json!(true));

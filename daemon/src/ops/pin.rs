@@ -5,22 +5,16 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{Fields, blocking, internal};
-use crate::git;
 use crate::protocol::{ErrorCode, OpError};
 use crate::shared::Shared;
 
 pub async fn run(shared: &Arc<Shared>, repo: &str, adapter: Option<&str>, pinned: bool) -> Result<Fields, OpError> {
-    let rec = super::registered(shared, repo).await?;
+    let (rec, found) = super::registered(shared, repo).await?;
     let name = match adapter {
         Some(name) => name.to_owned(),
         None => {
             // The current adapter of the ref checked out where the client asked.
-            let path = repo.to_owned();
-            let tracked = blocking(move || {
-                let r = git2::Repository::discover(&path).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))?;
-                git::tracked_ref(&r).map_err(internal)
-            })
-            .await?;
+            let tracked = blocking(move || found.tracked_ref().map_err(internal)).await?;
             let refname = tracked.map(|(r, _)| r).unwrap_or_default();
             let state = shared.store.ref_state(&rec.key, &refname).map_err(internal)?;
             state.and_then(|s| s.current_adapter).ok_or_else(|| {
@@ -39,7 +33,7 @@ pub async fn run(shared: &Arc<Shared>, repo: &str, adapter: Option<&str>, pinned
             format!("{repo} has no adapter named `{name}` (give a directory name from `evolora status` or a commit of at least 7 hex digits)"),
         ));
     };
-    let path = shared.config().adapters_dir().join(&rec.key).join(&found.dir);
+    let path = shared.adapters_root.join(&rec.key).join(&found.dir);
     let mut f = Fields::new();
     f.insert("path".into(), json!(path.display().to_string()));
     f.insert("commit".into(), json!(found.commit));

@@ -15,7 +15,10 @@ pub async fn register(shared: &Arc<Shared>, repo: &str, refs: Vec<String>) -> Re
     if let Some(bad) = refs.iter().find(|r| !r.starts_with("refs/")) {
         return Err(OpError::new(crate::protocol::ErrorCode::BadRequest, format!("`{bad}` is not a full ref name (refs/heads/...)")));
     }
-    let (loc, key) = super::locate(repo).await?;
+    // Registration looks at the path afresh rather than trusting a cached answer.
+    shared.repo_cache.forget_path(repo);
+    let found = super::find(shared, repo).await?;
+    let (loc, key) = (found.location.clone(), found.key.clone());
     let existing = shared.store.repo(&key).map_err(internal)?;
     let already = existing.is_some();
     if let Some(mut rec) = existing.filter(|r| !refs.is_empty() && r.tracked_refs != refs) {
@@ -49,7 +52,8 @@ pub async fn register(shared: &Arc<Shared>, repo: &str, refs: Vec<String>) -> Re
 
 /// Forgets a repository's state. Its adapter directories stay on disk.
 pub async fn unregister(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
-    let rec = super::registered(shared, repo).await?;
+    let (rec, found) = super::registered(shared, repo).await?;
+    shared.repo_cache.forget(&found.location.git_dir);
     let store = shared.store.clone();
     let key = rec.key.clone();
     super::blocking(move || store.remove_repo(&key).map_err(internal)).await?;

@@ -19,7 +19,7 @@ pub async fn reset(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> 
 }
 
 async fn queue(shared: &Arc<Shared>, repo: &str, flags: JobFlags) -> Result<Fields, OpError> {
-    let rec = super::registered(shared, repo).await?;
+    let (rec, _) = super::registered(shared, repo).await?;
     shared.scheduler.wake(&rec.key, flags);
     let mut f = Fields::new();
     f.insert("queued".into(), json!(true));

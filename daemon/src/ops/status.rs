@@ -12,10 +12,10 @@ use evolora_state::RepoRecord;
 /// step count, a sha256 of the state vector, the current adapter and pending work.
 pub async fn run(shared: &Arc<Shared>, repo: Option<&str>) -> Result<Fields, OpError> {
     let records: Vec<RepoRecord> = match repo {
-        Some(path) => vec![super::registered(shared, path).await?],
+        Some(path) => vec![super::registered(shared, path).await?.0],
         None => shared.store.repos().map_err(internal)?,
     };
-    let adapters = shared.config().adapters_dir();
+    let adapters = &shared.adapters_root;
     let mut repos = Vec::new();
     for rec in records {
         let refs: Vec<Value> = shared

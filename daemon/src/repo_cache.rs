@@ -1,0 +1,95 @@
+//! Client paths → repositories, remembered for a few seconds.
+//!
+//! Every request names its repository by a path. Finding the repository behind a path means
+//! discovering and opening it (a stat per parent directory, reading every config file), and
+//! that was most of an `adapter` request's cost. An entry is trusted for [`TTL`], so a path
+//! that stops being a repository, or becomes another one, is noticed within that.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use git2::{Oid, Repository};
+
+use crate::git::{self, GitError, Location};
+
+pub const TTL: Duration = Duration::from_secs(10);
+/// Entries beyond this are dropped (expired ones first): open repositories hold memory.
+const MAX_ENTRIES: usize = 4096;
+
+/// One path's repository: where it is, its key, and an open handle on the work tree (or
+/// git dir) the path is in, whose HEAD says which branch that checkout follows.
+pub struct Found {
+    pub location: Location,
+    pub key: String,
+    opened: Instant,
+    repo: Mutex<Repository>,
+}
+
+impl Found {
+    /// The branch checked out where the path points, and its tip; read fresh each time.
+    pub fn tracked_ref(&self) -> Result<Option<(String, Option<Oid>)>, GitError> {
+        git::tracked_ref(&self.repo.lock().expect("repository lock"))
+    }
+
+    pub fn ref_tip(&self, refname: &str) -> Option<Oid> {
+        self.repo.lock().expect("repository lock").refname_to_id(refname).ok()
+    }
+}
+
+#[derive(Default)]
+pub struct RepoCache {
+    entries: Mutex<HashMap<String, Arc<Found>>>,
+}
+
+impl RepoCache {
+    /// The repository containing `path` (blocking: may open it).
+    pub fn lookup(&self, path: &str) -> Result<Arc<Found>, GitError> {
+        if let Some(hit) = self.entries.lock().expect("cache lock").get(path).filter(|f| f.opened.elapsed() < TTL) {
+            return Ok(hit.clone());
+        }
+        let repo = Repository::discover(path).map_err(|_| GitError::NotARepository(path.to_owned()))?;
+        let location = git::location_of(&repo);
+        let key = git::repo_key(&location.git_dir);
+        let found = Arc::new(Found { location, key, opened: Instant::now(), repo: Mutex::new(repo) });
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, f| f.opened.elapsed() < TTL);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(path.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    pub fn forget_path(&self, path: &str) {
+        self.entries.lock().expect("cache lock").remove(path);
+    }
+
+    /// Forgets every path into the repository whose common git dir is `git_dir`.
+    pub fn forget(&self, git_dir: &Path) {
+        self.entries.lock().expect("cache lock").retain(|_, f| f.location.git_dir != git_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_that_stops_being_a_repository_is_noticed_after_the_ttl_only_if_cached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        git2::Repository::init(&dir).unwrap();
+        let cache = RepoCache::default();
+        let path = dir.to_str().unwrap();
+        let first = cache.lookup(path).unwrap();
+        let again = cache.lookup(path).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a second lookup within the TTL is served from the cache");
+        cache.forget(&first.location.git_dir);
+        std::fs::remove_dir_all(dir.join(".git")).unwrap();
+        assert!(cache.lookup(path).is_err(), "after forgetting, the path is looked at again");
+    }
+}
