@@ -93,6 +93,9 @@ pub struct Config {
     pub adapter_disk_budget: ByteSize,
     /// Commits per state transaction during a catch-up.
     pub step_group: usize,
+    /// Threads that diff and encode commits ahead of the GRU during a catch-up (0: one per
+    /// CPU, at most 8).
+    pub encode_threads: usize,
     /// Most concurrent socket clients.
     pub max_clients: usize,
     /// Per-repository trigger overrides: `[[repo]] path = "..."` with a `[repo.triggers]`
@@ -189,6 +192,7 @@ impl Default for Config {
             keep_adapters: 3,
             adapter_disk_budget: ByteSize(0),
             step_group: 32,
+            encode_threads: 0,
             max_clients: 1024,
             repos: Vec::new(),
         }
@@ -208,6 +212,13 @@ impl Config {
                 }
                 Ok(cfg)
             }
+        }
+    }
+
+    pub fn encode_threads(&self) -> usize {
+        match self.encode_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
+            n => n,
         }
     }
 

@@ -23,6 +23,8 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ModelSettings};
 use crate::git::{self, DiffLimits, GitError};
+use crate::inputs;
+use crate::parallel::ordered_map;
 use crate::publish;
 use crate::scheduler::JobFlags;
 use crate::shared::{ModelInfo, Shared, UNTRAINED_WARNING};
@@ -231,69 +233,91 @@ impl Engine {
     }
 
     /// Folds `commits` (oldest first, first-parent) into `state`, one durable transaction per
-    /// group. Returns false if it stopped early for a shutdown.
+    /// group. Commits are diffed and encoded on `encode_threads` threads ahead of the GRU,
+    /// which takes them in order. Returns false if it stopped early for a shutdown.
     fn walk(&mut self, cfg: &Config, key: &str, repo: &Repository, state: &mut RefState, commits: &[Oid], out: &mut Outcome) -> Result<bool, JobError> {
-        let limits = DiffLimits::default();
+        if commits.is_empty() {
+            return Ok(true);
+        }
+        let git_dir = repo.path().to_path_buf();
+        let threads = cfg.encode_threads();
+        let globs = &cfg.triggers.manifest_globs;
         let policy = self.model.meta.step_policy;
+        let plan = inputs::plan(&git_dir, commits, policy, Oid::from_str(&state.step_base).ok(), globs, threads)?;
         // Groups (one transaction each) end at multiples of `step_group` commits since the
         // origin, so a walk cut short by a crash resumes on the same boundaries.
         let group_len = cfg.step_group.max(1) as u64;
-        let mut rest = commits;
-        let mut walked = state.walked;
-        let mut groups = Vec::new();
-        while !rest.is_empty() {
-            let take = ((group_len - walked % group_len) as usize).min(rest.len());
-            groups.push(&rest[..take]);
-            rest = &rest[take..];
-            walked += take as u64;
-        }
-        for group in groups {
-            let mut diffs = Vec::with_capacity(group.len());
-            let mut step_base = state.step_base.clone();
-            for &oid in group {
-                let d = git::commit_diff(repo, oid, limits)?;
-                if d.input.truncated {
-                    warn!(repo = %key, commit = %oid, "diff larger than {} bytes: encoded its first part only", limits.max_bytes);
-                }
-                state.manifest_changed |= d.paths.iter().any(|p| git::matches_any(p, &cfg.triggers.manifest_globs));
-                let input = match policy {
-                    StepPolicy::EveryCommit => d.input,
-                    StepPolicy::Paper => {
-                        // Step only where test assertions were added or changed, on the
-                        // production-code diff since the previous such commit.
-                        if !git::adds_assertions(&d.input) {
-                            continue;
-                        }
-                        let base = Oid::from_str(&step_base).ok().and_then(|b| repo.find_commit(b).ok());
-                        let old_tree = base.map(|c| c.tree()).transpose()?;
-                        let new_tree = repo.find_commit(oid)?.tree()?;
-                        let mut span = git::tree_diff(repo, old_tree.as_ref(), &new_tree, limits)?.input;
-                        span.files.retain(|f| git::is_production_file(&f.path));
-                        span
+        let mut group: Vec<inputs::Prepared> = Vec::new();
+        let mut failed: Option<JobError> = None;
+        let mut finished = true;
+        let lookahead = 2 * group_len as usize;
+        ordered_map(
+            &plan,
+            threads,
+            lookahead,
+            || inputs::Worker::open(&git_dir),
+            |w, p| w.prepare(p, globs),
+            |i, prepared| {
+                let prepared = match prepared {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failed = Some(e.into());
+                        return false;
                     }
                 };
-                step_base = oid.to_string();
-                diffs.push(self.encoder.encode_diff(&input).vector);
-            }
-            state.vector = self.model.advance(&state.vector, &diffs)?;
-            state.last_commit = group.last().expect("non-empty chunk").to_string();
-            state.step_base = match policy {
-                StepPolicy::EveryCommit => state.last_commit.clone(),
-                StepPolicy::Paper => step_base,
-            };
-            state.walked += group.len() as u64;
-            state.steps += diffs.len() as u64;
-            state.steps_since_adapter += diffs.len() as u64;
-            state.updated_at = now_secs();
-            self.shared.store.commit_steps(key, state)?;
-            out.steps += diffs.len() as u64;
-            out.commits += group.len() as u64;
-            if self.shared.is_shutting_down() {
-                return Ok(false);
+                if prepared.truncated {
+                    warn!(repo = %key, commit = %prepared.oid, "diff larger than {} bytes: encoded its first part only", DiffLimits::default().max_bytes);
+                }
+                group.push(prepared);
+                let at_boundary = (state.walked + group.len() as u64) % group_len == 0;
+                if !(at_boundary || i + 1 == plan.len()) {
+                    return true;
+                }
+                if let Err(e) = self.fold_group(key, state, std::mem::take(&mut group), policy, out) {
+                    failed = Some(e);
+                    return false;
+                }
+                if self.shared.is_shutting_down() {
+                    finished = false;
+                    return false;
+                }
+                true
+            },
+        );
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(finished),
+        }
+    }
+
+    /// Advances the state over one group of prepared commits and makes it durable.
+    fn fold_group(&mut self, key: &str, state: &mut RefState, group: Vec<inputs::Prepared>, policy: StepPolicy, out: &mut Outcome) -> Result<(), JobError> {
+        let walked = group.len() as u64;
+        let last = group.last().expect("non-empty group").oid;
+        let mut diffs = Vec::new();
+        for p in group {
+            state.manifest_changed |= p.manifest_changed;
+            if let Some(v) = p.vector {
+                diffs.push(v);
+                if policy == StepPolicy::Paper {
+                    state.step_base = p.oid.to_string();
+                }
             }
         }
-
-        Ok(true)
+        let steps = diffs.len() as u64;
+        state.vector = self.model.advance(&state.vector, &diffs)?;
+        state.last_commit = last.to_string();
+        if policy == StepPolicy::EveryCommit {
+            state.step_base = state.last_commit.clone();
+        }
+        state.walked += walked;
+        state.steps += steps;
+        state.steps_since_adapter += steps;
+        state.updated_at = now_secs();
+        self.shared.store.commit_steps(key, state)?;
+        out.steps += steps;
+        out.commits += walked;
+        Ok(())
     }
 
     /// Rebuilds a ref's state as it was when the adapter at `upto` was published: h₀ from the

@@ -15,8 +15,9 @@ use git2::{Oid, Repository};
 use crate::git::{self, GitError, Location};
 
 pub const TTL: Duration = Duration::from_secs(10);
-/// Entries beyond this are dropped (expired ones first): open repositories hold memory.
-const MAX_ENTRIES: usize = 4096;
+/// Open repositories hold tens of KiB each: expired entries are swept as new ones arrive,
+/// and past this many live ones the cache starts over.
+const MAX_ENTRIES: usize = 1024;
 
 /// One path's repository: where it is, its key, and an open handle on the work tree (or
 /// git dir) the path is in, whose HEAD says which branch that checkout follows.
@@ -49,23 +50,23 @@ impl RepoCache {
         if let Some(hit) = self.entries.lock().expect("cache lock").get(path).filter(|f| f.opened.elapsed() < TTL) {
             return Ok(hit.clone());
         }
-        let repo = Repository::discover(path).map_err(|_| GitError::NotARepository(path.to_owned()))?;
-        let location = git::location_of(&repo);
-        let key = git::repo_key(&location.git_dir);
-        let found = Arc::new(Found { location, key, opened: Instant::now(), repo: Mutex::new(repo) });
+        let found = Arc::new(Self::discover(path)?);
         let mut entries = self.entries.lock().expect("cache lock");
+        entries.retain(|_, f| f.opened.elapsed() < TTL);
         if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, f| f.opened.elapsed() < TTL);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
+            entries.clear();
         }
         entries.insert(path.to_owned(), found.clone());
         Ok(found)
     }
 
-    pub fn forget_path(&self, path: &str) {
-        self.entries.lock().expect("cache lock").remove(path);
+    /// The repository containing `path`, looked at afresh and not remembered (registration:
+    /// thousands of paths seen once each).
+    pub fn discover(path: &str) -> Result<Found, GitError> {
+        let repo = Repository::discover(path).map_err(|_| GitError::NotARepository(path.to_owned()))?;
+        let location = git::location_of(&repo);
+        let key = git::repo_key(&location.git_dir);
+        Ok(Found { location, key, opened: Instant::now(), repo: Mutex::new(repo) })
     }
 
     /// Forgets every path into the repository whose common git dir is `git_dir`.

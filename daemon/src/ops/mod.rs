@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::repo_cache::Found;
+use crate::repo_cache::{Found, RepoCache};
 use crate::protocol::{ErrorCode, Op, OpError};
 use crate::shared::Shared;
 use evolora_state::RepoRecord;
@@ -51,14 +51,30 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Op
 ///
 /// [`RepoCache`]: crate::repo_cache::RepoCache
 pub(crate) async fn find(shared: &Arc<Shared>, path: &str) -> Result<Arc<Found>, OpError> {
+    check_path(path)?;
+    let (shared, path) = (shared.clone(), path.to_owned());
+    blocking(move || shared.repo_cache.lookup(&path).map_err(not_a_repository)).await
+}
+
+/// Like [`find`], without the cache.
+pub(crate) async fn find_uncached(path: &str) -> Result<Found, OpError> {
+    check_path(path)?;
+    let path = path.to_owned();
+    blocking(move || RepoCache::discover(&path).map_err(not_a_repository)).await
+}
+
+fn check_path(path: &str) -> Result<(), OpError> {
     if path.is_empty() {
         return Err(OpError::new(ErrorCode::BadRequest, "`repo` is empty"));
     }
     if !Path::new(path).is_absolute() {
         return Err(OpError::new(ErrorCode::BadRequest, format!("`repo` must be an absolute path, got `{path}`")));
     }
-    let (shared, path) = (shared.clone(), path.to_owned());
-    blocking(move || shared.repo_cache.lookup(&path).map_err(|e| OpError::new(ErrorCode::NotARepository, e.to_string()))).await
+    Ok(())
+}
+
+fn not_a_repository(e: impl std::fmt::Display) -> OpError {
+    OpError::new(ErrorCode::NotARepository, e.to_string())
 }
 
 /// Like [`find`], but the repository must be registered.

@@ -16,8 +16,7 @@ pub async fn register(shared: &Arc<Shared>, repo: &str, refs: Vec<String>) -> Re
         return Err(OpError::new(crate::protocol::ErrorCode::BadRequest, format!("`{bad}` is not a full ref name (refs/heads/...)")));
     }
     // Registration looks at the path afresh rather than trusting a cached answer.
-    shared.repo_cache.forget_path(repo);
-    let found = super::find(shared, repo).await?;
+    let found = super::find_uncached(repo).await?;
     let (loc, key) = (found.location.clone(), found.key.clone());
     let existing = shared.store.repo(&key).map_err(internal)?;
     let already = existing.is_some();

@@ -1,0 +1,167 @@
+//! An in-order parallel map: work items run on several threads, results come back to the
+//! calling thread in item order, so that a sequential consumer (the GRU) can start on the
+//! first results while later ones are still being computed.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
+
+struct Progress<R> {
+    /// Next item a worker may take.
+    next: usize,
+    /// Items handed to the consumer so far.
+    consumed: usize,
+    ready: BTreeMap<usize, R>,
+    stop: bool,
+}
+
+/// Runs `work` over `items` on `threads` threads (each with its own state from `init`) and
+/// calls `sink(index, result)` on the calling thread, in index order. Workers run at most
+/// `lookahead` items ahead of the consumer, which bounds memory. `sink` returning false
+/// stops the map: items not yet started are never started.
+///
+/// With one thread, or one item, everything runs on the calling thread.
+pub fn ordered_map<T, R, S>(
+    items: &[T],
+    threads: usize,
+    lookahead: usize,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, &T) -> R + Sync,
+    mut sink: impl FnMut(usize, R) -> bool,
+) where
+    T: Sync,
+    R: Send,
+{
+    let threads = threads.max(1).min(items.len());
+    if threads <= 1 {
+        let mut state = init();
+        for (i, item) in items.iter().enumerate() {
+            if !sink(i, work(&mut state, item)) {
+                return;
+            }
+        }
+        return;
+    }
+    let lookahead = lookahead.max(threads);
+    let progress = Mutex::new(Progress { next: 0, consumed: 0, ready: BTreeMap::new(), stop: false });
+    let changed = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut state = init();
+                loop {
+                    let index = {
+                        let mut p = progress.lock().expect("progress lock");
+                        while !p.stop && p.next < items.len() && p.next >= p.consumed + lookahead {
+                            p = changed.wait(p).expect("progress lock");
+                        }
+                        if p.stop || p.next >= items.len() {
+                            return;
+                        }
+                        p.next += 1;
+                        p.next - 1
+                    };
+                    let result = work(&mut state, &items[index]);
+                    progress.lock().expect("progress lock").ready.insert(index, result);
+                    changed.notify_all();
+                }
+            });
+        }
+        for index in 0..items.len() {
+            let result = {
+                let mut p = progress.lock().expect("progress lock");
+                loop {
+                    if let Some(r) = p.ready.remove(&index) {
+                        p.consumed += 1;
+                        break r;
+                    }
+                    p = changed.wait(p).expect("progress lock");
+                }
+            };
+            changed.notify_all();
+            if !sink(index, result) {
+                break;
+            }
+        }
+        progress.lock().expect("progress lock").stop = true;
+        changed.notify_all();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn results_arrive_in_order_whatever_the_finishing_order() {
+        let items: Vec<u64> = (0..200).collect();
+        let mut seen = Vec::new();
+        ordered_map(
+            &items,
+            4,
+            16,
+            || (),
+            |_, &x| {
+                // Later items often finish first.
+                std::thread::sleep(std::time::Duration::from_micros((200 - x) * 20));
+                x * x
+            },
+            |i, r| {
+                seen.push((i, r));
+                true
+            },
+        );
+        assert_eq!(seen, items.iter().enumerate().map(|(i, &x)| (i, x * x)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn workers_stay_within_the_lookahead_and_stop_when_told() {
+        let items: Vec<usize> = (0..1000).collect();
+        let started = AtomicUsize::new(0);
+        let mut consumed = 0;
+        ordered_map(
+            &items,
+            3,
+            8,
+            || (),
+            |_, &x| {
+                started.fetch_add(1, Ordering::SeqCst);
+                x
+            },
+            |i, _| {
+                consumed += 1;
+                // The consumer has taken i + 1 items; workers may have started up to 8 more.
+                assert!(started.load(Ordering::SeqCst) <= i + 1 + 8, "ran ahead of the lookahead");
+                i < 99
+            },
+        );
+        assert_eq!(consumed, 100);
+        assert!(started.load(Ordering::SeqCst) <= 100 + 8, "items after the stop were started");
+    }
+
+    #[test]
+    fn each_worker_has_its_own_state() {
+        let items: Vec<u32> = (0..64).collect();
+        let inits = AtomicUsize::new(0);
+        let mut total = 0;
+        ordered_map(
+            &items,
+            2,
+            4,
+            || {
+                inits.fetch_add(1, Ordering::SeqCst);
+                0u32
+            },
+            |count, &x| {
+                *count += 1;
+                x
+            },
+            |_, x| {
+                total += x;
+                true
+            },
+        );
+        assert_eq!(total, (0..64).sum::<u32>());
+        assert_eq!(inits.load(Ordering::SeqCst), 2);
+    }
+}
