@@ -5,6 +5,7 @@
 //!
 //! scripts/make-pypi-history.sh requests 60 /tmp/requests-history
 //! cargo bench -p evolora-daemon --bench ingest -- --repo /tmp/requests-history --preset paper
+//! (`--threads N` sets `encode_threads`; default 0, one per CPU)
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -50,6 +51,50 @@ fn bandwidth_gbs() -> f64 {
     (n * 4) as f64 / best / 1e9
 }
 
+/// Registers `repo` at `root` with a fresh daemon, then moves the branch to `tip` (one ref
+/// update) and times the walk until the state records the tip.
+fn ingest_once(repo: &Path, dir: &Path, root: &str, tip: &str, preset: &str) -> (Duration, serde_json::Value) {
+    git(repo, &["reset", "-q", "--hard", root]);
+    let sock = dir.join("e.sock");
+    let config = dir.join("evolora.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&config, format!("encode_threads = {}\n", arg("--threads", "0"))).unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .args(["--preset", preset, "--base", "qwen2.5-coder-1.5b", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&sock)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = request(&sock, serde_json::json!({"op": "register", "repo": repo}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let status = |sock: &Path| request(sock, serde_json::json!({"op": "status", "repo": repo}))["repos"][0].clone();
+    while !(status(&sock)["refs"][0]["adapter_commit"] == root && status(&sock)["pending"] == false) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    git(repo, &["reset", "-q", "--hard", tip]);
+    request(&sock, serde_json::json!({"op": "notify", "repo": repo}));
+    while status(&sock)["refs"][0]["last_commit"] != tip {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ingest = t.elapsed();
+    let steps = status(&sock)["refs"][0]["steps"].clone();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    (ingest, steps)
+}
+
 fn main() {
     let source = PathBuf::from(arg("--repo", "/tmp/requests-history"));
     let preset = arg("--preset", "tiny");
@@ -84,41 +129,9 @@ fn main() {
     let bw = bandwidth_gbs();
     let gru_floor = Duration::from_secs_f64((3 * gru_hidden * gru_hidden * 4) as f64 * commits as f64 / (bw * 1e9));
 
-    git(&repo, &["reset", "-q", "--hard", &root]);
-    let sock = tmp.path().join("e.sock");
-    let mut daemon = Command::new(BIN)
-        .args(["daemon", "--preset", &preset, "--base", "qwen2.5-coder-1.5b", "--state-dir"])
-        .arg(tmp.path().join("state"))
-        .arg("--socket")
-        .arg(&sock)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let reply = request(&sock, serde_json::json!({"op": "register", "repo": repo}));
-    assert_eq!(reply["ok"], true, "{reply}");
-    let status = |sock: &Path| request(sock, serde_json::json!({"op": "status", "repo": repo}))["repos"][0].clone();
-    while !(status(&sock)["refs"][0]["adapter_commit"] == root.as_str() && status(&sock)["pending"] == false) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Move the branch to the tip (one ref update) and time the walk to it.
-    let t = Instant::now();
-    git(&repo, &["reset", "-q", "--hard", &tip]);
-    request(&sock, serde_json::json!({"op": "notify", "repo": repo}));
-    while status(&sock)["refs"][0]["last_commit"] != tip.as_str() {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let ingest = t.elapsed();
-    let steps = status(&sock)["refs"][0]["steps"].clone();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-
+    // Best of three, as for git: each run a fresh daemon and state.
+    let runs: Vec<(Duration, serde_json::Value)> = (0..3).map(|run| ingest_once(&repo, &tmp.path().join(format!("run{run}")), &root, &tip, &preset)).collect();
+    let (ingest, steps) = runs.iter().min_by_key(|(d, _)| *d).cloned().unwrap();
     let floor = git_best.max(gru_floor);
     println!("history: {} ({commits} first-parent commits), preset {preset}, bandwidth {bw:.2} GB/s, steps {steps}", source.display());
     println!("| measurement | time | commits/s | ratio to it |");

@@ -70,6 +70,7 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     // A file-size limit must fail the write (EFBIG, handled like a full disk), not kill us.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    crate::git::tune_for_reading();
     std::fs::create_dir_all(&config.state_dir)?;
     let store = StateStore::open(&config.db_dir())?;
     if store.was_recovered() {

@@ -57,6 +57,7 @@ fn published(repo_dir: &Path) -> Vec<Published> {
 }
 
 pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
+    crate::git::tune_for_reading();
     let mut report = Report::default();
     let db_dir = config.db_dir();
     if db_dir.exists() {
