@@ -305,7 +305,7 @@ impl Engine {
             }
         }
         let steps = diffs.len() as u64;
-        state.vector = self.model.advance(&state.vector, &diffs)?;
+        state.vector = self.model.advance(&state.vector, &diffs, state.steps)?;
         state.last_commit = last.to_string();
         if policy == StepPolicy::EveryCommit {
             state.step_base = state.last_commit.clone();

@@ -111,10 +111,10 @@ fn main() {
 
     let encode = median((0..20).map(|_| { let t = Instant::now(); std::hint::black_box(enc.encode_diff(&diff)); t.elapsed() }).collect());
     let e = enc.encode_diff(&diff).vector;
-    let step = median((0..10).map(|_| { let t = Instant::now(); std::hint::black_box(model.advance(&h0, std::slice::from_ref(&e)).unwrap()); t.elapsed() }).collect());
+    let step = median((0..10).map(|_| { let t = Instant::now(); std::hint::black_box(model.advance(&h0, std::slice::from_ref(&e), 0).unwrap()); t.elapsed() }).collect());
     let batch: Vec<Vec<f32>> = (0..64).map(|_| e.clone()).collect();
     let t = Instant::now();
-    std::hint::black_box(model.advance(&h0, &batch).unwrap());
+    std::hint::black_box(model.advance(&h0, &batch, 0).unwrap());
     let per_step_batched = t.elapsed() / 64;
     let generation = median((0..5).map(|_| { let t = Instant::now(); std::hint::black_box(model.adapter(&h0).unwrap()); t.elapsed() }).collect());
 

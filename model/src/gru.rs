@@ -14,6 +14,10 @@ use crate::tensor_io::{host, layer_norm, linear, tensor2, transpose};
 use crate::weights::Weights;
 use crate::{HyperConfig, ModelError};
 
+/// Steps whose input side is computed together (see [`CommitGru::advance`]). Changing it
+/// changes the bits of every state.
+pub const INPUT_BLOCK: usize = 16;
+
 #[derive(Module, Debug)]
 pub struct CommitGru {
     diff_proj: Linear,
@@ -94,35 +98,46 @@ impl CommitGru {
         host(self.init_norm.forward(gelu(self.init_proj.forward(x))))
     }
 
-    /// Advances `h` over `diffs` ([T, input_dim] row-major) and returns h_T.
+    /// Advances `h` over `diffs` ([T, input_dim] row-major) and returns h_T. `first_step`
+    /// is the number of GRU steps the state has taken since its snapshot.
     ///
-    /// Each commit's input-side products are computed on their own (a [1, D] row), never as
-    /// part of a [T, D] batch: matrix kernels may sum in a different order for different
-    /// batch shapes, and the state must come out bit-identical however the commits arrived
-    /// (one by one through hooks, in a burst, or replayed by `state rebuild`).
-    pub fn advance(&self, h: &[f32], diffs: &[f32], device: &Device) -> Vec<f32> {
+    /// The input side (diff projection, norm, input gates) is computed for blocks of
+    /// [`INPUT_BLOCK`] steps at once: a catch-up reads those weights once per block rather
+    /// than once per commit. Matrix kernels may sum in a different order for different
+    /// shapes or rows, and the state must come out bit-identical however the commits arrived
+    /// (one by one through hooks, in a burst, or replayed by `state rebuild`), so every
+    /// block has the same shape and step `s` always sits at row `s % INPUT_BLOCK`, the rows
+    /// of steps not in this call left zero.
+    pub fn advance(&self, h: &[f32], diffs: &[f32], first_step: u64, device: &Device) -> Vec<f32> {
         let t = diffs.len() / self.input;
         if t == 0 {
             return h.to_vec();
         }
-        let hd = self.hidden;
+        let (d, hd) = (self.input, self.hidden);
         let mut state = tensor2(h.to_vec(), [1, hd], device);
-        for step in 0..t {
-            let row = diffs[step * self.input..(step + 1) * self.input].to_vec();
-            let x = self.diff_norm.forward(self.diff_proj.forward(tensor2(row, [1, self.input], device)));
+        let mut done = 0;
+        while done < t {
+            let row0 = ((first_step + done as u64) % INPUT_BLOCK as u64) as usize;
+            let n = (INPUT_BLOCK - row0).min(t - done);
+            let mut block = vec![0.0f32; INPUT_BLOCK * d];
+            block[row0 * d..(row0 + n) * d].copy_from_slice(&diffs[done * d..(done + n) * d]);
+            let x = self.diff_norm.forward(self.diff_proj.forward(tensor2(block, [INPUT_BLOCK, d], device)));
             let gi = self.input_gates.forward(x);
-            let gh = self.hidden_gates.forward(state.clone());
-            let i_r = gi.clone().slice([0..1, 0..hd]);
-            let i_z = gi.clone().slice([0..1, hd..2 * hd]);
-            let i_n = gi.slice([0..1, 2 * hd..3 * hd]);
-            let h_r = gh.clone().slice([0..1, 0..hd]);
-            let h_z = gh.clone().slice([0..1, hd..2 * hd]);
-            let h_n = gh.slice([0..1, 2 * hd..3 * hd]);
-            let r = sigmoid(i_r + h_r);
-            let z = sigmoid(i_z + h_z);
-            let n = (i_n + r * h_n).tanh();
-            // h' = (1 - z) ⊙ n + z ⊙ h = n + z ⊙ (h - n)
-            state = n.clone() + z * (state - n);
+            for row in row0..row0 + n {
+                let i_r = gi.clone().slice([row..row + 1, 0..hd]);
+                let i_z = gi.clone().slice([row..row + 1, hd..2 * hd]);
+                let i_n = gi.clone().slice([row..row + 1, 2 * hd..3 * hd]);
+                let gh = self.hidden_gates.forward(state.clone());
+                let h_r = gh.clone().slice([0..1, 0..hd]);
+                let h_z = gh.clone().slice([0..1, hd..2 * hd]);
+                let h_n = gh.slice([0..1, 2 * hd..3 * hd]);
+                let r = sigmoid(i_r + h_r);
+                let z = sigmoid(i_z + h_z);
+                let n = (i_n + r * h_n).tanh();
+                // h' = (1 - z) ⊙ n + z ⊙ h = n + z ⊙ (h - n)
+                state = n.clone() + z * (state - n);
+            }
+            done += n;
         }
         host(state)
     }

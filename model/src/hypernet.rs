@@ -148,7 +148,9 @@ impl Hypernetwork {
 
     /// Advances a state over diff vectors, each `input_dim` long. A Static model has no
     /// recurrence: its state does not change.
-    pub fn advance(&self, state: &[f32], diffs: &[Vec<f32>]) -> Result<Vec<f32>, ModelError> {
+    /// Folds `diffs` into `state`, which has taken `steps_so_far` GRU steps since its
+    /// snapshot (see [`crate::gru::CommitGru::advance`]).
+    pub fn advance(&self, state: &[f32], diffs: &[Vec<f32>], steps_so_far: u64) -> Result<Vec<f32>, ModelError> {
         if state.len() != self.state_dim() {
             return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
         }
@@ -158,7 +160,7 @@ impl Hypernetwork {
             self.check_input(d)?;
             flat.extend_from_slice(d);
         }
-        Ok(gru.advance(state, &flat, &self.device))
+        Ok(gru.advance(state, &flat, steps_so_far, &self.device))
     }
 
     /// The adapter for a state.
@@ -171,5 +173,42 @@ impl Hypernetwork {
             None => tensor2(state.to_vec(), [1, state.len()], &self.device),
         };
         Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs: self.head.forward(ctx) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::SplitMix64;
+
+    /// The state's bits must not depend on how commits were grouped into calls.
+    #[test]
+    fn a_state_is_bit_identical_however_the_steps_were_grouped() {
+        let mut cfg = HyperConfig::preset("compact").unwrap();
+        cfg.head_hidden = 8;
+        let base = BaseModelShapes {
+            name: "test/small".into(),
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 8,
+            num_hidden_layers: 1,
+        };
+        let model = Hypernetwork::untrained(cfg.clone(), base, 11, "hashed-v1", Device::default()).unwrap();
+        let mut rng = SplitMix64::new(5);
+        let diffs: Vec<Vec<f32>> = (0..45).map(|_| (0..cfg.input_dim).map(|_| rng.next_symmetric()).collect()).collect();
+        let h0 = model.initial_state(&diffs[0]).unwrap();
+        let at_once = model.advance(&h0, &diffs, 0).unwrap();
+        for cuts in [vec![1, 44], vec![7, 9, 16, 13], vec![3; 15], vec![1; 45], vec![20, 25]] {
+            let (mut h, mut steps) = (h0.clone(), 0usize);
+            for n in cuts {
+                h = model.advance(&h, &diffs[steps..steps + n], steps as u64).unwrap();
+                steps += n;
+            }
+            let same = h.iter().zip(&at_once).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "grouping changed the state's bits");
+        }
+        assert_ne!(model.advance(&h0, &diffs[..44], 0).unwrap(), at_once, "the test can tell states apart");
     }
 }
