@@ -3,11 +3,13 @@
 //!
 //! cargo bench -p evolora-daemon --bench hooks
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_evolora");
+use common::BIN;
 const COMMITS: usize = 150;
 
 fn git(dir: &Path, args: &[&str]) {

@@ -7,30 +7,19 @@
 //! cargo bench -p evolora-daemon --bench ingest -- --repo /tmp/requests-history --preset paper
 //! (`--threads N` sets `encode_threads`; default 0, one per CPU)
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+mod common;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_evolora");
-
-fn arg(name: &str, default: &str) -> String {
-    std::env::args().skip_while(|a| a != name).nth(1).unwrap_or_else(|| default.to_owned())
-}
+use common::{arg, request, start_daemon};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("-C").arg(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn request(sock: &Path, v: serde_json::Value) -> serde_json::Value {
-    let s = UnixStream::connect(sock).unwrap();
-    (&s).write_all(format!("{v}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
 }
 
 fn bandwidth_gbs() -> f64 {
@@ -58,33 +47,19 @@ fn ingest_once(repo: &Path, dir: &Path, root: &str, tip: &str, preset: &str) -> 
     let sock = dir.join("e.sock");
     let config = dir.join("evolora.toml");
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&config, format!("encode_threads = {}\n", arg("--threads", "0"))).unwrap();
-    let mut daemon = Command::new(BIN)
-        .args(["daemon", "--config"])
-        .arg(&config)
-        .args(["--preset", preset, "--base", "qwen2.5-coder-1.5b", "--state-dir"])
-        .arg(dir.join("state"))
-        .arg("--socket")
-        .arg(&sock)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let reply = request(&sock, serde_json::json!({"op": "register", "repo": repo}));
+    let threads: usize = arg("--threads", 0);
+    std::fs::write(&config, format!("encode_threads = {threads}\n")).unwrap();
+    let args = [OsStr::new("--config"), config.as_os_str(), "--preset".as_ref(), preset.as_ref(), "--base".as_ref(), "qwen2.5-coder-1.5b".as_ref()];
+    let mut daemon = start_daemon(args, &dir.join("state"), &sock);
+    let reply = request(&sock, &serde_json::json!({"op": "register", "repo": repo}));
     assert_eq!(reply["ok"], true, "{reply}");
-    let status = |sock: &Path| request(sock, serde_json::json!({"op": "status", "repo": repo}))["repos"][0].clone();
+    let status = |sock: &Path| request(sock, &serde_json::json!({"op": "status", "repo": repo}))["repos"][0].clone();
     while !(status(&sock)["refs"][0]["adapter_commit"] == root && status(&sock)["pending"] == false) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let t = Instant::now();
     git(repo, &["reset", "-q", "--hard", tip]);
-    request(&sock, serde_json::json!({"op": "notify", "repo": repo}));
+    request(&sock, &serde_json::json!({"op": "notify", "repo": repo}));
     while status(&sock)["refs"][0]["last_commit"] != tip {
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -96,8 +71,8 @@ fn ingest_once(repo: &Path, dir: &Path, root: &str, tip: &str, preset: &str) -> 
 }
 
 fn main() {
-    let source = PathBuf::from(arg("--repo", "/tmp/requests-history"));
-    let preset = arg("--preset", "tiny");
+    let source: PathBuf = arg("--repo", PathBuf::from("/tmp/requests-history"));
+    let preset: String = arg("--preset", "tiny".to_owned());
     let gru_hidden: usize = match preset.as_str() {
         "paper" => 2048,
         "compact" => 256,

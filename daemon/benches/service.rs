@@ -3,25 +3,12 @@
 //!
 //! cargo bench -p evolora-daemon --bench service [-- --repos N --clients N]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_evolora");
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args().skip_while(|a| a != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn request(sock: &Path, line: &str) -> String {
-    let s = UnixStream::connect(sock).unwrap();
-    (&s).write_all(line.as_bytes()).unwrap();
-    let mut reply = String::new();
-    BufReader::new(&s).read_line(&mut reply).unwrap();
-    reply
-}
+use common::{arg, request, start_daemon};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -31,28 +18,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn start(root: &Path, base: &Path) -> (Child, PathBuf) {
-    let sock = root.join("evolora.sock");
-    let child = Command::new(BIN)
-        .args(["daemon", "--preset", "tiny", "--base"])
-        .arg(base)
-        .arg("--state-dir")
-        .arg(root.join("state"))
-        .arg("--socket")
-        .arg(&sock)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, sock)
 }
 
 fn make_repo(dir: &Path, i: usize) {
@@ -77,7 +42,9 @@ fn main() {
         r#"{"_name_or_path":"bench/tiny","hidden_size":32,"intermediate_size":48,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"num_hidden_layers":2}"#,
     )
     .unwrap();
-    let (mut daemon, sock) = start(tmp.path(), &base);
+    let sock = tmp.path().join("evolora.sock");
+    let args = ["--preset".as_ref(), "tiny".as_ref(), "--base".as_ref(), base.as_os_str()];
+    let mut daemon = start_daemon::<&std::ffi::OsStr>(args, &tmp.path().join("state"), &sock);
     let pid = daemon.id();
     std::thread::sleep(Duration::from_millis(300));
     let rss_empty = rss_kib(pid);
@@ -86,13 +53,12 @@ fn main() {
     for i in 0..repos {
         let dir = tmp.path().join(format!("r/{i:05}"));
         make_repo(&dir, i);
-        let reply = request(&sock, &format!("{{\"op\":\"register\",\"repo\":\"{}\"}}\n", dir.display()));
-        assert!(reply.contains("\"ok\":true"), "{reply}");
+        let reply = request(&sock, &serde_json::json!({"op": "register", "repo": dir}));
+        assert_eq!(reply["ok"], true, "{reply}");
     }
     // Wait until every cold start is done.
     loop {
-        let s = request(&sock, "{\"op\":\"status\"}\n");
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let v = request(&sock, &serde_json::json!({"op": "status"}));
         if v["queued"] == 0 && v["repos"].as_array().unwrap().iter().all(|r| r["pending"] == false && r["refs"][0]["adapter"].is_string()) {
             break;
         }
