@@ -37,10 +37,7 @@ fn versions(daemon: &Daemon, repo: &Repo) -> Vec<Value> {
 }
 
 fn project(root: &Path, name: &str) -> Repo {
-    let repo = Repo::init(&root.join(name));
-    repo.write("pkg/__init__.py", "");
-    repo.commit("initial");
-    repo
+    Repo::with_file(&root.join(name), "pkg/__init__.py", "")
 }
 
 #[test]

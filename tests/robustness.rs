@@ -11,10 +11,7 @@ use serde_json::json;
 use util::{Daemon, Repo};
 
 fn project(root: &Path, name: &str) -> Repo {
-    let repo = Repo::init(&root.join(name));
-    repo.write("pkg/core.py", &format!("def {name}(x):\n    return x\n"));
-    repo.commit("initial");
-    repo
+    Repo::with_file(&root.join(name), "pkg/core.py", &format!("def {name}(x):\n    return x\n"))
 }
 
 #[test]

@@ -12,10 +12,7 @@ use serde_json::{Value, json};
 use util::{Daemon, Lcg, Repo};
 
 fn project(root: &Path) -> Repo {
-    let repo = Repo::init(&root.join("project"));
-    repo.write("pkg/__init__.py", "");
-    repo.commit("initial");
-    repo
+    Repo::with_file(&root.join("project"), "pkg/__init__.py", "")
 }
 
 fn idle(daemon: &Daemon, repo: &Repo, tip: &str) -> Value {

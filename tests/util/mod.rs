@@ -216,6 +216,14 @@ impl Repo {
         Repo { path: std::fs::canonicalize(path).unwrap() }
     }
 
+    /// A new repository whose one commit holds one file.
+    pub fn with_file(path: &Path, rel: &str, text: &str) -> Repo {
+        let repo = Repo::init(path);
+        repo.write(rel, text);
+        repo.commit("initial");
+        repo
+    }
+
     pub fn git(&self, args: &[&str]) -> String {
         git_in(&self.path, args)
     }
