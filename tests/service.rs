@@ -51,6 +51,46 @@ fn a_burst_of_500_commits_is_500_steps_and_one_adapter() {
 }
 
 #[test]
+fn sigterm_during_a_catch_up_exits_zero_and_the_walk_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("evolora.toml");
+    std::fs::write(&config, "step_group = 4\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    let mut daemon = Daemon::start_with(&tmp.path().join("a"), &args);
+    let repo = project(tmp.path());
+    let origin = repo.head();
+    daemon.register_and_wait(&repo);
+    let total = 5000;
+    let tip = repo.append_history(total);
+    // SIGTERM as soon as the walk is under way.
+    daemon.wait_for(Duration::from_secs(60), "the walk to start", || {
+        let steps = daemon.repo_status(&repo.path)["refs"][0]["steps"].as_u64().unwrap();
+        (steps > 0).then_some(())
+    });
+    let exit = daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    assert!(exit.success(), "SIGTERM mid-walk exits 0, got {exit}");
+    assert!(daemon.log_text().contains("stopped mid-walk for shutdown"), "the walk was cut short:\n{}", daemon.log_text());
+    daemon.restart();
+    let resumed = idle(&daemon, &repo, &tip);
+    assert_eq!(resumed["steps"], total as u64);
+
+    // The same history walked in one go by another daemon, from the same origin.
+    let clone = tmp.path().join("clone");
+    util::git_in(tmp.path(), &["clone", "-q", repo.path.to_str().unwrap(), clone.to_str().unwrap()]);
+    let clone = Repo { path: std::fs::canonicalize(&clone).unwrap() };
+    clone.git(&["reset", "-q", "--hard", &origin]);
+    let other = Daemon::start_with(&tmp.path().join("b"), &args);
+    other.register_and_wait(&clone);
+    clone.git(&["reset", "-q", "--hard", &tip]);
+    let straight = idle(&other, &clone, &tip);
+    assert_eq!(straight["steps"], total as u64);
+    assert_eq!(resumed["state_sha256"], straight["state_sha256"], "stopping and resuming changed the state");
+}
+
+#[test]
 fn triggers_fire_when_and_only_when_they_should_and_sighup_changes_them() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("evolora.toml");

@@ -59,6 +59,8 @@ pub struct Outcome {
     pub commits: u64,
     pub published: Option<PathBuf>,
     pub idle_reason: Option<&'static str>,
+    /// A shutdown stopped the walk before the tip.
+    pub interrupted: bool,
 }
 
 pub fn now_secs() -> u64 {
@@ -141,6 +143,9 @@ impl Engine {
             {
                 let mut errors = self.shared.errors.lock().expect("errors lock");
                 match &result {
+                    Ok(out) if out.interrupted => {
+                        info!(repo = %key, steps = out.steps, "stopped mid-walk for shutdown: steps so far are durable, the rest is walked at the next start");
+                    }
                     Ok(out) => {
                         errors.remove(&key);
                         if out.steps > 0 || out.published.is_some() {
@@ -350,6 +355,7 @@ impl Engine {
             total.steps += out.steps;
             total.commits += out.commits;
             total.published = out.published.or(total.published);
+            total.interrupted |= out.interrupted;
             if self.shared.is_shutting_down() {
                 break;
             }
@@ -405,6 +411,7 @@ impl Engine {
         if !self.walk(&cfg, key, repo, &mut state, &commits, &mut out)? {
             // Shutting down: the state is durable up to the last group; the rest is walked
             // after restart.
+            out.interrupted = true;
             return Ok(out);
         }
 
