@@ -2,8 +2,9 @@
 //!
 //! Every request names its repository by a path. Finding the repository behind a path means
 //! discovering and opening it (a stat per parent directory, reading every config file), and
-//! that was most of an `adapter` request's cost. An entry is trusted for [`TTL`], so a path
-//! that stops being a repository, or becomes another one, is noticed within that.
+//! that was most of an `adapter` request's cost. An entry is trusted for [`TTL`] while the
+//! path and the repository's HEAD still exist (two stats), so a deleted repository is noticed
+//! at once and a path that becomes another repository within the TTL.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,7 +26,16 @@ pub struct Found {
     pub location: Location,
     pub key: String,
     opened: Instant,
+    /// HEAD of the checkout the path is in (`<git dir>/HEAD`, per worktree).
+    head_file: std::path::PathBuf,
     repo: Mutex<Repository>,
+}
+
+impl Found {
+    /// Two stats instead of a discovery: the path and the repository are both still there.
+    fn still_there(&self, path: &str) -> bool {
+        Path::new(path).exists() && self.head_file.exists()
+    }
 }
 
 impl Found {
@@ -47,8 +57,10 @@ pub struct RepoCache {
 impl RepoCache {
     /// The repository containing `path` (blocking: may open it).
     pub fn lookup(&self, path: &str) -> Result<Arc<Found>, GitError> {
-        if let Some(hit) = self.entries.lock().expect("cache lock").get(path).filter(|f| f.opened.elapsed() < TTL) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.entries.lock().expect("cache lock").get(path).filter(|f| f.opened.elapsed() < TTL).cloned() {
+            if hit.still_there(path) {
+                return Ok(hit);
+            }
         }
         let found = Arc::new(Self::discover(path)?);
         let mut entries = self.entries.lock().expect("cache lock");
@@ -66,7 +78,8 @@ impl RepoCache {
         let repo = Repository::discover(path).map_err(|_| GitError::NotARepository(path.to_owned()))?;
         let location = git::location_of(&repo);
         let key = git::repo_key(&location.git_dir);
-        Ok(Found { location, key, opened: Instant::now(), repo: Mutex::new(repo) })
+        let head_file = repo.path().join("HEAD");
+        Ok(Found { location, key, opened: Instant::now(), head_file, repo: Mutex::new(repo) })
     }
 
     /// Forgets every path into the repository whose common git dir is `git_dir`.
@@ -80,7 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_path_that_stops_being_a_repository_is_noticed_after_the_ttl_only_if_cached() {
+    fn a_path_that_stops_being_a_repository_is_noticed_at_once() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("r");
         git2::Repository::init(&dir).unwrap();
@@ -89,8 +102,11 @@ mod tests {
         let first = cache.lookup(path).unwrap();
         let again = cache.lookup(path).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "a second lookup within the TTL is served from the cache");
-        cache.forget(&first.location.git_dir);
         std::fs::remove_dir_all(dir.join(".git")).unwrap();
-        assert!(cache.lookup(path).is_err(), "after forgetting, the path is looked at again");
+        assert!(cache.lookup(path).is_err(), "a deleted repository is not served from the cache");
+        git2::Repository::init(&dir).unwrap();
+        let back = cache.lookup(path).unwrap();
+        cache.forget(&back.location.git_dir);
+        assert!(!Arc::ptr_eq(&back, &cache.lookup(path).unwrap()), "forgetting drops the entry");
     }
 }
