@@ -103,7 +103,9 @@ pub struct Engine {
     model: Hypernetwork,
     encoder: HashedEncoder,
     /// Snapshot file vectors by blob id: re-encoding after a commit touches changed files only.
-    blob_cache: HashMap<Oid, Vec<f32>>,
+    /// Keyed by blob and by whether its path is Python: the same bytes are encoded
+    /// differently as Python and as other text.
+    blob_cache: HashMap<(Oid, bool), Vec<f32>>,
     /// Running total of adapter bytes on disk, when known (see [`Engine::retain`]).
     adapter_bytes: Option<u64>,
 }
@@ -167,24 +169,24 @@ impl Engine {
         }
     }
 
+    /// The snapshot embedding of a commit's tree. Files not in the blob cache are encoded on
+    /// `encode_threads` threads; pooling takes them in tree order, as one thread would.
     fn snapshot_vector(&mut self, repo: &Repository, commit: Oid) -> Result<Vec<f32>, JobError> {
         let files = git::snapshot_files(repo, commit, HashedEncoder::MAX_FILE_BYTES)?;
         if self.blob_cache.len() > BLOB_CACHE_MAX {
             self.blob_cache.clear();
         }
-        let mut vectors = Vec::with_capacity(files.len());
-        for (path, blob, text) in &files {
-            let v = match self.blob_cache.get(blob) {
-                Some(v) => v.clone(),
-                None => {
-                    let (v, _) = self.encoder.file_vector(path, text);
-                    self.blob_cache.insert(*blob, v.clone());
-                    v
-                }
-            };
-            vectors.push(v);
-        }
-        Ok(self.encoder.pool(vectors.iter().map(Vec::as_slice)))
+        let key = |path: &str, blob: Oid| (blob, HashedEncoder::is_python(path));
+        let mut missing: Vec<&(String, Oid, String)> = files.iter().filter(|(path, blob, _)| !self.blob_cache.contains_key(&key(path, *blob))).collect();
+        missing.dedup_by_key(|(path, blob, _)| key(path, *blob));
+        let threads = self.shared.config().encode_threads();
+        let cache = &mut self.blob_cache;
+        ordered_map(&missing, threads, 8 * threads, || HashedEncoder, |enc, (path, _, text)| enc.file_vector(path, text).0, |i, v| {
+            cache.insert(key(&missing[i].0, missing[i].1), v);
+            true
+        });
+        let vectors = files.iter().map(|(path, blob, _)| self.blob_cache[&key(path, *blob)].as_slice());
+        Ok(self.encoder.pool(vectors))
     }
 
     /// A state rebuilt from the snapshot at `commit`, made durable before it is used.
