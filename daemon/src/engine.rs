@@ -42,6 +42,8 @@ pub enum JobError {
     Model(#[from] ModelError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("internal error while processing this repository (a bug; please report it): {0}")]
+    Panicked(String),
 }
 
 impl From<git2::Error> for JobError {
@@ -141,7 +143,9 @@ impl Engine {
                 }
                 continue;
             };
-            let result = self.sync(&key, flags);
+            // A bug met on one repository's data must not stop the service for the others.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync(&key, flags)))
+                .unwrap_or_else(|payload| Err(JobError::Panicked(panic_message(&payload))));
             {
                 let mut errors = self.shared.errors.lock().expect("errors lock");
                 match &result {
@@ -512,6 +516,14 @@ impl Engine {
             }
         }
     }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A rebuilt state still points at the adapter that is published, until a new one is.

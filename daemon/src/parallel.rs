@@ -2,10 +2,14 @@
 //! calling thread in item order, so that a sequential consumer (the GRU) can start on the
 //! first results while later ones are still being computed.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Condvar, Mutex};
 
 struct Progress<R> {
+    /// A worker's panic, re-raised on the calling thread (a lost item would hang it).
+    panic: Option<Box<dyn Any + Send>>,
     /// Next item a worker may take.
     next: usize,
     /// Items handed to the consumer so far.
@@ -17,7 +21,8 @@ struct Progress<R> {
 /// Runs `work` over `items` on `threads` threads (each with its own state from `init`) and
 /// calls `sink(index, result)` on the calling thread, in index order. Workers run at most
 /// `lookahead` items ahead of the consumer, which bounds memory. `sink` returning false
-/// stops the map: items not yet started are never started.
+/// stops the map: items not yet started are never started. A panic in `work` stops the
+/// map and is re-raised on the calling thread.
 ///
 /// With one thread, or one item, everything runs on the calling thread.
 pub fn ordered_map<T, R, S>(
@@ -42,7 +47,7 @@ pub fn ordered_map<T, R, S>(
         return;
     }
     let lookahead = lookahead.max(threads);
-    let progress = Mutex::new(Progress { next: 0, consumed: 0, ready: BTreeMap::new(), stop: false });
+    let progress = Mutex::new(Progress { panic: None, next: 0, consumed: 0, ready: BTreeMap::new(), stop: false });
     let changed = Condvar::new();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -60,9 +65,25 @@ pub fn ordered_map<T, R, S>(
                         p.next += 1;
                         p.next - 1
                     };
-                    let result = work(&mut state, &items[index]);
-                    progress.lock().expect("progress lock").ready.insert(index, result);
+                    let result = catch_unwind(AssertUnwindSafe(|| work(&mut state, &items[index])));
+                    let failed = {
+                        let mut p = progress.lock().expect("progress lock");
+                        match result {
+                            Ok(r) => {
+                                p.ready.insert(index, r);
+                                false
+                            }
+                            Err(payload) => {
+                                p.panic.get_or_insert(payload);
+                                p.stop = true;
+                                true
+                            }
+                        }
+                    };
                     changed.notify_all();
+                    if failed {
+                        return;
+                    }
                 }
             });
         }
@@ -73,6 +94,10 @@ pub fn ordered_map<T, R, S>(
                     if let Some(r) = p.ready.remove(&index) {
                         p.consumed += 1;
                         break r;
+                    }
+                    if let Some(payload) = p.panic.take() {
+                        drop(p);
+                        resume_unwind(payload);
                     }
                     p = changed.wait(p).expect("progress lock");
                 }
@@ -137,6 +162,16 @@ mod tests {
         );
         assert_eq!(consumed, 100);
         assert!(started.load(Ordering::SeqCst) <= 100 + 8, "items after the stop were started");
+    }
+
+    #[test]
+    fn a_panicking_item_is_raised_on_the_caller_instead_of_hanging_it() {
+        let items: Vec<usize> = (0..100).collect();
+        let outcome = std::panic::catch_unwind(|| {
+            ordered_map(&items, 3, 8, || (), |_, &x| if x == 37 { panic!("item 37") } else { x }, |_, _| true);
+        });
+        let payload = outcome.expect_err("the panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"item 37"));
     }
 
     #[test]
