@@ -50,6 +50,18 @@ pub fn ordered_map<T, R, S>(
     let progress = Mutex::new(Progress { panic: None, next: 0, consumed: 0, ready: BTreeMap::new(), stop: false });
     let changed = Condvar::new();
     std::thread::scope(|scope| {
+        // However the consumer leaves (done, told to stop, or a panic in `sink`), workers
+        // waiting at the lookahead must be released, or the scope would wait for them forever.
+        struct Release<'a, R>(&'a Mutex<Progress<R>>, &'a Condvar);
+        impl<R> Drop for Release<'_, R> {
+            fn drop(&mut self) {
+                if let Ok(mut p) = self.0.lock() {
+                    p.stop = true;
+                }
+                self.1.notify_all();
+            }
+        }
+        let _release = Release(&progress, &changed);
         for _ in 0..threads {
             scope.spawn(|| {
                 let mut state = init();
@@ -107,8 +119,6 @@ pub fn ordered_map<T, R, S>(
                 break;
             }
         }
-        progress.lock().expect("progress lock").stop = true;
-        changed.notify_all();
     });
 }
 
@@ -172,6 +182,15 @@ mod tests {
         });
         let payload = outcome.expect_err("the panic reaches the caller");
         assert_eq!(payload.downcast_ref::<&str>(), Some(&"item 37"));
+    }
+
+    #[test]
+    fn a_panicking_consumer_releases_the_workers() {
+        let items: Vec<usize> = (0..1000).collect();
+        let outcome = std::panic::catch_unwind(|| {
+            ordered_map(&items, 3, 4, || (), |_, &x| x, |i, _| if i == 10 { panic!("consumer") } else { true });
+        });
+        assert!(outcome.is_err(), "the consumer's panic comes back, rather than a hang");
     }
 
     #[test]

@@ -16,8 +16,23 @@ use crate::hypernet::{ModelMeta, StepPolicy};
 use crate::weights::Weights;
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
 
+/// How a state is computed from the weights, beyond the weights themselves. It is part of
+/// every fingerprint, so that changing it makes stored states rebuild from snapshots
+/// instead of continuing with different arithmetic. 2: the GRU's input side in fixed
+/// blocks of 16 steps (`gru::INPUT_BLOCK`).
+const NUMERICS: &[u8] = b"evolora-numerics-2\0";
+
+/// The fingerprint of a model loaded from a checkpoint file's bytes.
+pub(crate) fn fingerprint_of_bytes(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(NUMERICS);
+    h.update(bytes);
+    hex(&h.finalize())
+}
+
 pub fn fingerprint_of_seed(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, encoder: &str) -> String {
     let mut h = Sha256::new();
+    h.update(NUMERICS);
     h.update(b"evolora-untrained-v1\0");
     h.update(serde_json::to_vec(cfg).unwrap_or_default());
     h.update(serde_json::to_vec(base).unwrap_or_default());
@@ -84,7 +99,7 @@ pub fn load(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, Mod
 pub fn load_safetensors(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, ModelError> {
     let fail = |reason: String| ModelError::Checkpoint { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let fingerprint = hex(&Sha256::digest(&bytes));
+    let fingerprint = fingerprint_of_bytes(&bytes);
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| fail(e.to_string()))?;
     let md = header.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(e.to_string()))?;

@@ -9,9 +9,8 @@
 use std::path::Path;
 
 use burn::store::{ModuleStore, PytorchStore};
-use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{LoadedCheckpoint, architecture_of, hex, infer_config};
+use crate::checkpoint::{LoadedCheckpoint, architecture_of, fingerprint_of_bytes, infer_config};
 use crate::hypernet::{ModelMeta, StepPolicy};
 use crate::weights::Weights;
 use crate::{BaseModelShapes, ModelError};
@@ -61,7 +60,7 @@ fn read_alpha(path: &Path) -> Option<f32> {
 pub fn load_pt(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, ModelError> {
     let fail = |reason: String| ModelError::Checkpoint { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let fingerprint = hex(&Sha256::digest(&bytes));
+    let fingerprint = fingerprint_of_bytes(&bytes);
     drop(bytes);
     let mut weights = Weights::default();
     let evo = read_section(path, "gru_state", "gru.", &mut weights)?;
