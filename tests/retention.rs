@@ -74,8 +74,16 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
     let reply = daemon.request(json!({"op": "unpin", "repo": repo.path, "adapter": &m2[..9]}));
     assert_eq!(reply["pinned"], false, "{reply}");
     let m5 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 5\n");
-    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([f1, m5]));
+    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([f1.clone(), m5]));
     assert!(!on_disk(&daemon, &key).contains(&m1) && !on_disk(&daemon, &key).contains(&m3));
+
+    // The feature branch is deleted: its state goes, and its adapter is prunable again.
+    repo.git(&["worktree", "remove", wt.to_str().unwrap()]);
+    repo.git(&["branch", "-D", "feature"]);
+    let m6 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 6\n");
+    let refs = daemon.repo_status(&repo.path)["refs"].as_array().cloned().unwrap();
+    assert_eq!(refs.len(), 1, "only main's state is left: {refs:?}");
+    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([m6]));
 
     let reply = daemon.request(json!({"op": "pin", "repo": repo.path, "adapter": "no-such-version"}));
     assert_eq!(reply["error"]["code"], "no_adapter", "{reply}");

@@ -80,6 +80,11 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     if orphans > 0 {
         info!(orphans, "removed unfinished adapter directories");
     }
+    match crate::retention::drop_missing(&store, &config.adapters_dir()) {
+        Ok(0) => {}
+        Ok(n) => info!(records = n, "forgot adapter versions whose directories are gone"),
+        Err(e) => warn!(error = %e, "could not check adapter records against their directories"),
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

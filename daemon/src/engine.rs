@@ -349,6 +349,7 @@ impl Engine {
         let repo = git::open(Path::new(&rec.git_dir)).map_err(|_| JobError::Missing(rec.git_dir.clone()))?;
         let mut total = Outcome::default();
         let refs = git::followed_refs(&repo, &rec.tracked_refs)?;
+        self.forget_deleted_refs(key, &repo, &refs)?;
         if refs.is_empty() {
             total.idle_reason = Some("HEAD is detached or missing");
         }
@@ -367,6 +368,23 @@ impl Engine {
             }
         }
         Ok(total)
+    }
+
+    /// Drops the states of refs that no longer exist (a deleted branch): they would keep
+    /// their adapters protected from retention forever. A branch merely not checked out any
+    /// more keeps its state.
+    fn forget_deleted_refs(&self, key: &str, repo: &Repository, followed: &[(String, Option<Oid>)]) -> Result<(), JobError> {
+        for state in self.shared.store.ref_states(key)? {
+            let name = state.refname.as_str();
+            if followed.iter().any(|(r, _)| r == name) {
+                continue;
+            }
+            if matches!(repo.find_reference(name), Err(e) if e.code() == git2::ErrorCode::NotFound) {
+                info!(repo = %key, %name, "the ref was deleted: forgetting its state");
+                self.shared.store.remove_ref_state(key, name)?;
+            }
+        }
+        Ok(())
     }
 
     fn sync_ref(&mut self, key: &str, git_dir: &str, repo: &Repository, refname: &str, tip: Oid, flags: JobFlags) -> Result<Outcome, JobError> {

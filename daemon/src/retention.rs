@@ -56,6 +56,9 @@ impl BudgetReport {
 pub struct Retention {
     /// Guards record rewrites; holds, per (repo key, dir), the query time last written.
     written: Mutex<HashMap<(String, String), u64>>,
+    /// One deleting pass at a time (the model thread's after a publish, the budget thread's
+    /// after a start or reload): each counts what is on disk before deciding what to free.
+    pass: Mutex<()>,
 }
 
 /// How a client names an adapter: its directory name, or a commit (a prefix of at least 7
@@ -117,6 +120,7 @@ impl Retention {
 
     /// Deletes a repository's versions beyond its newest `keep` (protected ones excepted).
     pub fn prune(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, keep: usize) -> Result<Pruned, StateError> {
+        let _pass = self.pass.lock().expect("retention pass lock");
         let records = store.adapters(repo_key)?;
         let excess = records.len().saturating_sub(keep);
         let doomed: Vec<String> = records.iter().take(excess).map(|(_, r)| r.dir.clone()).collect();
@@ -126,13 +130,16 @@ impl Retention {
     /// Evicts least recently used versions across all repositories until the adapter
     /// directories under `root` fit in `budget` bytes.
     pub fn enforce_budget(&self, store: &StateStore, root: &Path, budget: u64) -> Result<BudgetReport, StateError> {
+        let _pass = self.pass.lock().expect("retention pass lock");
         let mut all = store.all_adapters()?;
         for (repo, key, rec) in all.iter_mut().filter(|(_, _, r)| r.bytes == 0) {
-            // Records from before sizes were kept: measure once, remember.
+            // Records from before sizes were kept: measure once, remember. Only the size is
+            // written back, onto the record as it is now (a pin may have landed meanwhile).
             rec.bytes = dir_bytes(&root.join(repo.as_str()).join(&rec.dir));
-            if rec.bytes > 0 {
-                let _guard = self.written.lock().expect("retention lock");
-                store.update_adapter_record(key, rec, false)?;
+            let _guard = self.written.lock().expect("retention lock");
+            if let (true, Some((_, mut now))) = (rec.bytes > 0, store.adapter_by_dir(repo, &rec.dir)?) {
+                now.bytes = rec.bytes;
+                store.update_adapter_record(key, &now, false)?;
             }
         }
         let mut report = BudgetReport { total: all.iter().map(|(_, _, r)| r.bytes).sum(), ..Default::default() };
@@ -178,7 +185,7 @@ impl Retention {
         let protected = protected_dirs(store, repo_key, repo_dir)?;
         let mut renamed = Vec::new();
         {
-            let _guard = self.written.lock().expect("retention lock");
+            let mut written = self.written.lock().expect("retention lock");
             for name in dirs {
                 let Some((key, rec)) = store.adapter_by_dir(repo_key, name)? else { continue };
                 if rec.pinned || protected.contains(name) {
@@ -187,21 +194,55 @@ impl Retention {
                 let dir = repo_dir.join(name);
                 let bytes = if rec.bytes > 0 { rec.bytes } else { dir_bytes(&dir) };
                 let doomed = repo_dir.join(format!("{TEMP_PREFIX}pruned-{name}"));
+                // Remains of an earlier interrupted deletion would block the rename.
+                let _ = fs::remove_dir_all(&doomed);
                 match fs::rename(&dir, &doomed) {
                     Ok(()) => renamed.push(doomed),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(_) => continue,
+                    Err(e) => {
+                        warn!(repo = %repo_key, version = %name, error = %e, "cannot delete an adapter version");
+                        continue;
+                    }
                 }
                 store.remove_adapter_record(&key)?;
+                written.remove(&(repo_key.to_owned(), name.clone()));
                 out.removed += 1;
                 out.freed += bytes;
             }
         }
+        if out.removed > 0 {
+            store.flush()?;
+        }
         for doomed in renamed {
-            let _ = fs::remove_dir_all(doomed);
+            if let Err(e) = fs::remove_dir_all(&doomed) {
+                warn!(path = %doomed.display(), error = %e, "an adapter version was unpublished but not fully deleted; it is removed at the next start");
+            }
         }
         Ok(out)
     }
+
+}
+
+/// Drops records whose directory is gone (a crash between unpublishing a version and
+/// forgetting it, or a hand-deleted directory). Run at start, before anything else writes
+/// records. Returns how many.
+pub fn drop_missing(store: &StateStore, root: &Path) -> Result<usize, StateError> {
+    if !root.is_dir() {
+        // Nothing published yet, or the folder is not there at all (an unmounted disk):
+        // forgetting every version would be wrong either way.
+        return Ok(0);
+    }
+    let mut dropped = 0;
+    for (repo, key, rec) in store.all_adapters()? {
+        if !root.join(&repo).join(&rec.dir).is_dir() {
+            store.remove_adapter_record(&key)?;
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        store.flush()?;
+    }
+    Ok(dropped)
 }
 
 #[cfg(test)]

@@ -149,6 +149,12 @@ impl StateStore {
         self.refs.scan_prefix(repo_prefix(repo)).values().map(|v| RefState::from_bytes(&v?)).collect()
     }
 
+    /// Forgets one ref's state (the ref was deleted); its adapter records stay.
+    pub fn remove_ref_state(&self, repo: &str, refname: &str) -> Result<(), StateError> {
+        self.refs.remove(ref_key(repo, refname))?;
+        self.flush()
+    }
+
     /// Stores the state after one step (or one group of steps) and makes it durable before
     /// returning: the vector, the last commit and the counters move together or not at all.
     pub fn commit_steps(&self, repo: &str, state: &RefState) -> Result<(), StateError> {
