@@ -114,6 +114,9 @@ pub struct Engine {
 
 const BLOB_CACHE_MAX: usize = 16_384;
 
+/// Groups per window of a walk (see [`Engine::walk`]).
+const WINDOW_GROUPS: usize = 8;
+
 impl Engine {
     pub fn new(shared: Arc<Shared>, model: Hypernetwork) -> Self {
         let m = &model;
@@ -247,25 +250,38 @@ impl Engine {
     /// group. Commits are diffed and encoded on `encode_threads` threads ahead of the GRU,
     /// which takes them in order. Returns false if it stopped early for a shutdown.
     fn walk(&mut self, cfg: &Config, key: &str, repo: &Repository, state: &mut RefState, commits: &[Oid], out: &mut Outcome) -> Result<bool, JobError> {
-        if commits.is_empty() {
-            return Ok(true);
+        // Groups (one transaction each) end at multiples of `step_group` commits since the
+        // origin, so a walk cut short by a crash resumes on the same boundaries. Windows of
+        // whole groups bound the planning done ahead (and how late a shutdown is noticed).
+        let group_len = cfg.step_group.max(1);
+        let mut start = 0;
+        while start < commits.len() {
+            let to_boundary = group_len - (state.walked % group_len as u64) as usize;
+            let end = (start + to_boundary + (WINDOW_GROUPS - 1) * group_len).min(commits.len());
+            if !self.walk_window(cfg, key, repo, state, &commits[start..end], out)? || self.shared.is_shutting_down() {
+                return Ok(false);
+            }
+            start = end;
         }
+        Ok(true)
+    }
+
+    /// One window of [`Engine::walk`]: plans its commits, prepares them on the encode
+    /// threads and folds each group as soon as its commits are in.
+    fn walk_window(&mut self, cfg: &Config, key: &str, repo: &Repository, state: &mut RefState, commits: &[Oid], out: &mut Outcome) -> Result<bool, JobError> {
         let git_dir = repo.path().to_path_buf();
         let threads = cfg.encode_threads();
         let globs = &cfg.triggers.manifest_globs;
         let policy = self.model.meta.step_policy;
         let plan = inputs::plan(&git_dir, commits, policy, Oid::from_str(&state.step_base).ok(), globs, threads)?;
-        // Groups (one transaction each) end at multiples of `step_group` commits since the
-        // origin, so a walk cut short by a crash resumes on the same boundaries.
         let group_len = cfg.step_group.max(1) as u64;
         let mut group: Vec<inputs::Prepared> = Vec::new();
         let mut failed: Option<JobError> = None;
         let mut finished = true;
-        let lookahead = 2 * group_len as usize;
         ordered_map(
             &plan,
             threads,
-            lookahead,
+            2 * group_len as usize,
             || inputs::Worker::open(&git_dir),
             |w, p| w.prepare(p, globs),
             |i, prepared| {
