@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, start_daemon};
 const COMMITS: usize = 150;
 
 fn git(dir: &Path, args: &[&str]) {
@@ -60,20 +60,7 @@ fn main() {
     let empty_hook = commit_time(&repo);
     std::fs::remove_file(&hook).unwrap();
 
-    let mut daemon = Command::new(BIN)
-        .args(["daemon", "--preset", "tiny", "--base", "qwen2.5-coder-0.5b", "--state-dir"])
-        .arg(tmp.path().join("state"))
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new(BIN).args(["ping"]).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = start_daemon(["--preset", "tiny", "--base", "qwen2.5-coder-0.5b"], &tmp.path().join("state"), &socket);
     // Watcher only: no hook runs; the daemon sees the ref move and works concurrently.
     let ok = Command::new(BIN).args(["register", "--no-hooks"]).arg(&repo).env("EVOLORA_SOCKET", &socket).stdout(Stdio::null()).status().unwrap().success();
     assert!(ok);

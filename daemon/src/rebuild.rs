@@ -108,16 +108,11 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
 
         let records: Vec<AdapterRecord> = versions
             .iter()
-            .map(|v| AdapterRecord {
-                refname: v.info["ref"].as_str().unwrap_or_default().to_owned(),
-                commit: v.info["commit"].as_str().unwrap_or_default().to_owned(),
-                dir: v.name.clone(),
-                trigger: v.info["trigger"].as_str().unwrap_or("rebuild").to_owned(),
-                created_at: v.info["created_at"].as_u64().unwrap_or(0),
-                pinned: false,
-                steps: v.info["steps"].as_u64().unwrap_or(0),
-                bytes: crate::retention::dir_bytes(&repo_dir.join(&v.name)),
-                last_queried: 0,
+            .map(|v| {
+                let text = |field: &str, default: &str| v.info[field].as_str().unwrap_or(default).to_owned();
+                let number = |field: &str| v.info[field].as_u64().unwrap_or(0);
+                let bytes = crate::retention::dir_bytes(&repo_dir.join(&v.name));
+                publish::record(&text("ref", ""), &text("commit", ""), &v.name, &text("trigger", "rebuild"), number("steps"), bytes, number("created_at"))
             })
             .collect();
         let replayable = info["model"]["fingerprint"].as_str() == Some(fingerprint.as_str());
