@@ -85,7 +85,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub model: ModelSettings,
     pub triggers: Triggers,
-    /// Adapter versions kept per repository besides `current` and pinned ones.
+    /// Newest adapter versions kept per repository; current and pinned ones are kept
+    /// whatever their age.
     pub keep_adapters: usize,
     /// Most bytes all adapter directories may take together ("20GiB", "500 MB" or a number
     /// of bytes; 0 = no limit). Over it, the least recently queried versions are evicted,

@@ -3,8 +3,9 @@
 //! Every request names its repository by a path. Finding the repository behind a path means
 //! discovering and opening it (a stat per parent directory, reading every config file), and
 //! that was most of an `adapter` request's cost. An entry is trusted for [`TTL`] while the
-//! path and the repository's HEAD still exist (two stats), so a deleted repository is noticed
-//! at once and a path that becomes another repository within the TTL.
+//! path and the repository's HEAD still exist (two stats): a deleted repository is noticed
+//! at once; a path that starts belonging to another repository (a new repository created
+//! between it and the old one) is noticed when the entry expires.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,13 +1,15 @@
 //! Which adapter versions stay on disk.
 //!
-//! Never deleted: the adapter any ref's state names as current, the one the `current` link
-//! points to, and pinned ones. Of the rest, each repository keeps its newest `keep_adapters`;
-//! with a disk budget, versions are evicted across all repositories, least recently used
-//! first (last handed to a client, else published), until the total fits. The budget wins
-//! over `keep_adapters`: it is a cap, the count is a ceiling.
+//! Never deleted: the adapter any existing ref's state names as current, the one the
+//! `current` link points to, and pinned ones. Besides those, each repository keeps its newest
+//! `keep_adapters` versions (a protected version among the newest counts towards them). With
+//! a disk budget, unprotected versions are evicted across all repositories, least recently
+//! used first (last handed to a client, else published), until the versions on record fit.
+//! The budget wins over `keep_adapters`: it is a cap, the count is a ceiling.
 //!
 //! Record updates (pins, query times, deletions) go through one lock, so a version being
-//! pinned can never be deleted by a prune that decided before the pin.
+//! pinned can never be deleted by a prune that decided before the pin; deleting passes run
+//! one at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -35,7 +37,8 @@ pub struct Pruned {
 pub struct BudgetReport {
     pub evicted: usize,
     pub freed: u64,
-    /// Bytes of all adapter directories after the pass.
+    /// Bytes of the adapter versions on record after the pass (directories left behind by
+    /// `unregister` are not on record).
     pub total: u64,
     /// Bytes that may not be evicted (current and pinned versions).
     pub protected: u64,

@@ -28,7 +28,8 @@ pub const UNTRAINED_WARNING: &str = "the hypernetwork is untrained (seeded initi
 
 pub struct Shared {
     pub config: RwLock<Config>,
-    /// `<state_dir>/adapters` with every symlink resolved: the paths handed to clients.
+    /// `<state_dir>/adapters` under the canonical state directory: the paths handed to
+    /// clients.
     /// (The state directory only changes with a restart.)
     pub adapters_root: std::path::PathBuf,
     pub store: StateStore,
