@@ -274,6 +274,8 @@ impl Engine {
         let globs = &cfg.triggers.manifest_globs;
         let policy = self.model.meta.step_policy;
         let plan = inputs::plan(&git_dir, commits, policy, Oid::from_str(&state.step_base).ok(), globs, threads)?;
+        // Commits in parallel when there are several; one commit's files in parallel when not.
+        let file_threads = if plan.len() == 1 { threads } else { 1 };
         let group_len = cfg.step_group.max(1) as u64;
         let mut group: Vec<inputs::Prepared> = Vec::new();
         let mut failed: Option<JobError> = None;
@@ -282,7 +284,7 @@ impl Engine {
             &plan,
             threads,
             2 * group_len as usize,
-            || inputs::Worker::open(&git_dir),
+            || inputs::Worker::open(&git_dir, file_threads),
             |w, p| w.prepare(p, globs),
             |i, prepared| {
                 let prepared = match prepared {

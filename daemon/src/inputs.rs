@@ -48,11 +48,13 @@ pub struct Prepared {
 pub struct Worker {
     repo: Result<Repository, GitError>,
     encoder: HashedEncoder,
+    /// Threads one commit's files are spread over (a lone commit has the CPUs to itself).
+    file_threads: usize,
 }
 
 impl Worker {
-    pub fn open(git_dir: &Path) -> Self {
-        Worker { repo: git::open(git_dir), encoder: HashedEncoder }
+    pub fn open(git_dir: &Path, file_threads: usize) -> Self {
+        Worker { repo: git::open(git_dir), encoder: HashedEncoder, file_threads }
     }
 
     fn repo(&self) -> Result<&Repository, GitError> {
@@ -85,7 +87,7 @@ impl Worker {
             }
         };
         let truncated = input.as_ref().is_some_and(|i| i.truncated);
-        let vector = input.map(|i| self.encoder.encode_diff(&i).vector);
+        let vector = input.map(|i| self.encoder.encode_diff_on(&i, self.file_threads).vector);
         Ok(Prepared { oid: plan.oid, manifest_changed, vector, truncated })
     }
 }
@@ -100,7 +102,7 @@ pub fn plan(git_dir: &Path, commits: &[Oid], policy: StepPolicy, step_base: Opti
         StepPolicy::Paper => {
             let mut facts = Vec::with_capacity(commits.len());
             let mut failed = None;
-            ordered_map(commits, threads, 4 * threads, || Worker::open(git_dir), |w, &oid| w.facts(oid, globs), |_, r| match r {
+            ordered_map(commits, threads, 4 * threads, || Worker::open(git_dir, 1), |w, &oid| w.facts(oid, globs), |_, r| match r {
                 Ok(f) => {
                     facts.push(f);
                     true
