@@ -131,4 +131,15 @@ fn sigkill_during_ingest_and_regeneration_loses_and_repeats_nothing() {
     assert!(check_adapters(&dir) >= 1);
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".tmp-")).collect();
     assert!(leftovers.is_empty(), "temporary entries left behind: {leftovers:?}");
+    // Every version on record is on disk (a kill between unpublishing a version and
+    // forgetting it leaves a record that the next start drops), and none is on disk
+    // without a record.
+    let on_record: std::collections::BTreeSet<String> =
+        daemon.repo_status(&repo.path)["adapters"].as_array().unwrap().iter().map(|a| a["dir"].as_str().unwrap().to_owned()).collect();
+    let on_disk: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "current")
+        .collect();
+    assert_eq!(on_record, on_disk, "adapter records and directories disagree");
 }

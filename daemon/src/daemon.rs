@@ -80,9 +80,9 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     if orphans > 0 {
         info!(orphans, "removed unfinished adapter directories");
     }
-    match crate::retention::drop_missing(&store, &config.adapters_dir()) {
-        Ok(0) => {}
-        Ok(n) => info!(records = n, "forgot adapter versions whose directories are gone"),
+    match crate::retention::reconcile(&store, &config.adapters_dir()) {
+        Ok((0, 0)) => {}
+        Ok((dropped, adopted)) => info!(dropped, adopted, "adapter records reconciled with their directories"),
         Err(e) => warn!(error = %e, "could not check adapter records against their directories"),
     }
 

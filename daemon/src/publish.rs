@@ -55,6 +55,42 @@ pub fn remove_orphans(adapters_root: &Path) -> usize {
     removed
 }
 
+/// A complete version directory found on disk, with its `evolora.json`.
+pub struct Published {
+    pub name: String,
+    pub info: serde_json::Value,
+}
+
+impl Published {
+    /// The adapter record this directory would have had.
+    pub fn record(&self, repo_dir: &Path) -> AdapterRecord {
+        let text = |field: &str, default: &str| self.info[field].as_str().unwrap_or(default).to_owned();
+        let number = |field: &str| self.info[field].as_u64().unwrap_or(0);
+        let bytes = crate::retention::dir_bytes(&repo_dir.join(&self.name));
+        record(&text("ref", ""), &text("commit", ""), &self.name, &text("trigger", "rebuild"), number("steps"), bytes, number("created_at"))
+    }
+}
+
+/// The complete version directories of a repository's adapter folder, oldest first.
+/// (Directories are renamed into place whole, so a complete one has all three files.)
+pub fn published(repo_dir: &Path) -> Vec<Published> {
+    let mut out: Vec<Published> = fs::read_dir(repo_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == CURRENT || !e.path().join("adapter_model.safetensors").is_file() || !e.path().join("adapter_config.json").is_file() {
+                return None;
+            }
+            let info: serde_json::Value = serde_json::from_slice(&fs::read(e.path().join("evolora.json")).ok()?).ok()?;
+            Some(Published { name, info })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.info["created_at"].as_u64().unwrap_or(0), p.info["steps"].as_u64().unwrap_or(0), p.name.clone()));
+    out
+}
+
 /// A record for a just-published directory.
 pub fn record(refname: &str, commit: &str, dir: &str, trigger: &str, steps: u64, bytes: u64, now: u64) -> AdapterRecord {
     AdapterRecord {

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use evolora_state::{AdapterRecord, RepoRecord, StateError, StateStore};
 use git2::Oid;
-use serde_json::Value;
 
 use crate::config::Config;
 use evolora_model::encoder::HashedEncoder;
@@ -31,29 +30,6 @@ pub struct Report {
     pub adapters: usize,
     pub skipped: Vec<String>,
     pub moved_aside: Option<PathBuf>,
-}
-
-struct Published {
-    name: String,
-    info: Value,
-}
-
-fn published(repo_dir: &Path) -> Vec<Published> {
-    let mut out: Vec<Published> = std::fs::read_dir(repo_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name == publish::CURRENT || !e.path().join("adapter_model.safetensors").is_file() || !e.path().join("adapter_config.json").is_file() {
-                return None;
-            }
-            let info: Value = serde_json::from_slice(&std::fs::read(e.path().join("evolora.json")).ok()?).ok()?;
-            Some(Published { name, info })
-        })
-        .collect();
-    out.sort_by_key(|p| (p.info["created_at"].as_u64().unwrap_or(0), p.info["steps"].as_u64().unwrap_or(0), p.name.clone()));
-    out
 }
 
 pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
@@ -80,7 +56,7 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
     for entry in std::fs::read_dir(&adapters_root).into_iter().flatten().flatten() {
         let key = entry.file_name().to_string_lossy().into_owned();
         let repo_dir = entry.path();
-        let versions = published(&repo_dir);
+        let versions = publish::published(&repo_dir);
         let Some(newest) = versions.last() else {
             report.skipped.push(format!("{key}: no complete adapter directory"));
             continue;
@@ -106,15 +82,7 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
         store.put_repo(&rec)?;
         report.repositories += 1;
 
-        let records: Vec<AdapterRecord> = versions
-            .iter()
-            .map(|v| {
-                let text = |field: &str, default: &str| v.info[field].as_str().unwrap_or(default).to_owned();
-                let number = |field: &str| v.info[field].as_u64().unwrap_or(0);
-                let bytes = crate::retention::dir_bytes(&repo_dir.join(&v.name));
-                publish::record(&text("ref", ""), &text("commit", ""), &v.name, &text("trigger", "rebuild"), number("steps"), bytes, number("created_at"))
-            })
-            .collect();
+        let records: Vec<AdapterRecord> = versions.iter().map(|v| v.record(&repo_dir)).collect();
         let replayable = info["model"]["fingerprint"].as_str() == Some(fingerprint.as_str());
         let commits = (Oid::from_str(info["origin_commit"].as_str().unwrap_or("")), Oid::from_str(info["commit"].as_str().unwrap_or("")));
         let state = match (replayable, commits) {

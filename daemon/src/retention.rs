@@ -226,26 +226,38 @@ impl Retention {
 
 }
 
-/// Drops records whose directory is gone (a crash between unpublishing a version and
-/// forgetting it, or a hand-deleted directory). Run at start, before anything else writes
-/// records. Returns how many.
-pub fn drop_missing(store: &StateStore, root: &Path) -> Result<usize, StateError> {
+/// Makes the records of each registered repository agree with its adapter folder: drops
+/// records whose directory is gone (a kill between unpublishing a version and forgetting
+/// it), records complete directories that have none (a kill between publishing a directory
+/// and recording it; `current` may already point there). Run at start, before anything else
+/// writes records. Returns (dropped, adopted).
+pub fn reconcile(store: &StateStore, root: &Path) -> Result<(usize, usize), StateError> {
     if !root.is_dir() {
         // Nothing published yet, or the folder is not there at all (an unmounted disk):
         // forgetting every version would be wrong either way.
-        return Ok(0);
+        return Ok((0, 0));
     }
-    let mut dropped = 0;
-    for (repo, key, rec) in store.all_adapters()? {
-        if !root.join(&repo).join(&rec.dir).is_dir() {
-            store.remove_adapter_record(&key)?;
-            dropped += 1;
+    let (mut dropped, mut adopted) = (0, 0);
+    for repo in store.repos()? {
+        let repo_dir = root.join(&repo.key);
+        let records = store.adapters(&repo.key)?;
+        for (key, rec) in &records {
+            if !repo_dir.join(&rec.dir).is_dir() {
+                store.remove_adapter_record(key)?;
+                dropped += 1;
+            }
+        }
+        for version in publish::published(&repo_dir) {
+            if !records.iter().any(|(_, r)| r.dir == version.name) {
+                store.insert_adapter_record(&repo.key, &version.record(&repo_dir))?;
+                adopted += 1;
+            }
         }
     }
-    if dropped > 0 {
+    if dropped + adopted > 0 {
         store.flush()?;
     }
-    Ok(dropped)
+    Ok((dropped, adopted))
 }
 
 #[cfg(test)]
@@ -265,6 +277,40 @@ mod tests {
             last_queried: 0,
         };
         (dir.as_bytes().to_vec(), r)
+    }
+
+    #[test]
+    fn reconcile_drops_records_without_directories_and_adopts_directories_without_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&tmp.path().join("db")).unwrap();
+        let root = tmp.path().join("adapters");
+        let repo = evolora_state::RepoRecord {
+            key: "r-1".into(),
+            git_dir: "/nowhere/.git".into(),
+            work_dir: None,
+            bare: false,
+            tracked_refs: Vec::new(),
+            registered_at: 0,
+            trigger_overrides: None,
+        };
+        store.put_repo(&repo).unwrap();
+        let complete = |name: &str| {
+            let d = root.join("r-1").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("adapter_model.safetensors"), b"x").unwrap();
+            std::fs::write(d.join("adapter_config.json"), b"{}").unwrap();
+            std::fs::write(d.join("evolora.json"), br#"{"ref":"refs/heads/main","commit":"abc","steps":4,"created_at":9}"#).unwrap();
+        };
+        complete("kept");
+        complete("unrecorded");
+        store.insert_adapter_record("r-1", &publish::record("refs/heads/main", "k", "kept", "t", 1, 3, 1)).unwrap();
+        store.insert_adapter_record("r-1", &publish::record("refs/heads/main", "g", "gone", "t", 1, 3, 1)).unwrap();
+        assert_eq!(reconcile(&store, &root).unwrap(), (1, 1));
+        let dirs: Vec<String> = store.adapters("r-1").unwrap().into_iter().map(|(_, r)| r.dir).collect();
+        assert_eq!(dirs, ["kept", "unrecorded"]);
+        let adopted = store.adapter_by_dir("r-1", "unrecorded").unwrap().unwrap().1;
+        assert_eq!((adopted.commit.as_str(), adopted.steps, adopted.created_at), ("abc", 4, 9));
+        assert_eq!(reconcile(&store, &root).unwrap(), (0, 0), "a second pass finds nothing to do");
     }
 
     #[test]
