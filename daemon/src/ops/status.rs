@@ -39,7 +39,6 @@ pub async fn run(shared: &Arc<Shared>, repo: Option<&str>) -> Result<Fields, OpE
             })
             .collect();
         let error = shared.errors.lock().expect("errors lock").get(&rec.key).cloned();
-        let versions = shared.store.adapters(&rec.key).map_err(internal)?;
         let mut entry = json!({
             "repo_key": rec.key,
             "git_dir": rec.git_dir,
@@ -48,11 +47,12 @@ pub async fn run(shared: &Arc<Shared>, repo: Option<&str>) -> Result<Fields, OpE
             "pending": shared.scheduler.is_busy(&rec.key),
             "error": error,
             "refs": refs,
-            "adapter_versions": versions.len(),
-            "adapter_bytes": versions.iter().map(|(_, v)| v.bytes).sum::<u64>(),
         });
         if repo.is_some() {
-            // One repository: list its versions (what `pin` and `unpin` take).
+            // One repository: list its versions (what `pin` and `unpin` take). Not for every
+            // repository at once: on a server that is a scan of every adapter record.
+            let versions = shared.store.adapters(&rec.key).map_err(internal)?;
+            entry["adapter_bytes"] = json!(versions.iter().map(|(_, v)| v.bytes).sum::<u64>());
             entry["adapters"] = versions
                 .iter()
                 .map(|(_, v)| {
