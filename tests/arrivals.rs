@@ -66,6 +66,18 @@ fn adapter_dirs(daemon: &Daemon) -> usize {
         .count()
 }
 
+
+/// A daemon with the project registered through its hooks and settled at its first commit
+/// (returned third).
+fn started(root: &Path) -> (Daemon, Repo, String) {
+    let daemon = Daemon::start(root);
+    let repo = project(root);
+    let origin = repo.head();
+    register(&daemon, &repo.path);
+    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    (daemon, repo, origin)
+}
+
 #[test]
 fn a_foreign_hook_keeps_running_beside_ours() {
     let tmp = tempfile::tempdir().unwrap();
@@ -123,10 +135,7 @@ fn a_rebase_of_ten_commits_is_one_walk_and_one_adapter() {
 #[test]
 fn an_amend_rebuilds_from_the_parent() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(tmp.path());
-    let repo = project(tmp.path());
-    register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &repo.head());
+    let (daemon, repo, _) = started(tmp.path());
     repo.write("pkg/a.py", "A = 1\n");
     let first = repo.commit("a");
     settled(&daemon, &repo.path, "refs/heads/main", &first);
@@ -143,11 +152,7 @@ fn an_amend_rebuilds_from_the_parent() {
 #[test]
 fn a_merge_steps_once_on_the_first_parent_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(tmp.path());
-    let repo = project(tmp.path());
-    let origin = repo.head();
-    register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    let (daemon, repo, origin) = started(tmp.path());
     repo.git(&["checkout", "-q", "-b", "side"]);
     for i in 0..3 {
         repo.write(&format!("pkg/s{i}.py"), &format!("S{i} = {i}\n"));
@@ -165,11 +170,7 @@ fn a_merge_steps_once_on_the_first_parent_line() {
 #[test]
 fn the_watcher_sees_update_ref_and_reset_that_no_hook_reports() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(tmp.path());
-    let repo = project(tmp.path());
-    let origin = repo.head();
-    register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    let (daemon, repo, origin) = started(tmp.path());
 
     // Build commits without moving the branch (no hook fires), then move it with update-ref.
     let mut parent = origin.clone();
@@ -193,10 +194,7 @@ fn the_watcher_sees_update_ref_and_reset_that_no_hook_reports() {
 #[test]
 fn branches_keep_their_own_state_and_a_new_branch_forks_from_its_parent() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(tmp.path());
-    let repo = project(tmp.path());
-    register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &repo.head());
+    let (daemon, repo, _) = started(tmp.path());
     repo.write("pkg/m.py", "M = 1\n");
     let main_tip = repo.commit("on main");
     let main_state = settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
