@@ -43,11 +43,11 @@ fn sd_notify(state: &[sd_notify::NotifyState]) {
 /// live daemon's.
 fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     let err = |source| DaemonError::Socket { path: path.into(), source };
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

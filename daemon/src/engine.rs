@@ -298,7 +298,7 @@ impl Engine {
                     warn!(repo = %key, commit = %prepared.oid, "diff larger than {} bytes: encoded its first part only", DiffLimits::default().max_bytes);
                 }
                 group.push(prepared);
-                let at_boundary = (state.walked + group.len() as u64) % group_len == 0;
+                let at_boundary = (state.walked + group.len() as u64).is_multiple_of(group_len);
                 if !(at_boundary || i + 1 == plan.len()) {
                     return true;
                 }
@@ -477,10 +477,10 @@ impl Engine {
                 cold_start: cold,
             },
         );
-        if let Some(trigger) = decision {
-            if state.adapter_commit.as_deref() != Some(state.last_commit.as_str()) || flags.regenerate || cold {
-                out.published = Some(self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?);
-            }
+        if let Some(trigger) = decision
+            && (state.adapter_commit.as_deref() != Some(state.last_commit.as_str()) || flags.regenerate || cold)
+        {
+            out.published = Some(self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?);
         }
         Ok(out)
     }

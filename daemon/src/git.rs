@@ -108,10 +108,10 @@ pub fn followed_refs(repo: &Repository, configured: &[String]) -> Result<Vec<(St
         for name in names.iter().flatten().flatten() {
             let Ok(wt) = repo.find_worktree(name) else { continue };
             let Ok(wt_repo) = Repository::open_from_worktree(&wt) else { continue };
-            if let Some((r, tip)) = tracked_ref(&wt_repo)? {
-                if !out.iter().any(|(o, _)| *o == r) {
-                    out.push((r, tip));
-                }
+            if let Some((r, tip)) = tracked_ref(&wt_repo)?
+                && !out.iter().any(|(o, _)| *o == r)
+            {
+                out.push((r, tip));
             }
         }
     }

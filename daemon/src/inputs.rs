@@ -120,7 +120,7 @@ pub fn plan(git_dir: &Path, commits: &[Oid], policy: StepPolicy, step_base: Opti
                 .iter()
                 .zip(facts)
                 .map(|(&oid, (asserts, manifest))| {
-                    let step = if asserts { Step::Since(std::mem::replace(&mut base, Some(oid))) } else { Step::Skip };
+                    let step = if asserts { Step::Since(base.replace(oid)) } else { Step::Skip };
                     Planned { oid, step, manifest_changed: Some(manifest) }
                 })
                 .collect())

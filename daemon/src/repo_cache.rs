@@ -58,10 +58,10 @@ pub struct RepoCache {
 impl RepoCache {
     /// The repository containing `path` (blocking: may open it).
     pub fn lookup(&self, path: &str) -> Result<Arc<Found>, GitError> {
-        if let Some(hit) = self.entries.lock().expect("cache lock").get(path).filter(|f| f.opened.elapsed() < TTL).cloned() {
-            if hit.still_there(path) {
-                return Ok(hit);
-            }
+        if let Some(hit) = self.entries.lock().expect("cache lock").get(path).filter(|f| f.opened.elapsed() < TTL).cloned()
+            && hit.still_there(path)
+        {
+            return Ok(hit);
         }
         let found = Arc::new(Self::discover(path)?);
         let mut entries = self.entries.lock().expect("cache lock");

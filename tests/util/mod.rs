@@ -75,10 +75,10 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(reply) = self.try_request(&serde_json::json!({"op": "ping"})) {
-                if reply["ok"] == true {
-                    return;
-                }
+            if let Ok(reply) = self.try_request(&serde_json::json!({"op": "ping"}))
+                && reply["ok"] == true
+            {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited during start ({status}):\n{}", self.log_text());

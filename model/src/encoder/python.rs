@@ -134,11 +134,11 @@ pub(crate) fn features(source: &str, emit: &mut dyn FnMut(Kind, &str)) -> bool {
                     emit(Kind::Import, &collapse_ws(t));
                 }
             } else if k == ids.function {
-                if let (Some(name), Some(params)) = (field(node, ids.name, ids.identifier), field(node, ids.params_field, ids.parameters)) {
-                    if let (Some(n), Some(p)) = (text(name), text(params)) {
-                        emit(Kind::Def, n);
-                        emit(Kind::Signature, &format!("{n}{}", collapse_ws(p)));
-                    }
+                if let (Some(name), Some(params)) = (field(node, ids.name, ids.identifier), field(node, ids.params_field, ids.parameters))
+                    && let (Some(n), Some(p)) = (text(name), text(params))
+                {
+                    emit(Kind::Def, n);
+                    emit(Kind::Signature, &format!("{n}{}", collapse_ws(p)));
                 }
             } else if k == ids.class {
                 if let Some(t) = field(node, ids.name, ids.identifier).and_then(text) {
