@@ -9,8 +9,8 @@ mod util;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use util::{Daemon, Repo, git_in};
+use serde_json::json;
+use util::{Daemon, Repo, reference_digest};
 
 fn project(root: &Path) -> Repo {
     let repo = Repo::init(&root.join("project"));
@@ -25,34 +25,8 @@ fn register(daemon: &Daemon, path: &Path) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Waits until the tracked ref's state reaches `tip` with nothing pending; returns that ref.
-fn settled(daemon: &Daemon, repo: &Path, refname: &str, tip: &str) -> Value {
-    daemon.wait_for(Duration::from_secs(60), &format!("{refname} to reach {tip}"), || {
-        let s = daemon.repo_status(repo);
-        let r = s["refs"].as_array()?.iter().find(|r| r["ref"] == refname)?.clone();
-        (r["last_commit"] == tip && r["adapter_commit"] == tip && s["pending"] == false).then_some(r)
-    })
-}
-
 fn first_parent_count(repo: &Repo, from: &str, to: &str) -> u64 {
     repo.git(&["rev-list", "--first-parent", "--count", &format!("{from}..{to}")]).parse().unwrap()
-}
-
-/// A fresh daemon on a fresh clone walks `origin..tip` in one go: the state digest the
-/// daemon under test must have reached by whatever path.
-fn reference_digest(root: &Path, source: &Repo, origin: &str, tip: &str) -> String {
-    let dir = root.join(format!("reference-{}", &tip[..8]));
-    std::fs::create_dir_all(&dir).unwrap();
-    git_in(&dir, &["clone", "-q", source.path.to_str().unwrap(), "repo"]);
-    let clone = Repo { path: std::fs::canonicalize(dir.join("repo")).unwrap() };
-    clone.git(&["checkout", "-q", "-B", "main", origin]);
-    let daemon = Daemon::start(&dir);
-    let out = daemon.cli(&["register", "--no-hooks", clone.path.to_str().unwrap()]);
-    assert!(out.status.success());
-    settled(&daemon, &clone.path, "refs/heads/main", origin);
-    clone.git(&["reset", "-q", "--hard", tip]);
-    daemon.request(json!({"op": "notify", "repo": clone.path}));
-    settled(&daemon, &clone.path, "refs/heads/main", tip)["state_sha256"].as_str().unwrap().to_owned()
 }
 
 fn adapter_dirs(daemon: &Daemon) -> usize {
@@ -74,7 +48,7 @@ fn started(root: &Path) -> (Daemon, Repo, String) {
     let repo = project(root);
     let origin = repo.head();
     register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    daemon.settled(&repo.path, "refs/heads/main", &origin);
     (daemon, repo, origin)
 }
 
@@ -89,10 +63,10 @@ fn a_foreign_hook_keeps_running_beside_ours() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &repo.head());
+    daemon.settled(&repo.path, "refs/heads/main", &repo.head());
     repo.write("pkg/more.py", "import os\n");
     let tip = repo.commit("more");
-    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
     assert_eq!(r["steps"], 1);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n", "the foreign hook ran once");
     let out = daemon.cli(&["hooks", "uninstall", repo.path.to_str().unwrap()]);
@@ -112,19 +86,19 @@ fn a_rebase_of_ten_commits_is_one_walk_and_one_adapter() {
         repo.commit(&format!("feature {i}"));
     }
     register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/feature", &repo.head());
+    daemon.settled(&repo.path, "refs/heads/feature", &repo.head());
     repo.git(&["checkout", "-q", "main"]);
     repo.write("pkg/core.py", "def add(a, b):\n    return b + a\n");
     repo.commit("main moves");
     repo.git(&["checkout", "-q", "feature"]);
-    settled(&daemon, &repo.path, "refs/heads/feature", &repo.head());
+    daemon.settled(&repo.path, "refs/heads/feature", &repo.head());
     let before = adapter_dirs(&daemon);
 
     repo.git(&["rebase", "-q", "main"]);
     let tip = repo.head();
-    let r = settled(&daemon, &repo.path, "refs/heads/feature", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/feature", &tip);
     std::thread::sleep(Duration::from_millis(600)); // let any late wake-up (watcher) land
-    let r2 = settled(&daemon, &repo.path, "refs/heads/feature", &tip);
+    let r2 = daemon.settled(&repo.path, "refs/heads/feature", &tip);
     assert_eq!(r, r2, "late wake-ups change nothing");
     assert_eq!(adapter_dirs(&daemon), before + 1, "one regeneration for the whole rebase");
     assert_eq!(r["origin_commit"], base.as_str(), "rebuilt from the merge base");
@@ -138,12 +112,12 @@ fn an_amend_rebuilds_from_the_parent() {
     let (daemon, repo, _) = started(tmp.path());
     repo.write("pkg/a.py", "A = 1\n");
     let first = repo.commit("a");
-    settled(&daemon, &repo.path, "refs/heads/main", &first);
+    daemon.settled(&repo.path, "refs/heads/main", &first);
     repo.write("pkg/a.py", "A = 2\n");
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "--amend", "-m", "a, amended"]);
     let tip = repo.head();
-    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
     let parent = repo.git(&["rev-parse", "HEAD~1"]);
     assert_eq!(r["origin_commit"], parent.as_str());
     assert_eq!(r["steps"], 1);
@@ -161,7 +135,7 @@ fn a_merge_steps_once_on_the_first_parent_line() {
     repo.git(&["checkout", "-q", "main"]);
     repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
     let tip = repo.head();
-    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
     assert_eq!(r["steps"], 1, "the merge commit is one step; side commits are not walked");
     assert_eq!(r["steps"], first_parent_count(&repo, &origin, &tip));
     assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &repo, &origin, &tip));
@@ -181,12 +155,12 @@ fn the_watcher_sees_update_ref_and_reset_that_no_hook_reports() {
         parent = repo.git(&["commit-tree", &tree, "-p", &parent, "-m", &format!("u{i}")]);
     }
     repo.git(&["update-ref", "refs/heads/main", &parent]);
-    let r = settled(&daemon, &repo.path, "refs/heads/main", &parent);
+    let r = daemon.settled(&repo.path, "refs/heads/main", &parent);
     assert_eq!(r["steps"], 4);
 
     repo.git(&["reset", "-q", "--hard", "HEAD~3"]);
     let tip = repo.head();
-    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
     assert_eq!(r["origin_commit"], tip.as_str(), "history went backwards: rebuilt at the new tip");
     assert_eq!(r["steps"], 0);
 }
@@ -197,17 +171,17 @@ fn branches_keep_their_own_state_and_a_new_branch_forks_from_its_parent() {
     let (daemon, repo, _) = started(tmp.path());
     repo.write("pkg/m.py", "M = 1\n");
     let main_tip = repo.commit("on main");
-    let main_state = settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
+    let main_state = daemon.settled(&repo.path, "refs/heads/main", &main_tip);
 
     repo.git(&["checkout", "-q", "-b", "topic"]);
     repo.write("pkg/t.py", "T = 1\n");
     let topic_tip = repo.commit("on topic");
-    let topic = settled(&daemon, &repo.path, "refs/heads/topic", &topic_tip);
+    let topic = daemon.settled(&repo.path, "refs/heads/topic", &topic_tip);
     assert_eq!(topic["origin_commit"], main_state["origin_commit"], "forked from main's state, not a new snapshot");
     assert_eq!(topic["steps"], 2);
 
     repo.git(&["checkout", "-q", "main"]);
-    let back = settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
+    let back = daemon.settled(&repo.path, "refs/heads/main", &main_tip);
     assert_eq!(back["state_sha256"], main_state["state_sha256"], "switching back redoes nothing");
     assert_eq!(back["steps"], 1);
     let reply = daemon.request(json!({"op": "adapter", "repo": repo.path}));
@@ -221,7 +195,7 @@ fn commits_made_while_the_daemon_is_down_are_caught_up_at_start() {
     let repo = project(tmp.path());
     let origin = repo.head();
     register(&daemon, &repo.path);
-    settled(&daemon, &repo.path, "refs/heads/main", &origin);
+    daemon.settled(&repo.path, "refs/heads/main", &origin);
     daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     for i in 0..3 {
         repo.write(&format!("pkg/d{i}.py"), &format!("D{i} = {i}\n"));
@@ -229,7 +203,7 @@ fn commits_made_while_the_daemon_is_down_are_caught_up_at_start() {
     }
     let tip = repo.head();
     daemon.restart();
-    let r = settled(&daemon, &repo.path, "refs/heads/main", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
     assert_eq!(r["steps"], 3);
 }
 
@@ -238,13 +212,11 @@ fn a_push_to_a_bare_repository_arrives_through_post_receive() {
     let tmp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(tmp.path());
     let work = project(tmp.path());
-    let server = tmp.path().join("server.git");
-    git_in(tmp.path(), &["clone", "-q", "--bare", work.path.to_str().unwrap(), server.to_str().unwrap()]);
-    let server = std::fs::canonicalize(server).unwrap();
+    let server = work.bare_clone_to(&tmp.path().join("server.git"));
     register(&daemon, &server);
     assert!(server.join("hooks/post-receive").exists());
     let origin = work.head();
-    settled(&daemon, &server, "refs/heads/main", &origin);
+    daemon.settled(&server, "refs/heads/main", &origin);
 
     work.git(&["remote", "add", "server", server.to_str().unwrap()]);
     for i in 0..2 {
@@ -253,7 +225,7 @@ fn a_push_to_a_bare_repository_arrives_through_post_receive() {
     }
     let tip = work.head();
     work.git(&["push", "-q", "server", "main"]);
-    let r = settled(&daemon, &server, "refs/heads/main", &tip);
+    let r = daemon.settled(&server, "refs/heads/main", &tip);
     assert_eq!(r["steps"], 2);
     assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &work, &origin, &tip));
 }
@@ -265,13 +237,13 @@ fn a_linked_worktree_follows_its_own_branch() {
     let repo = project(tmp.path());
     register(&daemon, &repo.path);
     let main_tip = repo.head();
-    settled(&daemon, &repo.path, "refs/heads/main", &main_tip);
+    daemon.settled(&repo.path, "refs/heads/main", &main_tip);
     let wt = tmp.path().join("wt");
     repo.git(&["worktree", "add", "-q", "-b", "wt-branch", wt.to_str().unwrap()]);
     let wt_repo = Repo { path: std::fs::canonicalize(&wt).unwrap() };
     wt_repo.write("pkg/wt.py", "W = 1\n");
     let tip = wt_repo.commit("in the worktree"); // the shared hooks directory fires
-    let r = settled(&daemon, &repo.path, "refs/heads/wt-branch", &tip);
+    let r = daemon.settled(&repo.path, "refs/heads/wt-branch", &tip);
     assert_eq!(r["steps"], 1, "forked from main's state: {r}");
     let reply = daemon.request(json!({"op": "adapter", "repo": wt_repo.path}));
     assert_eq!(reply["commit"], tip.as_str(), "asking from the worktree gives its branch's adapter: {reply}");
@@ -284,12 +256,10 @@ fn a_fetch_then_fast_forward_arrives_once() {
     let tmp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(tmp.path());
     let upstream = project(tmp.path());
-    let work_dir = tmp.path().join("work");
-    git_in(tmp.path(), &["clone", "-q", upstream.path.to_str().unwrap(), work_dir.to_str().unwrap()]);
-    let work = Repo { path: std::fs::canonicalize(&work_dir).unwrap() };
+    let work = upstream.clone_to(&tmp.path().join("work"));
     register(&daemon, &work.path);
     let origin = work.head();
-    settled(&daemon, &work.path, "refs/heads/main", &origin);
+    daemon.settled(&work.path, "refs/heads/main", &origin);
     for i in 0..3 {
         upstream.write(&format!("pkg/up{i}.py"), &format!("UP{i} = {i}\n"));
         upstream.commit(&format!("upstream {i}"));
@@ -299,7 +269,7 @@ fn a_fetch_then_fast_forward_arrives_once() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(daemon.repo_status(&work.path)["refs"][0]["last_commit"], origin.as_str(), "a fetch moves no followed ref");
     work.git(&["merge", "-q", "--ff-only", "origin/main"]);
-    let r = settled(&daemon, &work.path, "refs/heads/main", &tip);
+    let r = daemon.settled(&work.path, "refs/heads/main", &tip);
     assert_eq!(r["steps"], 3);
 }
 
@@ -309,19 +279,17 @@ fn a_git_server_can_follow_configured_refs() {
     let daemon = Daemon::start(tmp.path());
     let work = project(tmp.path());
     work.git(&["branch", "release"]);
-    let server = tmp.path().join("srv.git");
-    git_in(tmp.path(), &["clone", "-q", "--bare", work.path.to_str().unwrap(), server.to_str().unwrap()]);
-    let server = std::fs::canonicalize(server).unwrap();
+    let server = work.bare_clone_to(&tmp.path().join("srv.git"));
     let out = daemon.cli(&["register", server.to_str().unwrap(), "--ref", "refs/heads/main", "--ref", "refs/heads/release"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let origin = work.head();
-    settled(&daemon, &server, "refs/heads/main", &origin);
-    settled(&daemon, &server, "refs/heads/release", &origin);
+    daemon.settled(&server, "refs/heads/main", &origin);
+    daemon.settled(&server, "refs/heads/release", &origin);
     work.git(&["checkout", "-q", "release"]);
     work.write("pkg/fix.py", "FIX = 1\n");
     let fix = work.commit("release fix");
     work.git(&["push", "-q", server.to_str().unwrap(), "release"]);
-    let r = settled(&daemon, &server, "refs/heads/release", &fix);
+    let r = daemon.settled(&server, "refs/heads/release", &fix);
     assert_eq!(r["steps"], 1);
     let reply = daemon.request(json!({"op": "adapter", "repo": server, "ref": "refs/heads/release"}));
     assert_eq!(reply["commit"], fix.as_str(), "{reply}");

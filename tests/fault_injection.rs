@@ -14,13 +14,9 @@ const COMMITS: usize = 300;
 const TENSORS_05B: usize = 24 * 7 * 2;
 
 fn setup(root: &Path, source: &Repo, base_commit: &str) -> (Daemon, Repo) {
-    std::fs::create_dir_all(root).unwrap();
-    let config = root.join("evolora.toml");
     // Small groups: many transactions, many places for a kill to land.
-    std::fs::write(&config, "step_group = 4\nkeep_adapters = 2\n").unwrap();
-    let daemon = Daemon::start_with(root, &["--config", config.to_str().unwrap()]);
-    util::git_in(root, &["clone", "-q", source.path.to_str().unwrap(), "repo"]);
-    let repo = Repo { path: std::fs::canonicalize(root.join("repo")).unwrap() };
+    let daemon = Daemon::start_with_config(root, "step_group = 4\nkeep_adapters = 2\n");
+    let repo = source.clone_to(&root.join("repo"));
     repo.git(&["reset", "-q", "--hard", base_commit]);
     let out = daemon.cli(&["register", "--no-hooks", repo.path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -24,11 +24,7 @@ fn commit_and_adapt(daemon: &Daemon, repo: &Repo, at: &Path, refname: &str, text
     let r = Repo { path: at.to_path_buf() };
     r.write("pkg/m.py", text);
     let tip = r.commit(text);
-    daemon.wait_for(Duration::from_secs(60), "an adapter at the new tip", || {
-        let s = daemon.repo_status(&repo.path);
-        let refs = s["refs"].as_array().cloned().unwrap_or_default();
-        refs.iter().any(|x| x["ref"] == refname && x["adapter_commit"] == tip.as_str()).then_some(())
-    });
+    daemon.settled(&repo.path, refname, &tip);
     tip
 }
 
@@ -43,9 +39,7 @@ fn project(root: &Path, name: &str) -> Repo {
 #[test]
 fn newest_k_per_repository_never_a_current_or_pinned_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("evolora.toml");
-    std::fs::write(&config, "keep_adapters = 1\n").unwrap();
-    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    let daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 1\n");
     let repo = project(tmp.path(), "project");
     daemon.register_and_wait(&repo);
     let key = daemon.repo_status(&repo.path)["repo_key"].as_str().unwrap().to_owned();
@@ -92,9 +86,7 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
 #[test]
 fn a_disk_budget_evicts_the_least_recently_queried_first() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("evolora.toml");
-    std::fs::write(&config, "keep_adapters = 10\n").unwrap();
-    let mut daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    let mut daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 10\n");
     let x = project(tmp.path(), "x");
     let y = project(tmp.path(), "y");
     // Times are kept in seconds: a pause between phases orders them.
@@ -121,8 +113,7 @@ fn a_disk_budget_evicts_the_least_recently_queried_first() {
 
     // Room for all but one version: the oldest by creation is X1, but it was queried after
     // Y1 was published, so Y1 goes.
-    std::fs::write(&config, format!("keep_adapters = 10\nadapter_disk_budget = {}\n", bx1 + bx2 + by2 + 100)).unwrap();
-    daemon.reload();
+    daemon.reconfigure(&format!("keep_adapters = 10\nadapter_disk_budget = {}\n", bx1 + bx2 + by2 + 100));
     daemon.wait_for(Duration::from_secs(30), "an eviction", || (!on_disk(&daemon, &ky).contains(&y1)).then_some(()));
     assert_eq!(on_disk(&daemon, &kx), BTreeSet::from([x1.clone(), x2.clone()]));
     assert_eq!(on_disk(&daemon, &ky), BTreeSet::from([y2.clone()]));
@@ -131,8 +122,7 @@ fn a_disk_budget_evicts_the_least_recently_queried_first() {
     // A budget nothing fits in: current and pinned versions stay, and the log says so.
     let out = daemon.cli(&["pin", x.path.to_str().unwrap(), &x1]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    std::fs::write(&config, "keep_adapters = 10\nadapter_disk_budget = \"1 kB\"\n").unwrap();
-    daemon.reload();
+    daemon.reconfigure("keep_adapters = 10\nadapter_disk_budget = \"1 kB\"\n");
     daemon.wait_for(Duration::from_secs(30), "the over-budget warning", || {
         daemon.log_text().contains("exceeded by current and pinned adapters alone").then_some(())
     });

@@ -216,10 +216,8 @@ fn a_different_model_rebuilds_states_from_snapshots_instead_of_mixing() {
     daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
 
     // Same preset, another seed: another model.
-    let config = tmp.path().join("other-model.toml");
-    std::fs::write(&config, "[model]\nseed = 12345\n").unwrap();
     drop(daemon);
-    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    let daemon = Daemon::start_with_config(tmp.path(), "[model]\nseed = 12345\n");
     let after = daemon.wait_for(Duration::from_secs(60), "the rebuilt state", || {
         let s = daemon.repo_status(&a.path);
         (s["pending"] == false && s["refs"][0]["model_fingerprint"] != before["refs"][0]["model_fingerprint"]).then_some(s)

@@ -37,9 +37,7 @@ fn adapter_count(daemon: &Daemon) -> usize {
 #[test]
 fn a_burst_of_500_commits_is_500_steps_and_one_adapter() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("evolora.toml");
-    std::fs::write(&config, "keep_adapters = 10\n").unwrap();
-    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    let daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 10\n");
     let repo = project(tmp.path());
     daemon.register_and_wait(&repo);
     let before = adapter_count(&daemon);
@@ -53,13 +51,7 @@ fn a_burst_of_500_commits_is_500_steps_and_one_adapter() {
 #[test]
 fn sigterm_during_a_catch_up_exits_zero_and_the_walk_resumes_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("evolora.toml");
-    std::fs::write(&config, "step_group = 4\n").unwrap();
-    let args = ["--config", config.to_str().unwrap()];
-    for d in ["a", "b"] {
-        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
-    }
-    let mut daemon = Daemon::start_with(&tmp.path().join("a"), &args);
+    let mut daemon = Daemon::start_with_config(&tmp.path().join("a"), "step_group = 4\n");
     let repo = project(tmp.path());
     let origin = repo.head();
     daemon.register_and_wait(&repo);
@@ -78,24 +70,14 @@ fn sigterm_during_a_catch_up_exits_zero_and_the_walk_resumes_bit_identically() {
     assert_eq!(resumed["steps"], total as u64);
 
     // The same history walked in one go by another daemon, from the same origin.
-    let clone = tmp.path().join("clone");
-    util::git_in(tmp.path(), &["clone", "-q", repo.path.to_str().unwrap(), clone.to_str().unwrap()]);
-    let clone = Repo { path: std::fs::canonicalize(&clone).unwrap() };
-    clone.git(&["reset", "-q", "--hard", &origin]);
-    let other = Daemon::start_with(&tmp.path().join("b"), &args);
-    other.register_and_wait(&clone);
-    clone.git(&["reset", "-q", "--hard", &tip]);
-    let straight = idle(&other, &clone, &tip);
-    assert_eq!(straight["steps"], total as u64);
-    assert_eq!(resumed["state_sha256"], straight["state_sha256"], "stopping and resuming changed the state");
+    let straight = util::reference_digest(tmp.path(), &repo, &origin, &tip);
+    assert_eq!(resumed["state_sha256"], straight.as_str(), "stopping and resuming changed the state");
 }
 
 #[test]
 fn triggers_fire_when_and_only_when_they_should_and_sighup_changes_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("evolora.toml");
-    std::fs::write(&config, "keep_adapters = 20\n[triggers]\nevery_commit = false\nmanifest_changed = true\nevery_n_commits = 3\n").unwrap();
-    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    let daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 20\n[triggers]\nevery_commit = false\nmanifest_changed = true\nevery_n_commits = 3\n");
     let repo = project(tmp.path());
     daemon.register_and_wait(&repo);
     let origin = repo.head();
@@ -117,8 +99,7 @@ fn triggers_fire_when_and_only_when_they_should_and_sighup_changes_them() {
     assert_eq!(idle(&daemon, &repo, &tip)["adapter_commit"], tip.as_str(), "a manifest change fires");
 
     // Reload: every commit now.
-    std::fs::write(&config, "keep_adapters = 20\n[triggers]\nevery_commit = true\n").unwrap();
-    daemon.reload();
+    daemon.reconfigure("keep_adapters = 20\n[triggers]\nevery_commit = true\n");
     let r = commit("d");
     assert_eq!(r["adapter_commit"], repo.head().as_str(), "after SIGHUP every commit fires");
 }
@@ -241,16 +222,13 @@ fn per_repository_overrides_and_drift_resets() {
     let b = Repo::init(&tmp.path().join("b"));
     b.write("b.py", "B = 0\n");
     b.commit("b0");
-    let config = tmp.path().join("evolora.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let daemon = Daemon::start_with_config(
+        tmp.path(),
+        &format!(
             "[triggers]\nevery_commit = true\ndrift_reset_every = 3\n[[repo]]\npath = \"{}\"\n[repo.triggers]\nevery_commit = false\nevery_n_commits = 2\ndrift_reset_every = 0\n",
             a.path.display()
         ),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(tmp.path(), &["--config", config.to_str().unwrap()]);
+    );
     for r in [&a, &b] {
         let out = daemon.cli(&["register", r.path.to_str().unwrap()]);
         assert!(out.status.success());

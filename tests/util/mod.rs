@@ -28,6 +28,15 @@ impl Daemon {
         Self::start_with(root, &[])
     }
 
+    /// Starts the daemon with `<root>/evolora.toml` holding `config` (see
+    /// [`Daemon::reconfigure`]).
+    pub fn start_with_config(root: &Path, config: &str) -> Daemon {
+        std::fs::create_dir_all(root).unwrap();
+        let file = root.join("evolora.toml");
+        std::fs::write(&file, config).unwrap();
+        Self::start_with(root, &["--config", file.to_str().unwrap()])
+    }
+
     pub fn start_with(root: &Path, extra: &[&str]) -> Daemon {
         let mut d = Daemon {
             state_dir: root.join("state"),
@@ -123,6 +132,13 @@ impl Daemon {
         self.wait_for(Duration::from_secs(10), "the configuration reload", || (count(self) > before).then_some(()));
     }
 
+    /// Rewrites the config file the daemon was started with, then waits for its reload.
+    pub fn reconfigure(&self, config: &str) {
+        let file = self.extra.iter().skip_while(|a| *a != "--config").nth(1).expect("started with --config");
+        std::fs::write(file, config).unwrap();
+        self.reload();
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the daemon first");
         self.spawn();
@@ -165,6 +181,16 @@ impl Daemon {
         reply["repos"][0].clone()
     }
 
+    /// Waits until `refname`'s state reaches `tip`, with an adapter there and nothing
+    /// pending; returns that ref's status.
+    pub fn settled(&self, repo: &Path, refname: &str, tip: &str) -> Value {
+        self.wait_for(Duration::from_secs(60), &format!("{refname} to reach {tip}"), || {
+            let s = self.repo_status(repo);
+            let r = s["refs"].as_array()?.iter().find(|r| r["ref"] == refname)?.clone();
+            (r["last_commit"] == tip && r["adapter_commit"] == tip && s["pending"] == false).then_some(r)
+        })
+    }
+
     /// Polls `f` until it returns Some, failing after `within`.
     pub fn wait_for<T>(&self, within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + within;
@@ -185,6 +211,26 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// The state digest a fresh daemon reaches walking `origin..tip` of a clone of `source` in
+/// one go: what a daemon under test must have reached by whatever path. Works in
+/// `<root>/reference-<tip>`.
+pub fn reference_digest(root: &Path, source: &Repo, origin: &str, tip: &str) -> String {
+    let dir = root.join(format!("reference-{}", &tip[..8]));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clone = source.clone_to(&dir.join("repo"));
+    clone.git(&["checkout", "-q", "-B", "main", origin]);
+    let daemon = Daemon::start(&dir);
+    let out = daemon.cli(&["register", "--no-hooks", clone.path.to_str().unwrap()]);
+    assert!(out.status.success());
+    daemon.settled(&clone.path, "refs/heads/main", origin);
+    clone.git(&["reset", "-q", "--hard", tip]);
+    daemon.request(serde_json::json!({"op": "notify", "repo": clone.path}));
+    let r = daemon.settled(&clone.path, "refs/heads/main", tip);
+    let walked: u64 = clone.git(&["rev-list", "--first-parent", "--count", &format!("{origin}..{tip}")]).parse().unwrap();
+    assert_eq!(r["steps"], walked, "the reference walked every first-parent commit");
+    r["state_sha256"].as_str().unwrap().to_owned()
 }
 
 /// A work-tree repository driven with the git CLI, isolated from the user's git config.
@@ -226,6 +272,18 @@ impl Repo {
 
     pub fn git(&self, args: &[&str]) -> String {
         git_in(&self.path, args)
+    }
+
+    /// `git clone` of this repository into `dest`, with a work tree.
+    pub fn clone_to(&self, dest: &Path) -> Repo {
+        git_in(dest.parent().unwrap(), &["clone", "-q", self.path.to_str().unwrap(), dest.to_str().unwrap()]);
+        Repo { path: std::fs::canonicalize(dest).unwrap() }
+    }
+
+    /// `git clone --bare` of this repository into `dest`; returns its canonical path.
+    pub fn bare_clone_to(&self, dest: &Path) -> PathBuf {
+        git_in(dest.parent().unwrap(), &["clone", "-q", "--bare", self.path.to_str().unwrap(), dest.to_str().unwrap()]);
+        std::fs::canonicalize(dest).unwrap()
     }
 
     pub fn write(&self, rel: &str, text: &str) {
