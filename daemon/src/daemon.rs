@@ -200,10 +200,7 @@ fn enforce_budget_in_background(shared: &Arc<Shared>) {
     }
     let shared = shared.clone();
     let spawned = std::thread::Builder::new().name("evolora-retention".into()).spawn(move || {
-        match shared.retention.enforce_budget(&shared.store, &cfg.adapters_dir(), budget) {
-            Ok(report) => report.log(budget),
-            Err(e) => warn!(error = %e, "adapter disk budget not enforced"),
-        }
+        shared.retention.apply_budget(&shared.store, &cfg.adapters_dir(), budget);
     });
     if let Err(e) = spawned {
         warn!(error = %e, "adapter disk budget not enforced");

@@ -392,14 +392,13 @@ impl Engine {
     /// their adapters protected from retention forever. A branch merely not checked out any
     /// more keeps its state.
     fn forget_deleted_refs(&self, key: &str, repo: &Repository, followed: &[(String, Option<Oid>)]) -> Result<(), JobError> {
-        for state in self.shared.store.ref_states(key)? {
-            let name = state.refname.as_str();
-            if followed.iter().any(|(r, _)| r == name) {
+        for name in self.shared.store.ref_names(key)? {
+            if followed.iter().any(|(r, _)| *r == name) {
                 continue;
             }
-            if matches!(repo.find_reference(name), Err(e) if e.code() == git2::ErrorCode::NotFound) {
+            if matches!(repo.find_reference(&name), Err(e) if e.code() == git2::ErrorCode::NotFound) {
                 info!(repo = %key, %name, "the ref was deleted: forgetting its state");
-                self.shared.store.remove_ref_state(key, name)?;
+                self.shared.store.remove_ref_state(key, &name)?;
             }
         }
         Ok(())
@@ -541,16 +540,7 @@ impl Engine {
         if budget == 0 || self.adapter_bytes.is_some_and(|b| b <= budget) {
             return;
         }
-        match retention.enforce_budget(&self.shared.store, &cfg.adapters_dir(), budget) {
-            Ok(report) => {
-                self.adapter_bytes = Some(report.total);
-                report.log(budget);
-            }
-            Err(e) => {
-                self.adapter_bytes = None;
-                warn!(error = %e, "adapter disk budget not enforced");
-            }
-        }
+        self.adapter_bytes = retention.apply_budget(&self.shared.store, &cfg.adapters_dir(), budget);
     }
 }
 

@@ -45,7 +45,7 @@ pub struct BudgetReport {
 }
 
 impl BudgetReport {
-    pub fn log(&self, budget: u64) {
+    fn log(&self, budget: u64) {
         if self.evicted > 0 {
             info!(evicted = self.evicted, freed = self.freed, total = self.total, budget, "adapter disk budget: evicted least recently queried versions");
         }
@@ -175,6 +175,21 @@ impl Retention {
             report.total -= done.freed.min(report.total);
         }
         Ok(report)
+    }
+
+    /// [`Retention::enforce_budget`], its outcome logged. Returns the bytes on record
+    /// afterwards, if the pass completed.
+    pub fn apply_budget(&self, store: &StateStore, root: &Path, budget: u64) -> Option<u64> {
+        match self.enforce_budget(store, root, budget) {
+            Ok(report) => {
+                report.log(budget);
+                Some(report.total)
+            }
+            Err(e) => {
+                warn!(error = %e, "adapter disk budget not enforced");
+                None
+            }
+        }
     }
 
     /// Deletes the named versions of one repository unless protected or pinned at the moment

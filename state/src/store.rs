@@ -149,6 +149,16 @@ impl StateStore {
         self.refs.scan_prefix(repo_prefix(repo)).values().map(|v| RefState::from_bytes(&v?)).collect()
     }
 
+    /// The refs of a repository that have a state, read from the keys alone.
+    pub fn ref_names(&self, repo: &str) -> Result<Vec<String>, StateError> {
+        let prefix = repo_prefix(repo);
+        self.refs
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
     /// Forgets one ref's state (the ref was deleted); its adapter records stay.
     pub fn remove_ref_state(&self, repo: &str, refname: &str) -> Result<(), StateError> {
         self.refs.remove(ref_key(repo, refname))?;
@@ -282,6 +292,7 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(s.ref_state("r", "refs/heads/main").unwrap().unwrap().steps, 3);
         assert_eq!(s.ref_states("r").unwrap().len(), 2);
+        assert_eq!(s.ref_names("r").unwrap(), ["refs/heads/dev", "refs/heads/main"]);
         assert!(s.ref_states("rr").unwrap().is_empty(), "prefix scan must not leak into other repos");
     }
 
