@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use evolora_model::encoder::HashedEncoder;
+use evolora_model::encoder::{DiffInput, HashedEncoder};
 use evolora_model::hypernet::StepPolicy;
 use git2::{Oid, Repository};
 
@@ -61,6 +61,20 @@ impl Worker {
         self.repo.as_ref().map_err(|e| GitError::NotARepository(e.to_string()))
     }
 
+    /// A diff's vector; with `file_threads` > 1 its files are encoded in parallel and pooled
+    /// in file order, which gives the same bits.
+    fn encode(&self, diff: &DiffInput) -> Vec<f32> {
+        if self.file_threads <= 1 {
+            return self.encoder.encode_diff(diff).vector;
+        }
+        let mut files = Vec::with_capacity(diff.files.len());
+        ordered_map(&diff.files, self.file_threads, 4 * self.file_threads, || HashedEncoder, |enc, f| enc.diff_file_vector(f), |_, v| {
+            files.push(v);
+            true
+        });
+        self.encoder.pool_diff(diff, files).vector
+    }
+
     /// First-parent facts of a commit: (adds test assertions, touched a manifest).
     fn facts(&self, oid: Oid, globs: &[String]) -> Result<(bool, bool), GitError> {
         let d = git::commit_diff(self.repo()?, oid, DiffLimits::default())?;
@@ -87,7 +101,7 @@ impl Worker {
             }
         };
         let truncated = input.as_ref().is_some_and(|i| i.truncated);
-        let vector = input.map(|i| self.encoder.encode_diff_on(&i, self.file_threads).vector);
+        let vector = input.map(|i| self.encode(&i));
         Ok(Prepared { oid: plan.oid, manifest_changed, vector, truncated })
     }
 }
@@ -124,6 +138,30 @@ pub fn plan(git_dir: &Path, commits: &[Oid], policy: StepPolicy, step_base: Opti
                     Planned { oid, step, manifest_changed: Some(manifest) }
                 })
                 .collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evolora_model::encoder::FileDiff;
+
+    #[test]
+    fn a_commit_whose_files_are_spread_over_threads_encodes_to_the_same_bits() {
+        let files = (0..23)
+            .map(|i| FileDiff {
+                path: if i % 3 == 0 { format!("docs/f{i}.md") } else { format!("pkg/m{i}.py") },
+                added: format!("import os\ndef f{i}(x, y={i}):\n    return os.path.join(x, str(y))\n"),
+                removed: format!("def g{i}():\n    pass\n").repeat(i % 4),
+            })
+            .collect();
+        let diff = DiffInput { files, truncated: false };
+        let one = HashedEncoder.encode_diff(&diff).vector;
+        for threads in [2, 3, 8, 64] {
+            let worker = Worker { repo: Err(GitError::NotARepository("unused".into())), encoder: HashedEncoder, file_threads: threads };
+            let many = worker.encode(&diff);
+            assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
         }
     }
 }

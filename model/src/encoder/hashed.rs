@@ -15,8 +15,6 @@
 //! 4. Bounds. At most [`HashedEncoder::MAX_FILE_BYTES`] of each text are read (cut at a
 //!    char boundary); cut texts mark the result truncated.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use super::python::{self, Kind};
 use super::{DiffInput, Encoded, FileDiff};
 use crate::init::fnv1a64;
@@ -110,49 +108,17 @@ impl HashedEncoder {
         self.pool_diff(diff, vectors)
     }
 
-    /// [`Self::encode_diff`] with the files spread over `threads` threads (a single large
-    /// commit). The same bits: file vectors are pooled in file order either way.
-    pub fn encode_diff_on(&self, diff: &DiffInput, threads: usize) -> Encoded {
-        let n = diff.files.len();
-        let threads = threads.min(n);
-        if threads <= 1 {
-            return self.encode_diff(diff);
-        }
-        let next = AtomicUsize::new(0);
-        let mut vectors: Vec<Option<(Vec<f32>, bool)>> = vec![None; n];
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= n {
-                                return done;
-                            }
-                            done.push((i, self.diff_file_vector(&diff.files[i])));
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                for (i, v) in worker.join().expect("an encode thread panicked") {
-                    vectors[i] = Some(v);
-                }
-            }
-        });
-        self.pool_diff(diff, vectors.into_iter().map(|v| v.expect("every file encoded")).collect())
-    }
-
     /// One file of a diff: its added and removed lines, normalised; true if a text was cut.
-    fn diff_file_vector(&self, f: &FileDiff) -> (Vec<f32>, bool) {
+    /// Callers spreading a commit's files over threads pool these with [`Self::pool_diff`].
+    pub fn diff_file_vector(&self, f: &FileDiff) -> (Vec<f32>, bool) {
         let mut v = vec![0.0; Self::HALF];
         let cut = self.accumulate(&f.path, &f.added, Channel::Added, &mut v) | self.accumulate(&f.path, &f.removed, Channel::Removed, &mut v);
         normalise(&mut v);
         (v, cut)
     }
 
-    fn pool_diff(&self, diff: &DiffInput, vectors: Vec<(Vec<f32>, bool)>) -> Encoded {
+    /// The commit vector from its files' vectors, in file order.
+    pub fn pool_diff(&self, diff: &DiffInput, vectors: Vec<(Vec<f32>, bool)>) -> Encoded {
         let truncated = diff.truncated || vectors.iter().any(|(_, cut)| *cut);
         Encoded { vector: self.pool(vectors.iter().map(|(v, _)| v.as_slice())), files: vectors.len(), truncated }
     }
@@ -230,24 +196,6 @@ mod tests {
         assert!(seen.contains(&(Kind::Def, "f".into())));
         assert!(seen.contains(&(Kind::Signature, "f(self, x: int)".into())));
         assert!(seen.contains(&(Kind::Call, "join".into())));
-    }
-
-    #[test]
-    fn files_spread_over_threads_encode_to_the_same_bits() {
-        let files = (0..23)
-            .map(|i| FileDiff {
-                path: if i % 3 == 0 { format!("docs/f{i}.md") } else { format!("pkg/m{i}.py") },
-                added: format!("import os\ndef f{i}(x, y={i}):\n    return os.path.join(x, str(y))\n"),
-                removed: format!("def g{i}():\n    pass\n").repeat(i % 4),
-            })
-            .collect();
-        let diff = DiffInput { files, truncated: false };
-        let one = HashedEncoder.encode_diff(&diff);
-        for threads in [2, 3, 8, 64] {
-            let many = HashedEncoder.encode_diff_on(&diff, threads);
-            assert!(one.vector.iter().zip(&many.vector).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
-            assert_eq!((many.files, many.truncated), (one.files, one.truncated));
-        }
     }
 
     #[test]
