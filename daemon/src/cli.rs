@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
+use evolora_model::hypernet::StepPolicy;
+use evolora_protocol::Client;
+use evolora_protocol::reply::Status;
 
 use crate::config::{self, Config};
 
@@ -157,8 +159,8 @@ enum ModelAction {
         #[arg(long)]
         out: PathBuf,
         /// Step policy recorded in the checkpoint: every-commit or paper
-        #[arg(long, default_value = "every-commit")]
-        step_policy: String,
+        #[arg(long, default_value = "every-commit", value_parser = parse_step_policy)]
+        step_policy: StepPolicy,
         #[command(flatten)]
         model: crate::offline::ModelChoice,
     },
@@ -212,19 +214,17 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))
 }
 
-fn call(socket: &Path, req: Value, timeout: Duration) -> Result<Value> {
-    let reply = evolora_hooks::request(socket, &req, timeout)?;
-    if reply.get("ok") == Some(&Value::Bool(true)) {
-        return Ok(reply);
+fn parse_step_policy(name: &str) -> Result<StepPolicy, String> {
+    match name {
+        "paper" => Ok(StepPolicy::Paper),
+        "every-commit" => Ok(StepPolicy::EveryCommit),
+        other => Err(format!("unknown step policy `{other}` (every-commit, paper)")),
     }
-    let msg = reply.pointer("/error/message").and_then(Value::as_str).unwrap_or("the daemon refused the request");
-    bail!("{msg}")
 }
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let socket = cli.socket.clone().unwrap_or_else(config::default_socket);
+    let client = Client::new(&socket);
     match cli.command {
         Command::Daemon(args) => {
             init_tracing();
@@ -249,19 +249,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Register { path, no_hooks, refs } => {
             let path = absolute(&path)?;
-            let reply = call(&socket, json!({"op": "register", "repo": path, "refs": refs}), TIMEOUT)?;
+            let reply = client.register(&path, refs)?;
             if !no_hooks {
                 let exe = std::env::current_exe().context("locating the evolora binary for the hooks")?;
                 let report = evolora_hooks::install(&path, &exe, Some(&socket))?;
                 let names: Vec<&str> = report.hooks.iter().map(|(h, _)| h.as_str()).collect();
                 println!("hooks installed in {}: {}", report.hooks_dir.display(), names.join(", "));
             }
-            let already = reply["already_registered"].as_bool().unwrap_or(false);
-            println!("{} {} as {}", if already { "already registered:" } else { "registered" }, path.display(), reply["repo_key"].as_str().unwrap_or("?"));
+            let already = if reply.already_registered { "already registered:" } else { "registered" };
+            println!("{already} {} as {}", path.display(), reply.repo_key);
         }
         Command::Unregister { path, keep_hooks } => {
             let path = absolute(&path)?;
-            call(&socket, json!({"op": "unregister", "repo": path}), TIMEOUT)?;
+            client.unregister(&path)?;
             if !keep_hooks {
                 evolora_hooks::uninstall(&path)?;
             }
@@ -269,20 +269,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Adapter { path, refname, wait, json } => {
             let path = absolute(&path)?;
-            let wait_ms = wait.map(|s| (s.max(0.0) * 1000.0) as u64).unwrap_or(0);
-            let reply = call(&socket, json!({"op": "adapter", "repo": path, "ref": refname, "wait_ms": wait_ms}), TIMEOUT + Duration::from_millis(wait_ms))?;
+            let wait = Duration::from_millis(wait.map(|s| (s.max(0.0) * 1000.0) as u64).unwrap_or(0));
+            let reply = client.adapter(&path, refname, wait)?;
             if json {
-                println!("{reply}");
+                println!("{}", serde_json::to_string(&reply)?);
             } else {
-                if let Some(w) = reply["warning"].as_str() {
+                if let Some(w) = &reply.warning {
                     eprintln!("warning: {w}");
                 }
-                println!("{}", reply["path"].as_str().unwrap_or_default());
+                println!("{}", reply.path);
             }
         }
         Command::Status { path, json } => {
             let repo = path.as_deref().map(absolute).transpose()?;
-            let reply = call(&socket, json!({"op": "status", "repo": repo}), TIMEOUT)?;
+            let reply = client.status(repo.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             } else {
@@ -296,24 +296,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             if quiet {
                 // What hooks run: hand the line over and go; a commit never waits for us.
-                evolora_hooks::notify_and_forget(&socket, &repo, Duration::from_millis(250))?;
+                client.with_timeout(Duration::from_millis(250)).notify_and_forget(&repo)?;
             } else {
-                evolora_hooks::notify(&socket, &repo, Duration::from_secs(5))?;
+                client.with_timeout(Duration::from_secs(5)).notify(&repo)?;
                 println!("notified");
             }
         }
         Command::Regenerate { path } => {
             let path = absolute(&path)?;
-            call(&socket, json!({"op": "regenerate", "repo": path}), TIMEOUT)?;
+            client.regenerate(&path)?;
             println!("regeneration queued for {}", path.display());
         }
         Command::Reset { path } => {
             let path = absolute(&path)?;
-            call(&socket, json!({"op": "reset", "repo": path}), TIMEOUT)?;
+            client.reset(&path)?;
             println!("reset queued for {}", path.display());
         }
-        Command::Pin { path, adapter } => pin(&socket, &path, adapter, "pin")?,
-        Command::Unpin { path, adapter } => pin(&socket, &path, adapter, "unpin")?,
+        Command::Pin { path, adapter } => pin(&client, &path, adapter, true)?,
+        Command::Unpin { path, adapter } => pin(&client, &path, adapter, false)?,
         Command::Hooks { action } => {
             let (path, verb) = match &action {
                 HooksAction::Install { path } => (path, "install"),
@@ -339,31 +339,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ModelAction::Run { embeddings, out, state_out, model } => {
                 crate::offline::model_run(&model, &embeddings, &out, state_out.as_deref())?
             }
-            ModelAction::Export { out, step_policy, model } => {
-                let policy = match step_policy.as_str() {
-                    "paper" => evolora_model::hypernet::StepPolicy::Paper,
-                    "every-commit" => evolora_model::hypernet::StepPolicy::EveryCommit,
-                    other => bail!("unknown step policy `{other}` (every-commit, paper)"),
-                };
-                crate::offline::export_seeded(&model, &out, policy)?
-            }
+            ModelAction::Export { out, step_policy, model } => crate::offline::export_seeded(&model, &out, step_policy)?,
         },
         Command::Ping => {
-            let reply = call(&socket, json!({"op": "ping"}), Duration::from_secs(5))?;
-            println!("evolora daemon {} (pid {}) is up", reply["version"].as_str().unwrap_or("?"), reply["pid"]);
+            let reply = client.with_timeout(Duration::from_secs(5)).ping()?;
+            println!("evolora daemon {} (pid {}) is up", reply.version, reply.pid);
         }
         Command::Shutdown => {
-            call(&socket, json!({"op": "shutdown"}), Duration::from_secs(5))?;
+            client.with_timeout(Duration::from_secs(5)).shutdown()?;
             println!("daemon stopping");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn pin(socket: &Path, path: &Path, adapter: Option<String>, op: &str) -> Result<()> {
-    let path = absolute(path)?;
-    let reply = call(socket, json!({"op": op, "repo": path, "adapter": adapter}), TIMEOUT)?;
-    println!("{}ned {}", op, reply["path"].as_str().unwrap_or_default());
+fn pin(client: &Client, path: &Path, adapter: Option<String>, pinned: bool) -> Result<()> {
+    let reply = client.pin(&absolute(path)?, adapter, pinned)?;
+    println!("{} {}", if pinned { "pinned" } else { "unpinned" }, reply.path);
     Ok(())
 }
 
@@ -391,42 +383,25 @@ fn daemon_config(args: DaemonArgs, socket: Option<PathBuf>) -> Result<Config> {
     Ok(cfg)
 }
 
-fn print_status(reply: &Value) {
-    if let Some(m) = reply.get("model").filter(|m| !m.is_null()) {
-        println!(
-            "model: {} ({}), encoder {}, {}",
-            m["architecture"].as_str().unwrap_or("?"),
-            m["base"].as_str().unwrap_or("?"),
-            m["encoder"].as_str().unwrap_or("?"),
-            if m["trained"].as_bool() == Some(true) { "trained" } else { "UNTRAINED (seeded)" }
-        );
+fn print_status(reply: &Status) {
+    if let Some(m) = &reply.model {
+        let trained = if m.trained { "trained" } else { "UNTRAINED (seeded)" };
+        println!("model: {} ({}), encoder {}, {trained}", m.architecture, m.base, m.encoder);
     }
-    let repos = reply["repos"].as_array().cloned().unwrap_or_default();
-    if repos.is_empty() {
+    if reply.repos.is_empty() {
         println!("no repositories registered; add one with `evolora register <path>`");
     }
-    for r in repos {
-        println!("{}  {}{}", r["repo_key"].as_str().unwrap_or("?"), r["git_dir"].as_str().unwrap_or("?"), if r["pending"] == true { "  (working)" } else { "" });
-        if let Some(e) = r["error"].as_str() {
+    for r in &reply.repos {
+        println!("{}  {}{}", r.repo_key, r.git_dir, if r.pending { "  (working)" } else { "" });
+        if let Some(e) = &r.error {
             println!("  error: {e}");
         }
-        for s in r["refs"].as_array().cloned().unwrap_or_default() {
-            println!(
-                "  {}: {} steps, last {} , adapter {}",
-                s["ref"].as_str().unwrap_or("?"),
-                s["steps"],
-                s["last_commit"].as_str().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
-                s["adapter"].as_str().unwrap_or("none yet"),
-            );
+        for s in &r.refs {
+            let last = &s.last_commit[..s.last_commit.len().min(12)];
+            println!("  {}: {} steps, last {last} , adapter {}", s.refname, s.steps, s.adapter.as_deref().unwrap_or("none yet"));
         }
-        for a in r["adapters"].as_array().cloned().unwrap_or_default() {
-            println!(
-                "  version {}{}  {} bytes  {}",
-                a["dir"].as_str().unwrap_or("?"),
-                if a["pinned"] == true { " (pinned)" } else { "" },
-                a["bytes"],
-                a["ref"].as_str().unwrap_or("?"),
-            );
+        for a in r.adapters.iter().flatten() {
+            println!("  version {}{}  {} bytes  {}", a.dir, if a.pinned { " (pinned)" } else { "" }, a.bytes, a.refname);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use evolora_model::peft::AdapterDtype;
 use serde::{Deserialize, Serialize};
 
 /// When to regenerate an adapter. The GRU always advances on every commit; these decide
@@ -61,8 +62,8 @@ pub struct ModelSettings {
     pub base: String,
     /// `cpu` or `cuda:N`.
     pub device: String,
-    /// Adapter tensor dtype: f32, bf16, f16.
-    pub dtype: String,
+    /// Adapter tensor dtype: f32, bf16, f16 (anything else is refused when the file loads).
+    pub dtype: AdapterDtype,
 }
 
 impl Default for ModelSettings {
@@ -73,7 +74,7 @@ impl Default for ModelSettings {
             seed: 0xC0DE_2A0A,
             base: "qwen2.5-coder-1.5b".into(),
             device: "cpu".into(),
-            dtype: "f32".into(),
+            dtype: AdapterDtype::F32,
         }
     }
 }
@@ -253,9 +254,9 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// See [`evolora_hooks::default_socket`]: hooks and the daemon must agree.
+/// See [`evolora_protocol::default_socket`]: hooks and the daemon must agree.
 pub fn default_socket() -> PathBuf {
-    evolora_hooks::default_socket()
+    evolora_protocol::default_socket()
 }
 
 #[cfg(test)]
@@ -288,6 +289,12 @@ mod tests {
         assert_eq!(budget("\"0\"").unwrap(), 0);
         assert!(budget("\"20 parsecs\"").unwrap_err().to_string().contains("unknown unit"));
         assert!(budget("\"lots\"").is_err());
+    }
+
+    #[test]
+    fn a_mistyped_adapter_dtype_is_refused() {
+        assert_eq!(toml::from_str::<Config>("[model]\ndtype = \"bf16\"\n").unwrap().model.dtype, AdapterDtype::Bf16);
+        assert!(toml::from_str::<Config>("[model]\ndtype = \"bf61\"\n").is_err(), "no silent fallback to f32");
     }
 
     #[test]

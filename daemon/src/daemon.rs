@@ -11,12 +11,12 @@ use tokio::net::UnixListener;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use evolora_model::encoder::HashedEncoder;
-use crate::engine::{self, Engine};
-use crate::publish;
+use crate::context::Daemon;
+use crate::job::{self, Engine, JobContext};
 use crate::scheduler::JobFlags;
 use crate::server;
-use crate::shared::Shared;
+use crate::signals::{Signal, SignalStream};
+use evolora_model::encoder::HashedEncoder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -76,37 +76,32 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     if store.was_recovered() {
         warn!("the previous daemon did not shut down cleanly; state was recovered from the log");
     }
-    let orphans = publish::remove_orphans(&config.adapters_dir());
-    if orphans > 0 {
-        info!(orphans, "removed unfinished adapter directories");
-    }
-    match crate::retention::reconcile(&store, &config.adapters_dir()) {
-        Ok((0, 0)) => {}
-        Ok((dropped, adopted)) => info!(dropped, adopted, "adapter records reconciled with their directories"),
-        Err(e) => warn!(error = %e, "could not check adapter records against their directories"),
-    }
+    let daemon = Daemon::new(config.clone(), store.clone());
+    daemon.adapters.recover();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("evolora-io")
         .build()?;
-    let listener = {
+    let (listener, signals) = {
+        // Both register with the runtime's reactor.
         let _guard = runtime.enter();
-        bind_socket(&config.socket)?
+        (bind_socket(&config.socket)?, SignalStream::install(&daemon.stop))
     };
     let socket_path = config.socket.clone();
-    let shared = Shared::new(config.clone(), store.clone());
 
     // The model loads on its own thread, which then serves jobs; startup waits for the load
     // so that a bad checkpoint fails the start rather than every later request.
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
-    let engine_shared = shared.clone();
+    let job_context = JobContext::of(&daemon);
+    let model_info = daemon.model.clone();
     let settings = config.model.clone();
     let engine_thread = std::thread::Builder::new().name("evolora-model".into()).spawn(move || {
-        match engine::load_model(&settings, Some(HashedEncoder::ID), 0) {
+        match job::model::load(&settings, Some(HashedEncoder::ID), 0) {
             Ok(model) => {
-                let engine = Engine::new(engine_shared, model);
+                let _ = model_info.set(job::model::describe(&model));
+                let engine = Engine::new(job_context, model);
                 let _ = loaded_tx.send(Ok(()));
                 engine.run();
             }
@@ -128,29 +123,29 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     }
 
     let repos = store.repos()?;
-    let watcher = crate::watcher::RefWatcher::start(shared.clone());
+    let watcher = crate::watcher::RefWatcher::start(daemon.jobs.clone());
     for rec in &repos {
         if let Some(w) = &watcher {
             w.add(Path::new(&rec.git_dir), &rec.key);
         }
-        shared.scheduler.wake(&rec.key, JobFlags::default());
+        daemon.jobs.wake(&rec.key, JobFlags::default());
     }
     if let Some(w) = watcher {
-        let _ = shared.watcher.set(w);
+        let _ = daemon.watcher.set(w);
     }
-    enforce_budget_in_background(&shared);
+    enforce_budget_in_background(&daemon);
     info!(socket = %socket_path.display(), state = %config.state_dir.display(), repositories = repos.len(), "evolora daemon ready");
     sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {} repositories", repos.len()))]);
 
-    let serve_shared = shared.clone();
+    let serving = daemon.clone();
     runtime.block_on(async move {
-        let shutdown = wait_for_shutdown(serve_shared.clone(), config_file);
-        server::run(listener, shutdown, serve_shared).await;
+        let shutdown = wait_for_shutdown(serving.clone(), signals, config_file);
+        server::run(listener, shutdown, serving).await;
     });
 
     info!("stopping: finishing the current step");
     sd_notify(&[sd_notify::NotifyState::Stopping]);
-    shared.begin_shutdown();
+    daemon.begin_shutdown();
     let deadline = std::time::Instant::now() + STOP_GRACE;
     while !engine_thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -168,40 +163,46 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
 }
 
 /// Resolves on SIGTERM, SIGINT or a `shutdown` request; reloads the config on SIGHUP.
-async fn wait_for_shutdown(shared: Arc<Shared>, config_file: Option<PathBuf>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        error!("cannot install signal handlers; stop the daemon with the `shutdown` request");
-        shared.shutdown_requested.notified().await;
-        return;
+async fn wait_for_shutdown(daemon: Arc<Daemon>, signals: std::io::Result<SignalStream>, config_file: Option<PathBuf>) {
+    let mut signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install signal handlers; stop the daemon with the `shutdown` request");
+            daemon.shutdown_requested.notified().await;
+            return;
+        }
     };
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM"); return }
-            _ = int.recv() => { info!("SIGINT"); return }
-            _ = shared.shutdown_requested.notified() => { info!("shutdown requested"); return }
-            _ = hup.recv() => {
-                reload(&shared, config_file.as_deref());
-                enforce_budget_in_background(&shared);
+            sig = signals.next() => match sig {
+                Some(Signal::Reload) => {
+                    reload(&daemon, config_file.as_deref());
+                    enforce_budget_in_background(&daemon);
+                }
+                Some(Signal::Stop(name)) => {
+                    info!("{name}");
+                    break;
+                }
+                None => break,
+            },
+            _ = daemon.shutdown_requested.notified() => {
+                info!("shutdown requested");
+                break;
             }
         }
     }
+    signals.close();
 }
 
 /// Applies the adapter disk budget now (at start, and after a reload may have lowered it)
 /// rather than at the next publish; on its own thread, as it may delete many directories.
-fn enforce_budget_in_background(shared: &Arc<Shared>) {
-    let cfg = shared.config();
-    let budget = cfg.adapter_disk_budget.0;
+fn enforce_budget_in_background(daemon: &Arc<Daemon>) {
+    let budget = daemon.config.get().adapter_disk_budget.0;
     if budget == 0 {
         return;
     }
-    let shared = shared.clone();
-    let spawned = std::thread::Builder::new().name("evolora-retention".into()).spawn(move || {
-        shared.retention.apply_budget(&shared.store, &cfg.adapters_dir(), budget);
-    });
+    let adapters = daemon.adapters.clone();
+    let spawned = std::thread::Builder::new().name("evolora-retention".into()).spawn(move || adapters.apply_budget(budget));
     if let Err(e) = spawned {
         warn!(error = %e, "adapter disk budget not enforced");
     }
@@ -209,18 +210,13 @@ fn enforce_budget_in_background(shared: &Arc<Shared>) {
 
 /// Applies a changed config file. Triggers, retention and grouping change at once; paths and
 /// the model need a restart, which is logged.
-fn reload(shared: &Shared, file: Option<&Path>) {
+fn reload(daemon: &Daemon, file: Option<&Path>) {
     sd_notify(&[sd_notify::NotifyState::Reloading]);
     match Config::load(file) {
-        Ok(mut new) => {
-            let mut cfg = shared.config.write().expect("config lock");
-            if new.model != cfg.model || new.state_dir != cfg.state_dir || new.socket != cfg.socket {
+        Ok(new) => {
+            if daemon.config.reload(new) {
                 warn!("model, state_dir and socket changes take effect after a restart");
-                new.model = cfg.model.clone();
-                new.state_dir = cfg.state_dir.clone();
-                new.socket = cfg.socket.clone();
             }
-            *cfg = new;
             info!("configuration reloaded");
         }
         Err(e) => error!("configuration not reloaded: {e}"),

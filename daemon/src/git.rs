@@ -231,33 +231,6 @@ pub fn snapshot_files(repo: &Repository, oid: Oid, max_blob: usize) -> Result<Ve
     Ok(out)
 }
 
-/// A Python test file, as the paper's mining treats them: `test_*.py`, `*_test.py`, or any
-/// `.py` under a `test`/`tests` directory.
-pub fn is_test_file(path: &str) -> bool {
-    if !path.ends_with(".py") {
-        return false;
-    }
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name.starts_with("test_") || name.ends_with("_test.py") || path.split('/').rev().skip(1).any(|d| d == "tests" || d == "test")
-}
-
-/// Production code and docs the paper's diff embedding covers: non-test .py, .md, .rst.
-pub fn is_production_file(path: &str) -> bool {
-    (path.ends_with(".py") && !is_test_file(path)) || path.ends_with(".md") || path.ends_with(".rst")
-}
-
-/// Does a commit add or change an assertion in a Python test file? Bare `assert`,
-/// `self.assert*`, `pytest.raises`/`pytest.approx` and NumPy-style `assert_*` count.
-pub fn adds_assertions(diff: &DiffInput) -> bool {
-    diff.files.iter().filter(|f| is_test_file(&f.path)).any(|f| {
-        f.added.lines().any(|l| {
-            let t = l.trim_start();
-            t.starts_with("assert ") || t.starts_with("assert(") || t.contains("self.assert") || t.contains("pytest.raises")
-                || t.contains("pytest.approx") || t.contains(".assert_") || t.starts_with("assert_")
-        })
-    })
-}
-
 /// Whether `path`'s file name matches one of `globs` (`*` and `?` wildcards).
 pub fn matches_any(path: &str, globs: &[String]) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
@@ -277,19 +250,6 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_files_and_assertions() {
-        assert!(is_test_file("tests/test_core.py") && is_test_file("pkg/core_test.py") && is_test_file("test/helpers.py"));
-        assert!(!is_test_file("pkg/testing.py") && !is_test_file("tests/data.json"));
-        assert!(is_production_file("pkg/core.py") && is_production_file("docs/x.rst") && !is_production_file("tests/test_a.py"));
-        let mk = |path: &str, added: &str| DiffInput { files: vec![FileDiff { path: path.into(), added: added.into(), removed: String::new() }], truncated: false };
-        assert!(adds_assertions(&mk("tests/test_a.py", "    assert f(1) == 2\n")));
-        assert!(adds_assertions(&mk("tests/test_a.py", "        self.assertEqual(x, 3)\n")));
-        assert!(adds_assertions(&mk("tests/test_a.py", "    with pytest.raises(ValueError):\n")));
-        assert!(!adds_assertions(&mk("tests/test_a.py", "    x = compute()\n")));
-        assert!(!adds_assertions(&mk("pkg/core.py", "    assert x > 0\n")), "asserts in production code do not count");
-    }
 
     #[test]
     fn manifest_globs() {

@@ -1,27 +1,26 @@
 //! The evolora daemon and its command-line client.
 //!
-//! Flow: a wake-up (hook → `notify`, or a client request) reaches [`server`], which parses it
-//! with [`protocol`] and runs one of the [`ops`]. Ops queue jobs on the [`scheduler`]; the
-//! [`engine`] (the only thread that touches the model) reads commits through [`git`], folds
-//! them into the GRU state in evolora-state, asks [`triggers`] whether to regenerate, and
-//! publishes adapters with [`publish`]. [`daemon`] owns the lifecycle; [`cli`] is the binary.
+//! Flow of one commit: a wake-up (a hook's `notify` through [`server`] and [`ops`], or the
+//! [`watcher`]) queues the repository on the [`scheduler`]. The model thread ([`job`]) takes
+//! it: reads the new commits through [`git`], folds them into the ref's GRU state in
+//! evolora-state, and publishes adapters through [`adapters`], which also decides what stays
+//! on disk. [`daemon`] owns the lifecycle and [`signals`]; [`context`] holds what the parts
+//! share; [`cli`] is the binary; [`rebuild`] and [`offline`] run without a daemon.
 
+pub mod adapters;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod context;
 pub mod daemon;
-pub mod engine;
 pub mod git;
-pub mod inputs;
+pub mod job;
 pub mod offline;
 pub mod ops;
 pub mod parallel;
-pub mod protocol;
-pub mod publish;
 pub mod rebuild;
 pub mod repo_cache;
-pub mod retention;
 pub mod scheduler;
 pub mod server;
-pub mod shared;
-pub mod triggers;
+pub mod signals;
 pub mod watcher;

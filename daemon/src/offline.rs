@@ -9,6 +9,7 @@ use evolora_model::hypernet::{ModelMeta, StepPolicy, seeded_weights};
 use evolora_model::peft::{AdapterDtype, write_adapter_dir};
 use evolora_model::{AdapterWeights, BaseModelShapes, HyperConfig, Hypernetwork};
 
+use crate::adapters::info::{self, AdapterInfo, ModelStamp};
 use crate::git;
 
 /// Where the model comes from.
@@ -34,7 +35,7 @@ pub struct ModelChoice {
     pub device: String,
     /// Adapter dtype: f32, bf16, f16
     #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    pub dtype: AdapterDtype,
 }
 
 impl ModelChoice {
@@ -45,33 +46,23 @@ impl ModelChoice {
             seed: self.seed,
             base: self.base.clone(),
             device: self.device.clone(),
-            dtype: self.dtype.clone(),
+            dtype: self.dtype,
         };
-        Ok(crate::engine::load_model(&settings, expect_encoder, self.task)?)
+        Ok(crate::job::model::load(&settings, expect_encoder, self.task)?)
     }
 
-    fn dtype(&self) -> Result<AdapterDtype> {
-        self.dtype.parse().map_err(anyhow::Error::msg)
-    }
 }
 
-fn model_json(model: &Hypernetwork) -> serde_json::Value {
-    serde_json::json!({
-        "architecture": model.meta.architecture,
-        "fingerprint": model.meta.fingerprint,
-        "encoder": model.meta.encoder,
-        "trained": model.meta.trained,
-        "step_policy": model.meta.step_policy,
-        "config": model.config,
-    })
+fn model_stamp(model: &Hypernetwork) -> ModelStamp {
+    ModelStamp { step_policy: Some(model.meta.step_policy), config: Some(model.config.clone()), ..ModelStamp::of(model) }
 }
 
 /// Writes a one-shot adapter directory with its evolora.json, warns if the model is
 /// untrained, and prints the directory.
-fn publish_one_shot(choice: &ModelChoice, model: &Hypernetwork, adapter: &AdapterWeights, info: &serde_json::Value, out: &Path) -> Result<()> {
-    let dir = write_adapter_dir(out, adapter, &model.base, choice.dtype()?, &[("evolora.json", serde_json::to_vec_pretty(info)?)])?;
+fn publish_one_shot(choice: &ModelChoice, model: &Hypernetwork, adapter: &AdapterWeights, info: &AdapterInfo, out: &Path) -> Result<()> {
+    let dir = write_adapter_dir(out, adapter, &model.base, choice.dtype, &[(info::FILE, info.to_bytes())])?;
     if !model.meta.trained {
-        eprintln!("warning: {}", crate::shared::UNTRAINED_WARNING);
+        eprintln!("warning: {}", crate::context::UNTRAINED_WARNING);
     }
     println!("{}", dir.display());
     Ok(())
@@ -87,12 +78,14 @@ pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out:
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![state.len()], &bytes)?;
         safetensors::serialize_to_file([("state", view)], None, p)?;
     }
-    let info = serde_json::json!({
-        "source": "model run",
-        "embeddings": embeddings.display().to_string(),
-        "commits": emb.diffs.len(),
-        "model": model_json(&model),
-    });
+    let info = AdapterInfo {
+        schema: info::SCHEMA,
+        source: Some("model run".into()),
+        embeddings: Some(embeddings.display().to_string()),
+        commits: Some(emb.diffs.len()),
+        model: model_stamp(&model),
+        ..AdapterInfo::default()
+    };
     publish_one_shot(choice, &model, &adapter, &info, out)
 }
 
@@ -106,14 +99,16 @@ pub fn snapshot(choice: &ModelChoice, repo_path: &Path, out: &Path) -> Result<()
     let encoded = HashedEncoder.encode_snapshot(files.iter().map(|(p, _, t)| (p.as_str(), t.as_str())));
     let state = model.initial_state(&encoded.vector)?;
     let adapter = model.adapter(&state)?;
-    let info = serde_json::json!({
-        "source": "snapshot",
-        "repo": loc.git_dir.display().to_string(),
-        "commit": head.id().to_string(),
-        "files": encoded.files,
-        "truncated": encoded.truncated,
-        "model": model_json(&model),
-    });
+    let info = AdapterInfo {
+        schema: info::SCHEMA,
+        source: Some("snapshot".into()),
+        repo: Some(loc.git_dir.display().to_string()),
+        commit: Some(head.id().to_string()),
+        files: Some(encoded.files),
+        truncated: Some(encoded.truncated),
+        model: model_stamp(&model),
+        ..AdapterInfo::default()
+    };
     publish_one_shot(choice, &model, &adapter, &info, out)
 }
 

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use evolora_state::{AdapterRecord, RepoRecord, StateError, StateStore};
 use git2::Oid;
 
+use crate::adapters::dirs;
 use crate::config::Config;
-use evolora_model::encoder::HashedEncoder;
+use crate::context::Daemon;
 use crate::daemon::DaemonError;
-use crate::engine::{self, Engine, now_secs, vector_digest};
 use crate::git;
-use crate::publish;
-use crate::shared::Shared;
+use crate::job::{self, Engine, JobContext, now_secs, vector_digest};
+use evolora_model::encoder::HashedEncoder;
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -47,22 +47,22 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
         report.moved_aside = Some(aside);
     }
     let store = StateStore::open(&db_dir)?;
-    let shared = Shared::new(config.clone(), store.clone());
-    let model = engine::load_model(&config.model, Some(HashedEncoder::ID), 0).map_err(|e| DaemonError::Model(e.to_string()))?;
+    let daemon = Daemon::new(config.clone(), store.clone());
+    let model = job::model::load(&config.model, Some(HashedEncoder::ID), 0).map_err(|e| DaemonError::Model(e.to_string()))?;
     let fingerprint = model.meta.fingerprint.clone();
-    let mut engine = Engine::new(shared, model);
+    let mut engine = Engine::new(JobContext::of(&daemon), model);
 
     let adapters_root = config.adapters_dir();
     for entry in std::fs::read_dir(&adapters_root).into_iter().flatten().flatten() {
         let key = entry.file_name().to_string_lossy().into_owned();
         let repo_dir = entry.path();
-        let versions = publish::published(&repo_dir);
+        let versions = dirs::published(&repo_dir);
         let Some(newest) = versions.last() else {
             report.skipped.push(format!("{key}: no complete adapter directory"));
             continue;
         };
         let info = &newest.info;
-        let git_dir = info["repo"].as_str().unwrap_or_default().to_owned();
+        let git_dir = info.repo.clone().unwrap_or_default();
         let loc = match git::locate(Path::new(&git_dir)) {
             Ok(l) => l,
             Err(e) => {
@@ -83,11 +83,11 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
         report.repositories += 1;
 
         let records: Vec<AdapterRecord> = versions.iter().map(|v| v.record(&repo_dir)).collect();
-        let replayable = info["model"]["fingerprint"].as_str() == Some(fingerprint.as_str());
-        let commits = (Oid::from_str(info["origin_commit"].as_str().unwrap_or("")), Oid::from_str(info["commit"].as_str().unwrap_or("")));
+        let replayable = info.model.fingerprint == fingerprint;
+        let commits = (Oid::from_str(info.origin_commit.as_deref().unwrap_or("")), Oid::from_str(info.commit.as_deref().unwrap_or("")));
         let state = match (replayable, commits) {
             (true, (Ok(origin), Ok(upto))) => {
-                let refname = info["ref"].as_str().unwrap_or_default();
+                let refname = info.refname.as_deref().unwrap_or_default();
                 match engine.replay(&key, &loc.git_dir, refname, origin, upto) {
                     Ok(s) => Some(s),
                     Err(e) => {
@@ -104,16 +104,12 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
         };
         match state {
             Some(mut state) => {
-                if info["state_sha256"].as_str() == Some(vector_digest(&state.vector).as_str()) {
+                if info.state_sha256.as_deref() == Some(vector_digest(&state.vector).as_str()) {
                     report.verified += 1;
                 } else {
                     report.unverified.push(key.clone());
                 }
-                state.current_adapter = Some(newest.name.clone());
-                state.adapter_commit = Some(state.last_commit.clone());
-                state.adapter_at = info["created_at"].as_u64();
-                state.steps_since_adapter = 0;
-                state.manifest_changed = false;
+                state.published(&newest.name, info.created_at.unwrap_or(0));
                 for r in &records {
                     store.record_adapter(&key, &state, r)?;
                 }
@@ -125,7 +121,7 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
             }
         }
         report.adapters += records.len();
-        publish::swap_current(&repo_dir, &newest.name)?;
+        dirs::swap_current(&repo_dir, &newest.name)?;
     }
     store.flush()?;
     Ok(report)

@@ -90,6 +90,10 @@ impl Scheduler {
         self.queue.lock().expect("scheduler lock").order.len()
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().expect("scheduler lock").closed
+    }
+
     /// Stops handing out jobs; the running one finishes.
     pub fn close(&self) {
         self.queue.lock().expect("scheduler lock").closed = true;

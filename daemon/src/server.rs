@@ -11,16 +11,17 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use evolora_protocol::{ErrorCode, MAX_LINE, OpError, Reply, Request};
+
+use crate::context::Daemon;
 use crate::ops;
-use crate::protocol::{self, ErrorCode, MAX_LINE, OpError};
-use crate::shared::Shared;
 
 /// A client that sends nothing for this long is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves until `shutdown` completes. Connections in flight finish their current request.
-pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, shared: Arc<Shared>) {
-    let max_clients = shared.config().max_clients.max(1);
+pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, daemon: Arc<Daemon>) {
+    let max_clients = daemon.config.get().max_clients.max(1);
     let slots = Arc::new(Semaphore::new(max_clients));
     tokio::pin!(shutdown);
     loop {
@@ -36,11 +37,11 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, sha
                         continue;
                     }
                 };
-                let shared = shared.clone();
+                let daemon = daemon.clone();
                 match slots.clone().try_acquire_owned() {
                     Ok(permit) => {
                         tokio::spawn(async move {
-                            serve_client(stream, shared).await;
+                            serve_client(stream, daemon).await;
                             drop(permit);
                         });
                     }
@@ -48,7 +49,7 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, sha
                         tokio::spawn(async move {
                             let err = OpError::new(ErrorCode::Busy, "too many clients; retry shortly");
                             let mut stream = stream;
-                            let _ = stream.write_all(&protocol::encode_line(&protocol::error_reply(&serde_json::Value::Null, &err))).await;
+                            let _ = stream.write_all(&Reply::<()>::error(serde_json::Value::Null, err).to_line()).await;
                         });
                     }
                 }
@@ -96,11 +97,11 @@ fn same_user(stream: &UnixStream) -> bool {
     }
 }
 
-async fn serve_client(stream: UnixStream, shared: Arc<Shared>) {
+async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     if !same_user(&stream) {
         let mut stream = stream;
         let err = OpError::new(ErrorCode::BadRequest, "permission denied: the daemon serves only its own user");
-        let _ = stream.write_all(&protocol::encode_line(&protocol::error_reply(&serde_json::Value::Null, &err))).await;
+        let _ = stream.write_all(&Reply::<()>::error(serde_json::Value::Null, err).to_line()).await;
         return;
     }
     let (read, mut write) = stream.into_split();
@@ -114,25 +115,72 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>) {
                 return;
             }
             Ok(Err(_)) | Ok(Ok(None)) => return,
-            Ok(Ok(Some(Err(())))) => protocol::error_reply(
-                &serde_json::Value::Null,
-                &OpError::new(ErrorCode::LineTooLong, format!("request lines are limited to {MAX_LINE} bytes")),
-            ),
+            Ok(Ok(Some(Err(())))) => {
+                Reply::error(serde_json::Value::Null, OpError::new(ErrorCode::LineTooLong, format!("request lines are limited to {MAX_LINE} bytes")))
+            }
             Ok(Ok(Some(Ok(())))) => {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match protocol::parse_request(&line) {
-                    Err((id, err)) => protocol::error_reply(&id, &err),
-                    Ok(req) => match ops::dispatch(&shared, req.op).await {
-                        Ok(fields) => protocol::ok_reply(&req.id, fields),
-                        Err(err) => protocol::error_reply(&req.id, &err),
-                    },
+                match Request::parse(&line) {
+                    Err((id, err)) => Reply::error(id, err),
+                    Ok(req) => Reply { id: req.id, result: ops::dispatch(&daemon, req.op).await },
                 }
             }
         };
-        if write.write_all(&protocol::encode_line(&reply)).await.is_err() {
+        if write.write_all(&reply.to_line()).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evolora_protocol::{Client, ClientError};
+    use std::io::{BufRead, BufReader, Write};
+
+    /// The server on a real socket in this process, with a state store but no model thread:
+    /// requests that need no model are answered, and the shutdown future stops it.
+    #[test]
+    fn serves_typed_requests_in_process_and_stops_on_its_shutdown_future() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = crate::config::Config { state_dir: tmp.path().join("state"), socket: tmp.path().join("d.sock"), ..Default::default() };
+        std::fs::create_dir_all(&config.state_dir).unwrap();
+        let store = evolora_state::StateStore::open(&config.db_dir()).unwrap();
+        let daemon = Daemon::new(config.clone(), store);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = {
+            let _guard = runtime.enter();
+            UnixListener::bind(&config.socket).unwrap()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(run(listener, async move { let _ = stop_rx.await; }, daemon.clone()));
+
+        let client = Client::new(&config.socket);
+        let pong = client.ping().unwrap();
+        assert_eq!((pong.pong, pong.pid, pong.model_loaded), (true, std::process::id(), false));
+        let status = client.status(None).unwrap();
+        assert!(status.repos.is_empty() && status.model.is_none());
+        match client.notify(tmp.path()) {
+            Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::NotARepository, "{e}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // Raw lines: an unknown op and an over-long line get coded errors, and the
+        // connection goes on serving.
+        let mut raw = std::os::unix::net::UnixStream::connect(&config.socket).unwrap();
+        raw.write_all(b"{\"id\":1,\"op\":\"frobnicate\"}\n").unwrap();
+        raw.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+        raw.write_all(b"\n{\"id\":2,\"op\":\"ping\"}\n").unwrap();
+        let mut lines = BufReader::new(raw).lines();
+        let mut next = || serde_json::from_str::<serde_json::Value>(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(next()["error"]["code"], "unknown_op");
+        assert_eq!(next()["error"]["code"], "line_too_long");
+        let pong = next();
+        assert_eq!((pong["id"].as_i64(), pong["ok"].as_bool()), (Some(2), Some(true)));
+
+        stop_tx.send(()).unwrap();
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await }).expect("the server stops on its shutdown future").unwrap();
     }
 }

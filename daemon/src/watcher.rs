@@ -2,7 +2,8 @@
 //! repository without hooks). One inotify watcher serves every repository; it watches only
 //! ref storage (the git dir itself, non-recursively, for HEAD and packed-refs; `refs/`
 //! recursively), never objects or a work tree. Every event is an idempotent wake-up: the job
-//! re-reads refs from git and compares them with the state.
+//! re-reads refs from git and compares them with the state. The watcher knows nothing of
+//! the daemon: it sends wake-ups through [`WakeUps`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::scheduler::JobFlags;
-use crate::shared::Shared;
+/// Where the watcher sends wake-ups (the daemon's job queue).
+pub trait WakeUps: Send + Sync + 'static {
+    /// Asks for a catch-up of the repository `repo_key`.
+    fn wake(&self, repo_key: &str);
+    /// No more wake-ups are taken: the watcher stops.
+    fn is_closed(&self) -> bool;
+}
 
 /// Quiet time after the last event before waking (git writes several files per update).
 const SETTLE: Duration = Duration::from_millis(100);
@@ -77,7 +83,7 @@ mod linux {
     }
 
     impl RefWatcher {
-        pub fn start(shared: Arc<Shared>) -> Option<Arc<RefWatcher>> {
+        pub fn start(wake: Arc<dyn WakeUps>) -> Option<Arc<RefWatcher>> {
             let mut inotify = match Inotify::init() {
                 Ok(i) => i,
                 Err(e) => {
@@ -124,7 +130,7 @@ mod linux {
                 })
                 .ok()?;
             let repos = RepoKeys(table);
-            std::thread::Builder::new().name("evolora-watch".into()).spawn(move || debounce(rx, repos, shared)).ok()?;
+            std::thread::Builder::new().name("evolora-watch".into()).spawn(move || debounce(rx, repos, wake)).ok()?;
             Some(this)
         }
 
@@ -192,7 +198,7 @@ mod portable {
     }
 
     impl RefWatcher {
-        pub fn start(shared: Arc<Shared>) -> Option<Arc<RefWatcher>> {
+        pub fn start(wake: Arc<dyn WakeUps>) -> Option<Arc<RefWatcher>> {
             let (tx, rx) = channel::<Signal>();
             let repos: Arc<Mutex<HashMap<PathBuf, String>>> = Arc::default();
             let lookup = repos.clone();
@@ -224,7 +230,7 @@ mod portable {
             };
             let this = Arc::new(RefWatcher { inner: Mutex::new(Some(watcher)), repos: repos.clone() });
             let keys = RepoKeys(repos);
-            std::thread::Builder::new().name("evolora-watch".into()).spawn(move || debounce(rx, keys, shared)).ok()?;
+            std::thread::Builder::new().name("evolora-watch".into()).spawn(move || debounce(rx, keys, wake)).ok()?;
             Some(this)
         }
 
@@ -269,12 +275,12 @@ trait KeyLookup {
     fn all(&self) -> Vec<PathBuf>;
 }
 
-fn debounce(rx: Receiver<Signal>, repos: impl KeyLookup, shared: Arc<Shared>) {
+fn debounce(rx: Receiver<Signal>, repos: impl KeyLookup, wake: Arc<dyn WakeUps>) {
     // git dir → (wake no earlier than, first event)
     let mut pending: HashMap<PathBuf, (Instant, Instant)> = HashMap::new();
     let mut sender_alive = true;
     while sender_alive || !pending.is_empty() {
-        if shared.is_shutting_down() {
+        if wake.is_closed() {
             return;
         }
         let timeout = pending.values().map(|(at, _)| at.saturating_duration_since(Instant::now())).min().unwrap_or(Duration::from_millis(500));
@@ -304,7 +310,7 @@ fn debounce(rx: Receiver<Signal>, repos: impl KeyLookup, shared: Arc<Shared>) {
             pending.remove(&git_dir);
             if let Some(key) = repos.key(&git_dir) {
                 debug!(repo = %key, "ref change seen by the watcher");
-                shared.scheduler.wake(&key, JobFlags::default());
+                wake.wake(&key);
             }
         }
     }

@@ -19,6 +19,8 @@ pub enum HookError {
     NotARepository(PathBuf),
     #[error("running git in {path}: {reason}")]
     Git { path: PathBuf, reason: String },
+    #[error("cannot run git in {path}: {source}")]
+    Spawn { path: PathBuf, source: std::io::Error },
     #[error("hook file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -42,20 +44,21 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, HookError> {
     for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX"] {
         cmd.env_remove(var);
     }
-    let out = cmd.output().map_err(|e| HookError::Git { path: repo.into(), reason: e.to_string() })?;
+    let out = cmd.output().map_err(|e| HookError::Spawn { path: repo.into(), source: e })?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("not a git repository") {
-            return Err(HookError::NotARepository(repo.into()));
-        }
-        return Err(HookError::Git { path: repo.into(), reason: err.trim().to_owned() });
+        return Err(HookError::Git { path: repo.into(), reason: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The hooks directory git will actually use for `repo`, and whether the repo is bare.
 pub fn hooks_dir(repo: &Path) -> Result<(PathBuf, bool), HookError> {
-    let dir = git(repo, &["rev-parse", "--path-format=absolute", "--git-path", "hooks"])?;
+    // The first question fails outside a repository: say so by name rather than pass on
+    // git's message.
+    let dir = git(repo, &["rev-parse", "--path-format=absolute", "--git-path", "hooks"]).map_err(|e| match e {
+        HookError::Git { .. } => HookError::NotARepository(repo.into()),
+        other => other,
+    })?;
     let bare = git(repo, &["rev-parse", "--is-bare-repository"])? == "true";
     Ok((PathBuf::from(dir), bare))
 }

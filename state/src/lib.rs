@@ -18,5 +18,5 @@ pub mod records;
 mod store;
 
 pub use error::StateError;
-pub use records::{AdapterRecord, RefState, RepoRecord};
-pub use store::{SCHEMA_VERSION, StateStore};
+pub use records::{AdapterRecord, Folded, RefState, RepoRecord};
+pub use store::{AdapterKey, SCHEMA_VERSION, StateStore};

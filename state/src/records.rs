@@ -57,6 +57,92 @@ pub struct RefState {
     pub updated_at: u64,
 }
 
+/// One group of commits folded into a state (see [`RefState::fold`]).
+#[derive(Debug, Clone)]
+pub struct Folded {
+    /// The state vector after the group.
+    pub vector: Vec<f32>,
+    /// The group's newest commit.
+    pub last_commit: String,
+    /// Where the next step's diff starts, if the group moved it.
+    pub step_base: Option<String>,
+    /// Commits walked, and the GRU steps among them.
+    pub walked: u64,
+    pub steps: u64,
+    /// A commit of the group touched a dependency manifest.
+    pub manifest_changed: bool,
+}
+
+/// Every way a [`RefState`] changes, in one place: started from a snapshot, copied for a new
+/// branch, rebuilt while its published adapter stays current, advanced by a group of
+/// commits, and pointed at a newly published adapter.
+impl RefState {
+    /// h₀ from the snapshot at `origin`: nothing walked yet, no adapter.
+    pub fn from_snapshot(refname: &str, vector: Vec<f32>, origin: &str, model_fingerprint: &str, now: u64) -> Self {
+        RefState {
+            refname: refname.to_owned(),
+            vector,
+            last_commit: origin.to_owned(),
+            origin_commit: origin.to_owned(),
+            step_base: origin.to_owned(),
+            walked: 0,
+            steps: 0,
+            steps_since_adapter: 0,
+            manifest_changed: false,
+            model_fingerprint: model_fingerprint.to_owned(),
+            current_adapter: None,
+            adapter_commit: None,
+            adapter_at: None,
+            updated_at: now,
+        }
+    }
+
+    /// A rebuilt state still points at the adapter `old` published, until a new one is.
+    pub fn keeping_adapter_of(mut self, old: &RefState) -> Self {
+        self.current_adapter = old.current_adapter.clone();
+        self.adapter_commit = old.adapter_commit.clone();
+        self.adapter_at = old.adapter_at;
+        self
+    }
+
+    /// This state continued by another ref (a new branch): it has no adapter of its own yet.
+    pub fn forked_for(mut self, refname: &str) -> Self {
+        self.refname = refname.to_owned();
+        self.current_adapter = None;
+        self.adapter_commit = None;
+        self.adapter_at = None;
+        self
+    }
+
+    /// Advances over one group of walked commits.
+    pub fn fold(&mut self, group: Folded, now: u64) {
+        self.vector = group.vector;
+        self.last_commit = group.last_commit;
+        if let Some(base) = group.step_base {
+            self.step_base = base;
+        }
+        self.walked += group.walked;
+        self.steps += group.steps;
+        self.steps_since_adapter += group.steps;
+        self.manifest_changed |= group.manifest_changed;
+        self.updated_at = now;
+    }
+
+    /// An adapter of the current state was published as directory `dir` at `at`.
+    pub fn published(&mut self, dir: &str, at: u64) {
+        self.current_adapter = Some(dir.to_owned());
+        self.adapter_commit = Some(self.last_commit.clone());
+        self.adapter_at = Some(at);
+        self.steps_since_adapter = 0;
+        self.manifest_changed = false;
+    }
+
+    /// The current adapter's directory and commit, once one is published.
+    pub fn adapter(&self) -> Option<(&str, &str)> {
+        Some((self.current_adapter.as_deref()?, self.adapter_commit.as_deref()?))
+    }
+}
+
 /// One published adapter directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterRecord {
@@ -77,6 +163,21 @@ pub struct AdapterRecord {
 }
 
 impl AdapterRecord {
+    /// The record of a directory just published: unpinned, never queried.
+    pub fn published(refname: &str, commit: &str, dir: &str, trigger: &str, steps: u64, bytes: u64, now: u64) -> Self {
+        AdapterRecord {
+            refname: refname.to_owned(),
+            commit: commit.to_owned(),
+            dir: dir.to_owned(),
+            trigger: trigger.to_owned(),
+            created_at: now,
+            pinned: false,
+            steps,
+            bytes,
+            last_queried: 0,
+        }
+    }
+
     /// When this adapter was last of use: handed to a client, or else published.
     pub fn last_used(&self) -> u64 {
         self.created_at.max(self.last_queried)
@@ -191,6 +292,31 @@ mod tests {
         let rec = AdapterRecord::from_bytes(&bytes).unwrap();
         assert_eq!((rec.created_at, rec.pinned, rec.steps, rec.bytes, rec.last_queried), (77, true, 5, 0, 0));
         assert_eq!(AdapterRecord::from_bytes(&rec.to_bytes()).unwrap(), rec);
+    }
+
+    #[test]
+    fn transitions_keep_counters_and_adapter_fields_consistent() {
+        let mut s = RefState::from_snapshot("refs/heads/main", vec![0.5], "o", "fp", 1);
+        assert_eq!((s.last_commit.as_str(), s.step_base.as_str(), s.walked, s.steps), ("o", "o", 0, 0));
+        let group = |last: &str, base: Option<&str>, walked, steps, manifest| Folded {
+            vector: vec![walked as f32],
+            last_commit: last.into(),
+            step_base: base.map(String::from),
+            walked,
+            steps,
+            manifest_changed: manifest,
+        };
+        s.fold(group("a", Some("a"), 3, 3, true), 2);
+        s.fold(group("b", None, 4, 1, false), 3);
+        assert_eq!((s.last_commit.as_str(), s.step_base.as_str()), ("b", "a"), "a group without a step keeps the base");
+        assert_eq!((s.walked, s.steps, s.steps_since_adapter, s.manifest_changed, s.updated_at), (7, 4, 4, true, 3));
+        s.published("b.1", 9);
+        assert_eq!(s.adapter(), Some(("b.1", "b")));
+        assert_eq!((s.steps_since_adapter, s.manifest_changed, s.adapter_at), (0, false, Some(9)));
+        let rebuilt = RefState::from_snapshot("refs/heads/main", vec![1.0], "t", "fp", 10).keeping_adapter_of(&s);
+        assert_eq!((rebuilt.adapter(), rebuilt.walked), (Some(("b.1", "b")), 0), "a rebuild keeps serving the published adapter");
+        let fork = s.clone().forked_for("refs/heads/topic");
+        assert_eq!((fork.refname.as_str(), fork.adapter(), fork.steps), ("refs/heads/topic", None, 4));
     }
 
     #[test]

@@ -19,7 +19,14 @@ pub struct StateStore {
     repos: sled::Tree,
     refs: sled::Tree,
     adapters: sled::Tree,
+    /// Our own lock on the directory, held while any clone lives (see [`lock_dir`]).
+    _lock: std::sync::Arc<std::fs::File>,
 }
+
+/// Where one adapter record is stored. Opaque: handed out with a record and handed back to
+/// update or remove that record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AdapterKey(Vec<u8>);
 
 fn ref_key(repo: &str, refname: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(repo.len() + refname.len() + 1);
@@ -53,6 +60,7 @@ impl StateStore {
         // version was lost, and must not be mistaken for a new one.
         // The marker is written only after the schema version is durable, so a crash during
         // creation is not mistaken for corruption.
+        let lock = lock_dir(dir)?;
         let marker = dir.join("evolora-schema");
         let existed = marker.exists();
         let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open().map_err(|e| classify(dir, e))?;
@@ -87,6 +95,7 @@ impl StateStore {
             refs: db.open_tree("refs")?,
             adapters: db.open_tree("adapters")?,
             db,
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -200,54 +209,75 @@ impl StateStore {
     }
 
     /// Adapter records of a repository, oldest first.
-    pub fn adapters(&self, repo: &str) -> Result<Vec<(Vec<u8>, AdapterRecord)>, StateError> {
+    pub fn adapters(&self, repo: &str) -> Result<Vec<(AdapterKey, AdapterRecord)>, StateError> {
         self.adapters
             .scan_prefix(repo_prefix(repo))
             .map(|kv| {
                 let (k, v) = kv?;
-                Ok((k.to_vec(), AdapterRecord::from_bytes(&v)?))
+                Ok((AdapterKey(k.to_vec()), AdapterRecord::from_bytes(&v)?))
             })
             .collect()
     }
 
     /// Every adapter record of every repository: (repo key, record key, record).
-    pub fn all_adapters(&self) -> Result<Vec<(String, Vec<u8>, AdapterRecord)>, StateError> {
+    pub fn all_adapters(&self) -> Result<Vec<(String, AdapterKey, AdapterRecord)>, StateError> {
         self.adapters
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
                 let repo = k.iter().position(|&b| b == 0).map(|i| String::from_utf8_lossy(&k[..i]).into_owned()).unwrap_or_default();
-                Ok((repo, k.to_vec(), AdapterRecord::from_bytes(&v)?))
+                Ok((repo, AdapterKey(k.to_vec()), AdapterRecord::from_bytes(&v)?))
             })
             .collect()
     }
 
     /// The record of a repository's adapter directory `dir`.
-    pub fn adapter_by_dir(&self, repo: &str, dir: &str) -> Result<Option<(Vec<u8>, AdapterRecord)>, StateError> {
+    pub fn adapter_by_dir(&self, repo: &str, dir: &str) -> Result<Option<(AdapterKey, AdapterRecord)>, StateError> {
         Ok(self.adapters(repo)?.into_iter().find(|(_, r)| r.dir == dir))
     }
 
     /// Rewrites one adapter record; `durable` flushes before returning (pins must survive a
     /// crash; query times may lag by sled's flush interval).
-    pub fn update_adapter_record(&self, key: &[u8], rec: &AdapterRecord, durable: bool) -> Result<(), StateError> {
-        self.adapters.insert(key, rec.to_bytes())?;
+    pub fn update_adapter_record(&self, key: &AdapterKey, rec: &AdapterRecord, durable: bool) -> Result<(), StateError> {
+        self.adapters.insert(key.0.as_slice(), rec.to_bytes())?;
         if durable {
             self.flush()?;
         }
         Ok(())
     }
 
-    pub fn remove_adapter_record(&self, key: &[u8]) -> Result<(), StateError> {
-        self.adapters.remove(key)?;
+    pub fn remove_adapter_record(&self, key: &AdapterKey) -> Result<(), StateError> {
+        self.adapters.remove(key.0.as_slice())?;
         Ok(())
     }
 }
 
+/// Takes an exclusive lock on `<dir>/evolora.lock` before sled opens the database. sled
+/// locks its own files too, but reports a held lock only in an error message; this lock
+/// tells a second process apart from a broken database by the error code.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StateError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("evolora.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StateError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.kind() {
+            std::io::ErrorKind::WouldBlock => StateError::Locked(dir.into()),
+            _ => StateError::Corrupt { path, reason: err.to_string() },
+        });
+    }
+    Ok(file)
+}
+
 fn classify(dir: &Path, e: sled::Error) -> StateError {
     match &e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") => {
-            StateError::Locked(dir.into())
-        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StateError::Locked(dir.into()),
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
             StateError::Corrupt { path: dir.into(), reason: e.to_string() }
         }

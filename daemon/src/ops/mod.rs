@@ -1,5 +1,5 @@
-//! One file per socket operation. Each takes the shared daemon state and its arguments and
-//! returns the reply's fields or an error; none does socket I/O.
+//! One file per socket operation. Each takes the daemon's context and its arguments and
+//! returns its typed reply or an error; none does socket I/O.
 
 mod adapter;
 mod notify;
@@ -13,29 +13,26 @@ mod status;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
-use crate::repo_cache::{Found, RepoCache};
-use crate::protocol::{ErrorCode, Op, OpError};
-use crate::shared::Shared;
+use evolora_protocol::{ErrorCode, Op, OpError, ReplyBody};
 use evolora_state::RepoRecord;
 
-pub type Fields = Map<String, Value>;
+use crate::context::Daemon;
+use crate::repo_cache::{Found, RepoCache};
 
-pub async fn dispatch(shared: &Arc<Shared>, op: Op) -> Result<Fields, OpError> {
-    match op {
-        Op::Ping => ping::run(shared),
-        Op::Register { repo, refs } => register::register(shared, &repo, refs).await,
-        Op::Unregister { repo } => register::unregister(shared, &repo).await,
-        Op::Notify { repo } => notify::run(shared, &repo).await,
-        Op::Adapter { repo, refname, wait_ms } => adapter::run(shared, &repo, refname.as_deref(), wait_ms).await,
-        Op::Status { repo } => status::run(shared, repo.as_deref()).await,
-        Op::Regenerate { repo } => repair::regenerate(shared, &repo).await,
-        Op::Reset { repo } => repair::reset(shared, &repo).await,
-        Op::Pin { repo, adapter } => pin::run(shared, &repo, adapter.as_deref(), true).await,
-        Op::Unpin { repo, adapter } => pin::run(shared, &repo, adapter.as_deref(), false).await,
-        Op::Shutdown => shutdown::run(shared),
-    }
+pub async fn dispatch(daemon: &Arc<Daemon>, op: Op) -> Result<ReplyBody, OpError> {
+    Ok(match op {
+        Op::Ping => ping::run(daemon).into(),
+        Op::Register { repo, refs } => register::register(daemon, &repo, refs).await?.into(),
+        Op::Unregister { repo } => register::unregister(daemon, &repo).await?.into(),
+        Op::Notify { repo } => notify::run(daemon, &repo).await?.into(),
+        Op::Adapter { repo, refname, wait_ms } => adapter::run(daemon, &repo, refname.as_deref(), wait_ms).await?.into(),
+        Op::Status { repo } => status::run(daemon, repo.as_deref()).await?.into(),
+        Op::Regenerate { repo } => repair::regenerate(daemon, &repo).await?.into(),
+        Op::Reset { repo } => repair::reset(daemon, &repo).await?.into(),
+        Op::Pin { repo, adapter } => pin::run(daemon, &repo, adapter.as_deref(), true).await?.into(),
+        Op::Unpin { repo, adapter } => pin::run(daemon, &repo, adapter.as_deref(), false).await?.into(),
+        Op::Shutdown => shutdown::run(daemon).into(),
+    })
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> OpError {
@@ -50,10 +47,10 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Op
 /// A repository path as given by a client → the repository (cached, see [`RepoCache`]).
 ///
 /// [`RepoCache`]: crate::repo_cache::RepoCache
-pub(crate) async fn find(shared: &Arc<Shared>, path: &str) -> Result<Arc<Found>, OpError> {
+pub(crate) async fn find(daemon: &Arc<Daemon>, path: &str) -> Result<Arc<Found>, OpError> {
     check_path(path)?;
-    let (shared, path) = (shared.clone(), path.to_owned());
-    blocking(move || shared.repo_cache.lookup(&path).map_err(not_a_repository)).await
+    let (daemon, path) = (daemon.clone(), path.to_owned());
+    blocking(move || daemon.repos.lookup(&path).map_err(not_a_repository)).await
 }
 
 /// Like [`find`], without the cache.
@@ -78,9 +75,9 @@ fn not_a_repository(e: impl std::fmt::Display) -> OpError {
 }
 
 /// Like [`find`], but the repository must be registered.
-pub(crate) async fn registered(shared: &Arc<Shared>, path: &str) -> Result<(RepoRecord, Arc<Found>), OpError> {
-    let found = find(shared, path).await?;
-    let rec = shared
+pub(crate) async fn registered(daemon: &Arc<Daemon>, path: &str) -> Result<(RepoRecord, Arc<Found>), OpError> {
+    let found = find(daemon, path).await?;
+    let rec = daemon
         .store
         .repo(&found.key)
         .map_err(internal)?

@@ -1,18 +1,14 @@
 use std::sync::Arc;
 
-use serde_json::json;
+use evolora_protocol::OpError;
+use evolora_protocol::reply::Queued;
 
-use super::Fields;
-use crate::protocol::OpError;
+use crate::context::Daemon;
 use crate::scheduler::JobFlags;
-use crate::shared::Shared;
 
 /// A hook's or watcher's wake-up. Replies as soon as the job is queued.
-pub async fn run(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
-    let (rec, _) = super::registered(shared, repo).await?;
-    shared.scheduler.wake(&rec.key, JobFlags::default());
-    let mut f = Fields::new();
-    f.insert("queued".into(), json!(true));
-    f.insert("repo_key".into(), json!(rec.key));
-    Ok(f)
+pub async fn run(daemon: &Arc<Daemon>, repo: &str) -> Result<Queued, OpError> {
+    let (rec, _) = super::registered(daemon, repo).await?;
+    daemon.jobs.wake(&rec.key, JobFlags::default());
+    Ok(Queued { queued: true, repo_key: rec.key })
 }

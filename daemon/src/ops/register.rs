@@ -1,28 +1,28 @@
 use std::sync::Arc;
 
+use evolora_protocol::reply::{Registered, Unregistered};
+use evolora_protocol::{ErrorCode, OpError};
 use evolora_state::RepoRecord;
-use serde_json::json;
 
-use super::{Fields, internal};
-use crate::engine::now_secs;
-use crate::protocol::OpError;
+use super::internal;
+use crate::context::Daemon;
+use crate::job::now_secs;
 use crate::scheduler::JobFlags;
-use crate::shared::Shared;
 
 /// Registers a repository and queues its first job (snapshot → h₀ → first adapter). An
 /// empty repository is accepted; its state starts with its first commit.
-pub async fn register(shared: &Arc<Shared>, repo: &str, refs: Vec<String>) -> Result<Fields, OpError> {
+pub async fn register(daemon: &Arc<Daemon>, repo: &str, refs: Vec<String>) -> Result<Registered, OpError> {
     if let Some(bad) = refs.iter().find(|r| !r.starts_with("refs/")) {
-        return Err(OpError::new(crate::protocol::ErrorCode::BadRequest, format!("`{bad}` is not a full ref name (refs/heads/...)")));
+        return Err(OpError::new(ErrorCode::BadRequest, format!("`{bad}` is not a full ref name (refs/heads/...)")));
     }
     // Registration looks at the path afresh rather than trusting a cached answer.
     let found = super::find_uncached(repo).await?;
     let (loc, key) = (found.location.clone(), found.key.clone());
-    let existing = shared.store.repo(&key).map_err(internal)?;
+    let existing = daemon.store.repo(&key).map_err(internal)?;
     let already = existing.is_some();
     if let Some(mut rec) = existing.filter(|r| !refs.is_empty() && r.tracked_refs != refs) {
         rec.tracked_refs = refs.clone();
-        let store = shared.store.clone();
+        let store = daemon.store.clone();
         super::blocking(move || store.put_repo(&rec).map_err(internal)).await?;
     } else if !already {
         let rec = RepoRecord {
@@ -34,33 +34,25 @@ pub async fn register(shared: &Arc<Shared>, repo: &str, refs: Vec<String>) -> Re
             registered_at: now_secs(),
             trigger_overrides: None,
         };
-        let store = shared.store.clone();
+        let store = daemon.store.clone();
         super::blocking(move || store.put_repo(&rec).map_err(internal)).await?;
     }
-    if let Some(w) = shared.watcher.get() {
+    if let Some(w) = daemon.watcher.get() {
         w.add(&loc.git_dir, &key);
     }
-    shared.scheduler.wake(&key, JobFlags::default());
-    let mut f = Fields::new();
-    f.insert("repo_key".into(), json!(key));
-    f.insert("git_dir".into(), json!(loc.git_dir.display().to_string()));
-    f.insert("bare".into(), json!(loc.bare));
-    f.insert("already_registered".into(), json!(already));
-    Ok(f)
+    daemon.jobs.wake(&key, JobFlags::default());
+    Ok(Registered { repo_key: key, git_dir: loc.git_dir.display().to_string(), bare: loc.bare, already_registered: already })
 }
 
 /// Forgets a repository's state. Its adapter directories stay on disk.
-pub async fn unregister(shared: &Arc<Shared>, repo: &str) -> Result<Fields, OpError> {
-    let (rec, found) = super::registered(shared, repo).await?;
-    shared.repo_cache.forget(&found.location.git_dir);
-    let store = shared.store.clone();
+pub async fn unregister(daemon: &Arc<Daemon>, repo: &str) -> Result<Unregistered, OpError> {
+    let (rec, found) = super::registered(daemon, repo).await?;
+    daemon.repos.forget(&found.location.git_dir);
+    let store = daemon.store.clone();
     let key = rec.key.clone();
     super::blocking(move || store.remove_repo(&key).map_err(internal)).await?;
-    if let Some(w) = shared.watcher.get() {
+    if let Some(w) = daemon.watcher.get() {
         w.remove(std::path::Path::new(&rec.git_dir));
     }
-    let mut f = Fields::new();
-    f.insert("repo_key".into(), json!(rec.key));
-    f.insert("unregistered".into(), json!(true));
-    Ok(f)
+    Ok(Unregistered { repo_key: rec.key, unregistered: true })
 }

@@ -1,15 +1,11 @@
 use std::sync::Arc;
 
-use serde_json::json;
+use evolora_protocol::reply::Stopping;
 
-use super::Fields;
-use crate::protocol::OpError;
-use crate::shared::Shared;
+use crate::context::Daemon;
 
 /// Asks the daemon to stop as SIGTERM would: the running step finishes and is flushed.
-pub fn run(shared: &Arc<Shared>) -> Result<Fields, OpError> {
-    shared.shutdown_requested.notify_one();
-    let mut f = Fields::new();
-    f.insert("stopping".into(), json!(true));
-    Ok(f)
+pub fn run(daemon: &Arc<Daemon>) -> Stopping {
+    daemon.shutdown_requested.notify_one();
+    Stopping { stopping: true }
 }

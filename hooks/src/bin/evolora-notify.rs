@@ -20,7 +20,7 @@ fn main() {
             _ => {}
         }
     }
-    let socket = socket.unwrap_or_else(evolora_hooks::default_socket);
+    let socket = socket.unwrap_or_else(evolora_protocol::default_socket);
     let Ok(repo) = std::fs::canonicalize(&repo) else { return };
-    let _ = evolora_hooks::notify_and_forget(&socket, &repo, Duration::from_millis(250));
+    let _ = evolora_protocol::Client::new(socket).with_timeout(Duration::from_millis(250)).notify_and_forget(&repo);
 }

@@ -17,10 +17,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use evolora_model::peft::TEMP_PREFIX;
-use evolora_state::{AdapterRecord, StateError, StateStore};
+use evolora_state::{AdapterKey, AdapterRecord, StateError, StateStore};
 use tracing::{info, warn};
 
-use crate::publish;
+use super::dirs::{self, dir_bytes};
 
 /// Query times are written at most this often per adapter (seconds).
 const QUERY_WRITE_INTERVAL: u64 = 60;
@@ -66,7 +66,7 @@ pub struct Retention {
 
 /// How a client names an adapter: its directory name, or a commit (a prefix of at least 7
 /// hex digits; the newest version at that commit wins).
-pub fn find<'a>(records: &'a [(Vec<u8>, AdapterRecord)], name: &str) -> Option<&'a (Vec<u8>, AdapterRecord)> {
+pub fn find<'a, K>(records: &'a [(K, AdapterRecord)], name: &str) -> Option<&'a (K, AdapterRecord)> {
     if let Some(hit) = records.iter().find(|(_, r)| r.dir == name) {
         return Some(hit);
     }
@@ -77,17 +77,11 @@ pub fn find<'a>(records: &'a [(Vec<u8>, AdapterRecord)], name: &str) -> Option<&
     records.iter().rev().find(|(_, r)| r.commit.starts_with(&name.to_ascii_lowercase()))
 }
 
-/// Bytes of the files directly inside an adapter directory.
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
-    entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
-}
-
 /// Directory names of a repository that no rule may delete except by unpinning: every
 /// ref's current adapter and the target of the `current` link.
 fn protected_dirs(store: &StateStore, repo_key: &str, repo_dir: &Path) -> Result<HashSet<String>, StateError> {
     let mut names: HashSet<String> = store.ref_states(repo_key)?.into_iter().filter_map(|s| s.current_adapter).collect();
-    if let Some(target) = publish::current_target(repo_dir).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
+    if let Some(target) = dirs::current_target(repo_dir).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
         names.insert(target);
     }
     Ok(names)
@@ -155,7 +149,7 @@ impl Retention {
                 protected.insert(repo.clone(), protected_dirs(store, repo, &root.join(repo.as_str()))?);
             }
         }
-        let mut candidates: Vec<&(String, Vec<u8>, AdapterRecord)> = Vec::new();
+        let mut candidates: Vec<&(String, AdapterKey, AdapterRecord)> = Vec::new();
         for entry in &all {
             let (repo, _, rec) = entry;
             if rec.pinned || protected[repo].contains(&rec.dir) {
@@ -262,7 +256,7 @@ pub fn reconcile(store: &StateStore, root: &Path) -> Result<(usize, usize), Stat
                 dropped += 1;
             }
         }
-        for version in publish::published(&repo_dir) {
+        for version in dirs::published(&repo_dir) {
             if !records.iter().any(|(_, r)| r.dir == version.name) {
                 store.insert_adapter_record(&repo.key, &version.record(&repo_dir))?;
                 adopted += 1;
@@ -279,7 +273,7 @@ pub fn reconcile(store: &StateStore, root: &Path) -> Result<(usize, usize), Stat
 mod tests {
     use super::*;
 
-    fn rec(dir: &str, commit: &str) -> (Vec<u8>, AdapterRecord) {
+    fn rec(dir: &str, commit: &str) -> ((), AdapterRecord) {
         let r = AdapterRecord {
             refname: "refs/heads/main".into(),
             commit: commit.into(),
@@ -291,7 +285,7 @@ mod tests {
             bytes: 0,
             last_queried: 0,
         };
-        (dir.as_bytes().to_vec(), r)
+        ((), r)
     }
 
     #[test]
@@ -318,8 +312,8 @@ mod tests {
         };
         complete("kept");
         complete("unrecorded");
-        store.insert_adapter_record("r-1", &publish::record("refs/heads/main", "k", "kept", "t", 1, 3, 1)).unwrap();
-        store.insert_adapter_record("r-1", &publish::record("refs/heads/main", "g", "gone", "t", 1, 3, 1)).unwrap();
+        store.insert_adapter_record("r-1", &AdapterRecord::published("refs/heads/main", "k", "kept", "t", 1, 3, 1)).unwrap();
+        store.insert_adapter_record("r-1", &AdapterRecord::published("refs/heads/main", "g", "gone", "t", 1, 3, 1)).unwrap();
         assert_eq!(reconcile(&store, &root).unwrap(), (1, 1));
         let dirs: Vec<String> = store.adapters("r-1").unwrap().into_iter().map(|(_, r)| r.dir).collect();
         assert_eq!(dirs, ["kept", "unrecorded"]);

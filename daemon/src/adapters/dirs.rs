@@ -1,6 +1,6 @@
-//! The adapter folder of each repository: immutable version directories, a `current`
-//! symlink swapped by rename, and clean-up of unfinished writes. What is deleted when is
-//! [`crate::retention`]'s business.
+//! The adapter folder of each repository on disk: immutable version directories, a
+//! `current` symlink swapped by rename, clean-up of unfinished writes, and the listing of
+//! complete versions. What is deleted when is [`super::retention`]'s business.
 //!
 //! `<state_dir>/adapters/<repo key>/<commit>[.<n>]/` and `<repo key>/current -> <name>`.
 
@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use evolora_model::peft::TEMP_PREFIX;
 use evolora_state::AdapterRecord;
+
+use super::info::AdapterInfo;
 
 pub const CURRENT: &str = "current";
 
@@ -58,16 +60,24 @@ pub fn remove_orphans(adapters_root: &Path) -> usize {
 /// A complete version directory found on disk, with its `evolora.json`.
 pub struct Published {
     pub name: String,
-    pub info: serde_json::Value,
+    pub info: AdapterInfo,
 }
 
 impl Published {
     /// The adapter record this directory would have had.
     pub fn record(&self, repo_dir: &Path) -> AdapterRecord {
-        let text = |field: &str, default: &str| self.info[field].as_str().unwrap_or(default).to_owned();
-        let number = |field: &str| self.info[field].as_u64().unwrap_or(0);
-        let bytes = crate::retention::dir_bytes(&repo_dir.join(&self.name));
-        record(&text("ref", ""), &text("commit", ""), &self.name, &text("trigger", "rebuild"), number("steps"), bytes, number("created_at"))
+        let info = &self.info;
+        AdapterRecord {
+            refname: info.refname.clone().unwrap_or_default(),
+            commit: info.commit.clone().unwrap_or_default(),
+            dir: self.name.clone(),
+            trigger: info.trigger.clone().unwrap_or_else(|| "rebuild".into()),
+            created_at: info.created_at.unwrap_or(0),
+            pinned: false,
+            steps: info.steps.unwrap_or(0),
+            bytes: dir_bytes(&repo_dir.join(&self.name)),
+            last_queried: 0,
+        }
     }
 }
 
@@ -83,25 +93,15 @@ pub fn published(repo_dir: &Path) -> Vec<Published> {
             if name.starts_with('.') || name == CURRENT || !e.path().join("adapter_model.safetensors").is_file() || !e.path().join("adapter_config.json").is_file() {
                 return None;
             }
-            let info: serde_json::Value = serde_json::from_slice(&fs::read(e.path().join("evolora.json")).ok()?).ok()?;
-            Some(Published { name, info })
+            Some(Published { name, info: AdapterInfo::read(&e.path())? })
         })
         .collect();
-    out.sort_by_key(|p| (p.info["created_at"].as_u64().unwrap_or(0), p.info["steps"].as_u64().unwrap_or(0), p.name.clone()));
+    out.sort_by_key(|p| (p.info.created_at.unwrap_or(0), p.info.steps.unwrap_or(0), p.name.clone()));
     out
 }
 
-/// A record for a just-published directory.
-pub fn record(refname: &str, commit: &str, dir: &str, trigger: &str, steps: u64, bytes: u64, now: u64) -> AdapterRecord {
-    AdapterRecord {
-        refname: refname.to_owned(),
-        commit: commit.to_owned(),
-        dir: dir.to_owned(),
-        trigger: trigger.to_owned(),
-        created_at: now,
-        pinned: false,
-        steps,
-        bytes,
-        last_queried: 0,
-    }
+/// Bytes of the files directly inside an adapter directory.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
 }

@@ -1,4 +1,5 @@
-//! What each commit of a walk feeds the GRU: its diff (by the step policy), encoded.
+//! What each planned commit of a walk feeds the GRU: its diff (as [`super::steps`] planned
+//! it), encoded.
 //!
 //! Diffing and encoding are pure functions of the commits, so a catch-up prepares many
 //! commits on several threads while the model thread folds the finished ones into the state
@@ -7,31 +8,11 @@
 use std::path::Path;
 
 use evolora_model::encoder::{DiffInput, HashedEncoder};
-use evolora_model::hypernet::StepPolicy;
 use git2::{Oid, Repository};
 
+use super::steps::{self, Planned, Step};
 use crate::git::{self, DiffLimits, GitError};
 use crate::parallel::ordered_map;
-
-/// How one commit of a walk is turned into a GRU input.
-#[derive(Debug, Clone, Copy)]
-pub enum Step {
-    /// Its diff against its first parent (every-commit policy).
-    FirstParent,
-    /// The production-code diff since `base`, the previous stepping commit (paper policy;
-    /// `None`: since the empty tree).
-    Since(Option<Oid>),
-    /// No step; the commit is walked only.
-    Skip,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Planned {
-    pub oid: Oid,
-    pub step: Step,
-    /// Whether the commit touched a dependency manifest, when already known.
-    pub manifest_changed: Option<bool>,
-}
 
 /// One commit, ready for the GRU.
 #[derive(Debug)]
@@ -75,12 +56,6 @@ impl Worker {
         self.encoder.pool_diff(diff, files).vector
     }
 
-    /// First-parent facts of a commit: (adds test assertions, touched a manifest).
-    fn facts(&self, oid: Oid, globs: &[String]) -> Result<(bool, bool), GitError> {
-        let d = git::commit_diff(self.repo()?, oid, DiffLimits::default())?;
-        Ok((git::adds_assertions(&d.input), d.paths.iter().any(|p| git::matches_any(p, globs))))
-    }
-
     /// Diffs and encodes one planned commit.
     pub fn prepare(&self, plan: &Planned, globs: &[String]) -> Result<Prepared, GitError> {
         let repo = self.repo()?;
@@ -96,49 +71,13 @@ impl Worker {
                 let old_tree = base.and_then(|b| repo.find_commit(b).ok()).map(|c| c.tree()).transpose()?;
                 let new_tree = repo.find_commit(plan.oid)?.tree()?;
                 let mut span = git::tree_diff(repo, old_tree.as_ref(), &new_tree, limits)?.input;
-                span.files.retain(|f| git::is_production_file(&f.path));
+                span.files.retain(|f| steps::is_production_file(&f.path));
                 (Some(span), plan.manifest_changed.unwrap_or(false))
             }
         };
         let truncated = input.as_ref().is_some_and(|i| i.truncated);
         let vector = input.map(|i| self.encode(&i));
         Ok(Prepared { oid: plan.oid, manifest_changed, vector, truncated })
-    }
-}
-
-/// Decides how each commit steps the GRU. Under the paper policy this reads every commit's
-/// first-parent diff first (on `threads` threads): a commit steps only if it adds or changes
-/// test assertions, and its input is the diff since the previous such commit, starting from
-/// `step_base`.
-pub fn plan(git_dir: &Path, commits: &[Oid], policy: StepPolicy, step_base: Option<Oid>, globs: &[String], threads: usize) -> Result<Vec<Planned>, GitError> {
-    match policy {
-        StepPolicy::EveryCommit => Ok(commits.iter().map(|&oid| Planned { oid, step: Step::FirstParent, manifest_changed: None }).collect()),
-        StepPolicy::Paper => {
-            let mut facts = Vec::with_capacity(commits.len());
-            let mut failed = None;
-            ordered_map(commits, threads, 4 * threads, || Worker::open(git_dir, 1), |w, &oid| w.facts(oid, globs), |_, r| match r {
-                Ok(f) => {
-                    facts.push(f);
-                    true
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            let mut base = step_base;
-            Ok(commits
-                .iter()
-                .zip(facts)
-                .map(|(&oid, (asserts, manifest))| {
-                    let step = if asserts { Step::Since(base.replace(oid)) } else { Step::Skip };
-                    Planned { oid, step, manifest_changed: Some(manifest) }
-                })
-                .collect())
-        }
     }
 }
 

@@ -1,0 +1,274 @@
+//! The model thread: catches each repository up with git, one job at a time.
+//!
+//! burn modules are not `Sync`, and a GRU step or an adapter at paper size is hundreds of
+//! milliseconds of CPU: all model work happens here, never on the async workers. A job, for
+//! each followed ref: resolve its tip; [`start`] decides where the walk begins (the stored
+//! state, a forked branch's, or a [`snapshot`]); [`walk`] folds the new commits in groups
+//! (which commits step: [`steps`]; their GRU inputs: [`inputs`]), one durable state write
+//! per group; then [`publish`] asks the [`triggers`] and publishes through the adapters
+//! owner.
+
+mod inputs;
+pub mod model;
+mod publish;
+mod snapshot;
+pub mod start;
+pub mod steps;
+pub mod triggers;
+mod walk;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evolora_model::{Hypernetwork, ModelError};
+use evolora_state::{RefState, StateError, StateStore};
+use git2::{Oid, Repository};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::adapters::{Adapters, PublishError};
+pub use crate::clock::now_secs;
+use crate::context::{Daemon, Ended, Jobs, LiveConfig, StopFlag, UNTRAINED_WARNING};
+use crate::git::{self, GitError};
+use crate::scheduler::JobFlags;
+use snapshot::Snapshots;
+use start::{Cold, Start};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("repository is not registered")]
+    NotRegistered,
+    #[error("repository at {0} is gone or unreadable; unregister it or restore it")]
+    Missing(String),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("internal error while processing this repository (a bug; please report it): {0}")]
+    Panicked(String),
+}
+
+impl From<git2::Error> for JobError {
+    fn from(e: git2::Error) -> Self {
+        JobError::Git(GitError::Git(e))
+    }
+}
+
+/// What a job did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// GRU steps applied.
+    pub steps: u64,
+    /// Commits walked (more than `steps` under the paper policy).
+    pub commits: u64,
+    pub published: Option<std::path::PathBuf>,
+    pub idle_reason: Option<&'static str>,
+    /// A shutdown stopped the walk before the tip.
+    pub interrupted: bool,
+}
+
+/// sha256 of the state vector's little-endian bytes, as reported by `status`.
+pub fn vector_digest(v: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for x in v {
+        h.update(x.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The parts of the daemon the model thread uses.
+pub struct JobContext {
+    pub config: Arc<LiveConfig>,
+    pub store: StateStore,
+    pub jobs: Arc<Jobs>,
+    pub adapters: Arc<Adapters>,
+    pub stop: StopFlag,
+}
+
+impl JobContext {
+    pub fn of(daemon: &Daemon) -> Self {
+        JobContext {
+            config: daemon.config.clone(),
+            store: daemon.store.clone(),
+            jobs: daemon.jobs.clone(),
+            adapters: daemon.adapters.clone(),
+            stop: daemon.stop.clone(),
+        }
+    }
+}
+
+pub struct Engine {
+    ctx: JobContext,
+    model: Hypernetwork,
+    snapshots: Snapshots,
+}
+
+impl Engine {
+    pub fn new(ctx: JobContext, model: Hypernetwork) -> Self {
+        if !model.meta.trained {
+            warn!("{UNTRAINED_WARNING}");
+        }
+        Engine { ctx, model, snapshots: Snapshots::default() }
+    }
+
+    /// Serves jobs until the queue closes.
+    pub fn run(mut self) {
+        // A stop (signal or request) ends the loop before the next job, even before the
+        // queue is closed.
+        while !self.ctx.stop.is_set() {
+            let Some((key, flags)) = self.ctx.jobs.next(Duration::from_millis(500)) else {
+                continue;
+            };
+            // A bug met on one repository's data must not stop the service for the others.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync(&key, flags)))
+                .unwrap_or_else(|payload| Err(JobError::Panicked(panic_message(&payload))));
+            match &result {
+                Ok(out) if out.interrupted => {
+                    info!(repo = %key, steps = out.steps, "stopped mid-walk for shutdown: steps so far are durable, the rest is walked at the next start");
+                }
+                Ok(out) if out.steps > 0 || out.published.is_some() => info!(repo = %key, steps = out.steps, adapter = ?out.published, "caught up"),
+                Ok(_) => {}
+                Err(e) => warn!(repo = %key, error = %e, "job failed"),
+            }
+            let ended = match result {
+                Ok(out) if out.interrupted => Ended::Interrupted,
+                Ok(_) => Ended::Done,
+                Err(e) => Ended::Failed(e.to_string()),
+            };
+            self.ctx.jobs.finished(&key, ended);
+            // systemd's status line: what the daemon is doing right now.
+            let queued = self.ctx.jobs.queued();
+            let line = if queued == 0 { "idle".to_owned() } else { format!("catching up: {queued} repositories queued") };
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+        }
+    }
+
+    /// A state started from the snapshot at `commit`, made durable before it is used.
+    fn cold_state(&mut self, key: &str, repo: &Repository, refname: &str, commit: Oid) -> Result<RefState, JobError> {
+        let threads = self.ctx.config.get().encode_threads();
+        let snapshot = self.snapshots.vector(repo, commit, threads)?;
+        let vector = self.model.initial_state(&snapshot)?;
+        let state = RefState::from_snapshot(refname, vector, &commit.to_string(), &self.model.meta.fingerprint, now_secs());
+        self.ctx.store.commit_steps(key, &state)?;
+        Ok(state)
+    }
+
+    /// Rebuilds a ref's state as it was when the adapter at `upto` was published: h₀ from the
+    /// snapshot at `origin`, then the same walk the daemon made. Used by `state rebuild`.
+    pub fn replay(&mut self, key: &str, git_dir: &Path, refname: &str, origin: Oid, upto: Oid) -> Result<RefState, JobError> {
+        let cfg = self.ctx.config.get();
+        let repo = git::open(git_dir).map_err(|_| JobError::Missing(git_dir.display().to_string()))?;
+        let mut state = self.cold_state(key, &repo, refname, origin)?;
+        let commits = if origin == upto { Vec::new() } else { git::first_parent_walk(&repo, origin, upto)? };
+        self.walk(&cfg, key, &repo, &mut state, &commits, &mut Outcome::default())?;
+        Ok(state)
+    }
+
+    /// Catches every followed ref of a repository up with git.
+    pub fn sync(&mut self, key: &str, flags: JobFlags) -> Result<Outcome, JobError> {
+        let rec = self.ctx.store.repo(key)?.ok_or(JobError::NotRegistered)?;
+        let repo = git::open(Path::new(&rec.git_dir)).map_err(|_| JobError::Missing(rec.git_dir.clone()))?;
+        let mut total = Outcome::default();
+        let refs = git::followed_refs(&repo, &rec.tracked_refs)?;
+        self.forget_deleted_refs(key, &repo, &refs)?;
+        if refs.is_empty() {
+            total.idle_reason = Some("HEAD is detached or missing");
+        }
+        for (refname, tip) in refs {
+            let Some(tip) = tip else {
+                total.idle_reason = Some("the repository has no commits yet");
+                continue;
+            };
+            let out = self.sync_ref(key, Path::new(&rec.git_dir), &repo, &refname, tip, flags)?;
+            total.steps += out.steps;
+            total.commits += out.commits;
+            total.published = out.published.or(total.published);
+            total.interrupted |= out.interrupted;
+            if self.ctx.stop.is_set() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Drops the states of refs that no longer exist (a deleted branch): they would keep
+    /// their adapters protected from retention forever. A branch merely not checked out any
+    /// more keeps its state.
+    fn forget_deleted_refs(&self, key: &str, repo: &Repository, followed: &[(String, Option<Oid>)]) -> Result<(), JobError> {
+        for name in self.ctx.store.ref_names(key)? {
+            if followed.iter().any(|(r, _)| *r == name) {
+                continue;
+            }
+            if matches!(repo.find_reference(&name), Err(e) if e.code() == git2::ErrorCode::NotFound) {
+                info!(repo = %key, %name, "the ref was deleted: forgetting its state");
+                self.ctx.store.remove_ref_state(key, &name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `refname`'s walk starts: its state as stored, a forked one, or a snapshot.
+    /// Returns the state and whether it was started from a snapshot.
+    fn starting_state(&mut self, key: &str, repo: &Repository, refname: &str, tip: Oid, reset: bool) -> Result<(RefState, bool), JobError> {
+        let previous = self.ctx.store.ref_state(key, refname)?;
+        let others = if previous.is_none() { self.ctx.store.ref_states(key)? } else { Vec::new() };
+        match start::choose(refname, previous, others, &self.model.meta.fingerprint, reset, tip, repo)? {
+            Start::Resume(s) | Start::Fork(s) => Ok((s, false)),
+            Start::Snapshot { at, why, previous } => {
+                if why == Cold::Rewritten {
+                    warn!(repo = %key, %refname, "last processed commit is no longer an ancestor of the tip; rebuilding from {at}");
+                }
+                let fresh = self.cold_state(key, repo, refname, at)?;
+                Ok((match previous {
+                    Some(old) => fresh.keeping_adapter_of(&old),
+                    None => fresh,
+                }, true))
+            }
+        }
+    }
+
+    fn sync_ref(&mut self, key: &str, git_dir: &Path, repo: &Repository, refname: &str, tip: Oid, flags: JobFlags) -> Result<Outcome, JobError> {
+        let mut cfg = self.ctx.config.get();
+        match cfg.triggers_for(git_dir) {
+            Ok(t) => cfg.triggers = t,
+            Err(e) => warn!(repo = %key, "ignoring its trigger overrides: {e}"),
+        }
+        let mut out = Outcome::default();
+        let (mut state, mut cold) = self.starting_state(key, repo, refname, tip, flags.reset)?;
+
+        let since = Oid::from_str(&state.last_commit)?;
+        let commits = if since == tip { Vec::new() } else { git::first_parent_walk(repo, since, tip)? };
+        if !self.walk(&cfg, key, repo, &mut state, &commits, &mut out)? {
+            // Shutting down: the state is durable up to the last group; the rest is walked
+            // after restart.
+            out.interrupted = true;
+            return Ok(out);
+        }
+
+        // Drift control: a long walk since the last snapshot is replaced by a fresh one.
+        let drift = cfg.triggers.drift_reset_every;
+        if drift > 0 && state.walked >= drift {
+            info!(repo = %key, %refname, walked = state.walked, "drift reset: new snapshot at the tip");
+            state = self.cold_state(key, repo, refname, tip)?.keeping_adapter_of(&state);
+            cold = true;
+        }
+
+        if let Some(trigger) = publish::due(&cfg, &state, flags, cold, now_secs()) {
+            out.published = Some(self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?);
+        }
+        Ok(out)
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
