@@ -1,5 +1,7 @@
 //! The `evolora` command line. Every command that needs state asks the daemon over its
 //! socket (sled allows one process per database); only `daemon` opens the state itself.
+//! (Longer than most files here: the clap definitions of every command are most of it, and
+//! they read best in one place beside the dispatch.)
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
