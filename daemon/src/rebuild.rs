@@ -77,7 +77,6 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
             bare: loc.bare,
             tracked_refs: Vec::new(),
             registered_at: now_secs(),
-            trigger_overrides: None,
         };
         store.put_repo(&rec)?;
         report.repositories += 1;

@@ -59,7 +59,6 @@ fn main() {
                     bare: true,
                     tracked_refs: vec![],
                     registered_at: 1_700_000_000,
-                    trigger_overrides: None,
                 })
                 .unwrap();
             store.commit_steps(&key, &state(dim, 1)).unwrap();

@@ -21,8 +21,25 @@ pub struct RepoRecord {
     pub tracked_refs: Vec<String>,
     /// Unix seconds.
     pub registered_at: u64,
-    /// Per-repository trigger overrides (TOML text), if any.
-    pub trigger_overrides: Option<String>,
+}
+
+/// The repository record as schemas 1 and 2 wrote it, with a trigger-override field that was
+/// never set (per-repository triggers live in the configuration file).
+#[derive(Clone, Serialize, Deserialize)]
+struct RepoRecordV1 {
+    key: String,
+    git_dir: String,
+    work_dir: Option<String>,
+    bare: bool,
+    tracked_refs: Vec<String>,
+    registered_at: u64,
+    trigger_overrides: Option<String>,
+}
+
+impl From<RepoRecordV1> for RepoRecord {
+    fn from(v: RepoRecordV1) -> Self {
+        RepoRecord { key: v.key, git_dir: v.git_dir, work_dir: v.work_dir, bare: v.bare, tracked_refs: v.tracked_refs, registered_at: v.registered_at }
+    }
 }
 
 /// The GRU state of one (repository, ref).
@@ -241,7 +258,7 @@ macro_rules! envelope {
     };
 }
 
-envelope!(RepoEnvelope, RepoRecord, "repository record", V1);
+envelope!(RepoEnvelope, RepoRecord, "repository record", V2, V1(RepoRecordV1));
 envelope!(RefEnvelope, RefState, "ref state", V1);
 envelope!(AdapterEnvelope, AdapterRecord, "adapter record", V2, V1(AdapterRecordV1));
 
@@ -317,6 +334,27 @@ mod tests {
         assert_eq!((rebuilt.adapter(), rebuilt.walked), (Some(("b.1", "b")), 0), "a rebuild keeps serving the published adapter");
         let fork = s.clone().forked_for("refs/heads/topic");
         assert_eq!((fork.refname.as_str(), fork.adapter(), fork.steps), ("refs/heads/topic", None, 4));
+    }
+
+    #[test]
+    fn v1_repository_records_still_read() {
+        #[derive(Serialize)]
+        enum OldEnvelope {
+            V1(RepoRecordV1),
+        }
+        let old = RepoRecordV1 {
+            key: "r-1".into(),
+            git_dir: "/srv/r.git".into(),
+            work_dir: None,
+            bare: true,
+            tracked_refs: vec!["refs/heads/main".into()],
+            registered_at: 42,
+            trigger_overrides: None,
+        };
+        let bytes = bincode::serde::encode_to_vec(OldEnvelope::V1(old), bincode::config::standard()).unwrap();
+        let rec = RepoRecord::from_bytes(&bytes).unwrap();
+        assert_eq!((rec.key.as_str(), rec.bare, rec.tracked_refs.len(), rec.registered_at), ("r-1", true, 1, 42));
+        assert_eq!(RepoRecord::from_bytes(&rec.to_bytes()).unwrap(), rec);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use crate::{AdapterRecord, RefState, RepoRecord, StateError};
 
 /// Version of the layout described in the crate docs. 2: adapter records carry their size
-/// and last query time (V1 records still read; a V1 binary refuses a V2 database by name).
-pub const SCHEMA_VERSION: u32 = 2;
+/// and last query time. 3: repository records lose their unused trigger-override field.
+/// Older records still read; an older binary refuses a newer database by name.
+pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// The daemon's handle on its database. Cheap to clone; all clones share one sled `Db`,

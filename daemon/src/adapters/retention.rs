@@ -300,7 +300,6 @@ mod tests {
             bare: false,
             tracked_refs: Vec::new(),
             registered_at: 0,
-            trigger_overrides: None,
         };
         store.put_repo(&repo).unwrap();
         let complete = |name: &str| {

@@ -32,7 +32,6 @@ pub async fn register(daemon: &Arc<Daemon>, repo: &str, refs: Vec<String>) -> Re
             bare: loc.bare,
             tracked_refs: refs.clone(),
             registered_at: now_secs(),
-            trigger_overrides: None,
         };
         let store = daemon.store.clone();
         super::blocking(move || store.put_repo(&rec).map_err(internal)).await?;
