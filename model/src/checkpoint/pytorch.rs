@@ -10,10 +10,11 @@ use std::path::Path;
 
 use burn::store::{ModuleStore, PytorchStore};
 
-use crate::checkpoint::{LoadedCheckpoint, architecture_of, fingerprint_of_bytes, infer_config};
-use crate::hypernet::{ModelMeta, StepPolicy};
-use crate::weights::Weights;
-use crate::{BaseModelShapes, ModelError};
+use super::RawCheckpoint;
+use crate::ModelError;
+use crate::fingerprint::fingerprint_of_bytes;
+use crate::meta::StepPolicy;
+use crate::nn::Weights;
 
 fn read_section(path: &Path, key: &str, prefix: &str, into: &mut Weights) -> Result<bool, ModelError> {
     let fail = |reason: String| ModelError::Checkpoint { path: path.to_path_buf(), reason };
@@ -55,9 +56,8 @@ fn read_alpha(path: &Path) -> Option<f32> {
     }
 }
 
-/// Loads either released layout. Dimensions come from tensor shapes and the base model;
-/// alpha from `args.alpha` (default 32).
-pub fn load_pt(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, ModelError> {
+/// Reads either released layout; alpha from `args.alpha` where readable.
+pub(super) fn read(path: &Path) -> Result<RawCheckpoint, ModelError> {
     let fail = |reason: String| ModelError::Checkpoint { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
     let fingerprint = fingerprint_of_bytes(&bytes);
@@ -74,15 +74,13 @@ pub fn load_pt(path: &Path, base: &BaseModelShapes) -> Result<LoadedCheckpoint, 
             "neither the Evo layout (gru_state, head_state) nor the Static layout (state_dict) was found".into(),
         ));
     }
-    let config = infer_config(&weights, base, read_alpha(path).unwrap_or(32.0))?;
-    let meta = ModelMeta {
-        architecture: architecture_of(&weights).into(),
+    Ok(RawCheckpoint {
+        weights,
+        fingerprint,
+        alpha: read_alpha(path),
         // The released checkpoints were trained on Qwen3-Embedding-0.6B vectors.
         encoder: "qwen3-embedding-0.6b".into(),
         step_policy: if evo { StepPolicy::Paper } else { StepPolicy::EveryCommit },
         trained: true,
-        fingerprint,
-        task: 0,
-    };
-    Ok(LoadedCheckpoint { config, base: Some(base.clone()), meta, weights })
+    })
 }

@@ -10,8 +10,8 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Tensor};
 
-use crate::tensor_io::{host, layer_norm, linear, tensor2, transpose};
-use crate::weights::Weights;
+use crate::nn::Weights;
+use crate::nn::tensor::{host, layer_norm, linear, tensor2, transpose};
 use crate::{HyperConfig, ModelError};
 
 /// Steps whose input side is computed together (see [`CommitGru::advance`]). Changing it

@@ -1,41 +1,20 @@
 //! The whole generator: snapshot → h₀, diffs → h_t, h_t → adapter weights.
 
+pub mod config;
+pub mod gru;
+pub mod head;
+
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
 
-use crate::gru::{CommitGru, gru_tensor_shapes};
-use crate::head::{Code2LoraHead, LoraPair, head_tensor_shapes};
-use crate::init;
-use crate::tensor_io::tensor2;
-use crate::weights::Weights;
-use crate::{BaseModelShapes, HyperConfig, ModelError};
-
-/// Which commits step the GRU; stored with a checkpoint because a model only makes sense on
-/// the kind of sequence it was trained on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepPolicy {
-    /// Every first-parent commit.
-    EveryCommit,
-    /// Only commits that add or change test assertions (the released Evo checkpoint).
-    Paper,
-}
-
-/// What a model is, beyond its tensors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelMeta {
-    /// `code2lora-evo` or `code2lora-static`.
-    pub architecture: String,
-    /// Encoder id and version the model was trained with, e.g. `hashed-v1`.
-    pub encoder: String,
-    pub step_policy: StepPolicy,
-    /// False for seeded initialisation: adapters carry a loud warning.
-    pub trained: bool,
-    /// sha256 identifying the weights; states built with another fingerprint are stale.
-    pub fingerprint: String,
-    /// Task chosen from a multi-task checkpoint (index into its table).
-    pub task: usize,
-}
+use self::config::HyperConfig;
+use self::gru::{CommitGru, gru_tensor_shapes};
+use self::head::{Code2LoraHead, LoraPair, head_tensor_shapes};
+pub use crate::meta::{ModelMeta, StepPolicy};
+use crate::fingerprint::fingerprint_of_seed;
+use crate::nn::Weights;
+use crate::nn::init;
+use crate::nn::tensor::tensor2;
+use crate::{BaseModelShapes, ModelError};
 
 /// An adapter's weights: one pair per projection type, shared by every layer.
 #[derive(Debug, Clone)]
@@ -91,7 +70,7 @@ impl Hypernetwork {
     /// repository-dependent, but carry no learned knowledge.
     pub fn untrained(cfg: HyperConfig, base: BaseModelShapes, seed: u64, encoder: &str, device: Device) -> Result<Self, ModelError> {
         let mut weights = seeded_weights(&cfg, &base, seed, true);
-        let fingerprint = crate::checkpoint::fingerprint_of_seed(&cfg, &base, seed, encoder);
+        let fingerprint = fingerprint_of_seed(&cfg, &base, seed, encoder);
         let meta = ModelMeta {
             architecture: "code2lora-evo".into(),
             encoder: encoder.into(),
@@ -149,7 +128,7 @@ impl Hypernetwork {
     /// Advances a state over diff vectors, each `input_dim` long. A Static model has no
     /// recurrence: its state does not change.
     /// Folds `diffs` into `state`, which has taken `steps_so_far` GRU steps since its
-    /// snapshot (see [`crate::gru::CommitGru::advance`]).
+    /// snapshot (see [`CommitGru::advance`]).
     pub fn advance(&self, state: &[f32], diffs: &[Vec<f32>], steps_so_far: u64) -> Result<Vec<f32>, ModelError> {
         if state.len() != self.state_dim() {
             return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
@@ -179,7 +158,7 @@ impl Hypernetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::SplitMix64;
+    use crate::nn::init::SplitMix64;
 
     /// The state's bits must not depend on how commits were grouped into calls.
     #[test]
@@ -290,7 +269,7 @@ mod seeded_tests {
     fn the_untrained_model_keeps_its_outputs() {
         let cfg = HyperConfig::preset("compact").unwrap();
         let model = Hypernetwork::untrained(cfg.clone(), small_base(), 7, "hashed-v1", Device::default()).unwrap();
-        let mut rng = crate::init::SplitMix64::new(3);
+        let mut rng = crate::nn::init::SplitMix64::new(3);
         let mut vector = || (0..cfg.input_dim).map(|_| rng.next_symmetric()).collect::<Vec<f32>>();
         let snapshot = vector();
         let diffs: Vec<Vec<f32>> = (0..3).map(|_| vector()).collect();

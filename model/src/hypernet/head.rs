@@ -9,8 +9,8 @@ use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::tensor_io::{host, linear, tensor2, transpose};
-use crate::weights::Weights;
+use crate::nn::Weights;
+use crate::nn::tensor::{host, linear, tensor2, transpose};
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
 
 /// One projection type's factors, row-major: `a` is [r, in], `b` is [out, r].
