@@ -7,12 +7,12 @@ pub mod head;
 use burn::tensor::Device;
 
 use self::config::HyperConfig;
-use self::gru::{CommitGru, gru_tensor_shapes};
-use self::head::{Code2LoraHead, LoraPair, head_tensor_shapes};
+use self::gru::CommitGru;
+use self::head::{Code2LoraHead, LoraPair};
 pub use crate::meta::{ModelMeta, StepPolicy};
 use crate::fingerprint::fingerprint_of_seed;
 use crate::nn::Weights;
-use crate::nn::init;
+use crate::nn::params::{ParamSource, Seeded};
 use crate::nn::tensor::tensor2;
 use crate::{BaseModelShapes, ModelError};
 
@@ -34,42 +34,33 @@ pub struct Hypernetwork {
     head: Code2LoraHead,
 }
 
-/// Seeded weights in PyTorch layout with PyTorch's default initialisation ranges.
+/// The untrained model's tensors, in PyTorch layout with PyTorch's default initialisation
+/// ranges: what `model export` saves as a checkpoint.
 pub fn seeded_weights(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, evo: bool) -> Weights {
-    let mut w = Weights::default();
-    let mut shapes = head_tensor_shapes(cfg, base);
-    if evo {
-        shapes.extend(gru_tensor_shapes(cfg));
-    }
-    // A Linear's fan_in is its weight's second dimension, shared with its bias.
-    let fan_in: std::collections::HashMap<String, usize> =
-        shapes.iter().filter(|(_, s)| s.len() == 2).map(|(n, s)| (n.clone(), s[1])).collect();
-    for (name, shape) in shapes {
-        let len: usize = shape.iter().product();
-        let data = if name.contains("log_scale") {
-            vec![-3.5]
-        } else if name.ends_with("norm.weight") || name.ends_with("proj.1.weight") || name.ends_with("proj.2.weight") {
-            vec![1.0; len]
-        } else if name.ends_with("norm.bias") || name.ends_with("proj.1.bias") || name.ends_with("proj.2.bias") {
-            vec![0.0; len]
-        } else if name.starts_with("gru.gru.") {
-            init::uniform(seed, &name, len, 1.0 / (cfg.gru_hidden as f32).sqrt())
-        } else if name == "head.task_embedding.weight" {
-            init::uniform(seed, &name, len, 1.0)
-        } else {
-            let fan = fan_in.get(&name.replace(".bias", ".weight")).copied().unwrap_or(1);
-            init::uniform(seed, &name, len, 1.0 / (fan as f32).sqrt())
-        };
-        w.insert(name, shape, data);
-    }
-    w
+    let mut params = Seeded::recording(seed);
+    // The modules are built for their declarations only; the recorded map is the result.
+    build_parts(cfg, base, evo, 0, &mut params, &Device::flex()).expect("a seeded source has every tensor, and task 0 exists");
+    params.into_recorded().expect("the source records")
+}
+
+/// Declares and builds the GRU (Evo only) and the head from `params`.
+fn build_parts(
+    cfg: &HyperConfig,
+    base: &BaseModelShapes,
+    evo: bool,
+    task: usize,
+    params: &mut impl ParamSource,
+    device: &Device,
+) -> Result<(Option<CommitGru>, Code2LoraHead), ModelError> {
+    let gru = if evo { Some(CommitGru::new(cfg, params, device)?) } else { None };
+    let head = Code2LoraHead::new(cfg, base, task, params, device)?;
+    Ok((gru, head))
 }
 
 impl Hypernetwork {
     /// A deterministic, untrained model. Adapters it makes are structurally valid and
     /// repository-dependent, but carry no learned knowledge.
     pub fn untrained(cfg: HyperConfig, base: BaseModelShapes, seed: u64, encoder: &str, device: Device) -> Result<Self, ModelError> {
-        let mut weights = seeded_weights(&cfg, &base, seed, true);
         let fingerprint = fingerprint_of_seed(&cfg, &base, seed, encoder);
         let meta = ModelMeta {
             architecture: "code2lora-evo".into(),
@@ -79,18 +70,15 @@ impl Hypernetwork {
             fingerprint,
             task: 0,
         };
-        Self::from_weights(cfg, base, &mut weights, meta, device)
+        let (gru, head) = build_parts(&cfg, &base, true, 0, &mut Seeded::new(seed), &device)?;
+        Ok(Hypernetwork { config: cfg, base, meta, device, gru, head })
     }
 
     /// Builds the model from PyTorch-layout tensors. Unknown leftover tensors are refused so
     /// that a checkpoint for a different architecture is not half-loaded.
     pub fn from_weights(cfg: HyperConfig, base: BaseModelShapes, weights: &mut Weights, meta: ModelMeta, device: Device) -> Result<Self, ModelError> {
-        let gru = if meta.architecture == "code2lora-evo" {
-            Some(CommitGru::from_weights(&cfg, weights, &device)?)
-        } else {
-            None
-        };
-        let head = Code2LoraHead::from_weights(&cfg, &base, meta.task, weights, &device)?;
+        let evo = meta.architecture == "code2lora-evo";
+        let (gru, head) = build_parts(&cfg, &base, evo, meta.task, weights, &device)?;
         if let Some(extra) = weights.names().next() {
             return Err(ModelError::Checkpoint {
                 path: "<weights>".into(),
@@ -283,5 +271,44 @@ mod seeded_tests {
             "3610538fcdee601f4ec220ec2e5fd7780ad501a78457023476b92d34a61e12ac",
         ];
         assert_eq!(found, expected);
+    }
+
+    fn untrained_meta() -> ModelMeta {
+        ModelMeta {
+            architecture: "code2lora-evo".into(),
+            encoder: "hashed-v1".into(),
+            step_policy: StepPolicy::EveryCommit,
+            trained: false,
+            fingerprint: String::new(),
+            task: 0,
+        }
+    }
+
+    /// The seeded map loads back into the model the seed builds directly.
+    #[test]
+    fn the_seeded_map_loads_into_the_same_model() {
+        let cfg = HyperConfig::preset("tiny").unwrap();
+        let direct = Hypernetwork::untrained(cfg.clone(), small_base(), 7, "hashed-v1", Device::default()).unwrap();
+        let mut weights = seeded_weights(&cfg, &small_base(), 7, true);
+        let loaded = Hypernetwork::from_weights(cfg.clone(), small_base(), &mut weights, untrained_meta(), Device::default()).unwrap();
+        let snapshot = vec![0.25; cfg.input_dim];
+        let (a, b) = (direct.initial_state(&snapshot).unwrap(), loaded.initial_state(&snapshot).unwrap());
+        assert_eq!(bits_digest(&a), bits_digest(&b));
+        let pairs = |m: &Hypernetwork| m.adapter(&a).unwrap().pairs.iter().flat_map(|p| p.a.iter().chain(&p.b).copied()).collect::<Vec<f32>>();
+        assert_eq!(bits_digest(&pairs(&direct)), bits_digest(&pairs(&loaded)));
+    }
+
+    #[test]
+    fn loading_refuses_a_misshapen_tensor_naming_it() {
+        let cfg = HyperConfig::preset("tiny").unwrap();
+        let mut weights = seeded_weights(&cfg, &small_base(), 7, true);
+        let mut short = weights.clone();
+        let trunk = weights.get("head.trunk.2.weight").unwrap().clone();
+        short.insert("head.trunk.2.weight", vec![trunk.shape[0], trunk.shape[1] - 1], trunk.data[..trunk.shape[0] * (trunk.shape[1] - 1)].to_vec());
+        let err = Hypernetwork::from_weights(cfg.clone(), small_base(), &mut short, untrained_meta(), Device::default()).unwrap_err();
+        assert!(matches!(&err, ModelError::ShapeMismatch { name, .. } if name == "head.trunk.2.weight"), "{err}");
+        weights.insert("gru.gru.bias_hh_l0", vec![1], vec![0.0]);
+        let err = Hypernetwork::from_weights(cfg, small_base(), &mut weights, untrained_meta(), Device::default()).unwrap_err();
+        assert!(matches!(&err, ModelError::ShapeMismatch { name, .. } if name == "gru.gru.bias_hh_l0"), "{err}");
     }
 }
