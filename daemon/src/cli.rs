@@ -340,11 +340,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::offline::model_run(&model, &embeddings, &out, state_out.as_deref())?
             }
             ModelAction::Export { out, step_policy, model } => {
-                let policy = match step_policy.as_str() {
-                    "paper" => evolora_model::hypernet::StepPolicy::Paper,
-                    "every-commit" => evolora_model::hypernet::StepPolicy::EveryCommit,
-                    other => bail!("unknown step policy `{other}` (every-commit, paper)"),
-                };
+                let policy: evolora_model::StepPolicy = step_policy.parse()?;
                 crate::offline::export_seeded(&model, &out, policy)?
             }
         },

@@ -121,7 +121,7 @@ impl Engine {
     pub fn new(shared: Arc<Shared>, model: Hypernetwork) -> Self {
         let m = &model;
         let info = ModelInfo {
-            architecture: m.meta.architecture.clone(),
+            architecture: m.meta.architecture.to_string(),
             encoder: m.meta.encoder.clone(),
             fingerprint: m.meta.fingerprint.clone(),
             trained: m.meta.trained,

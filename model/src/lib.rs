@@ -27,5 +27,5 @@ pub use device::select_device;
 pub use error::ModelError;
 pub use hypernet::config::HyperConfig;
 pub use hypernet::{AdapterWeights, Hypernetwork};
-pub use meta::{ModelMeta, StepPolicy};
+pub use meta::{Architecture, ModelMeta, StepPolicy};
 pub use module_type::ModuleType;

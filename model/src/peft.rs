@@ -22,8 +22,11 @@ use crate::{AdapterWeights, BaseModelShapes, ModelError};
 /// that recovery may delete.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// The float type adapter tensors are written in. Parsing (and deserialising, so that a
+/// configuration file can hold one) accepts the short and the long names in any case and
+/// refuses anything else rather than falling back to f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum AdapterDtype {
     #[default]
     F32,
@@ -31,15 +34,38 @@ pub enum AdapterDtype {
     F16,
 }
 
+impl AdapterDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterDtype::F32 => "f32",
+            AdapterDtype::Bf16 => "bf16",
+            AdapterDtype::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for AdapterDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for AdapterDtype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(AdapterDtype::F32),
             "bf16" | "bfloat16" => Ok(AdapterDtype::Bf16),
             "f16" | "float16" => Ok(AdapterDtype::F16),
-            other => Err(format!("unknown adapter dtype `{other}` (f32, bf16, f16)")),
+            other => Err(ModelError::UnknownAdapterDtype(other.into())),
         }
+    }
+}
+
+impl TryFrom<String> for AdapterDtype {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        s.parse()
     }
 }
 
@@ -171,4 +197,23 @@ fn write_tensors(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes, 
     md.insert("format".to_string(), "pt".to_string());
     let bytes = safetensors::serialize(views, Some(md)).map_err(|e| ModelError::Safetensors(e.to_string()))?;
     write_file(path, &bytes).map_err(|source| ModelError::AdapterIo { path: path.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtypes_parse_and_deserialise_alike_and_refuse_unknown_names() {
+        for (name, dtype) in [("f32", AdapterDtype::F32), ("BFloat16", AdapterDtype::Bf16), ("f16", AdapterDtype::F16)] {
+            assert_eq!(name.parse::<AdapterDtype>().unwrap(), dtype);
+            assert_eq!(serde_json::from_value::<AdapterDtype>(name.into()).unwrap(), dtype);
+        }
+        for d in [AdapterDtype::F32, AdapterDtype::Bf16, AdapterDtype::F16] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.to_string());
+        }
+        assert!(matches!("f64".parse::<AdapterDtype>(), Err(ModelError::UnknownAdapterDtype(v)) if v == "f64"));
+        let err = serde_json::from_value::<AdapterDtype>("fp32".into()).unwrap_err().to_string();
+        assert!(err.contains("unknown adapter dtype `fp32`"), "{err}");
+    }
 }

@@ -12,7 +12,7 @@ mod safetensors;
 use std::path::Path;
 
 pub use self::safetensors::save_safetensors;
-use crate::meta::{ModelMeta, StepPolicy};
+use crate::meta::{Architecture, ModelMeta, StepPolicy};
 use crate::nn::Weights;
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
 
@@ -34,6 +34,8 @@ pub(crate) struct RawCheckpoint {
     pub encoder: String,
     pub step_policy: StepPolicy,
     pub trained: bool,
+    /// The architecture the file names, if it does; checked against the tensors.
+    pub architecture: Option<Architecture>,
 }
 
 /// LoRA alpha of checkpoints that do not record one: the paper's.
@@ -60,8 +62,12 @@ fn assemble(path: &Path, raw: RawCheckpoint, base: &BaseModelShapes) -> Result<L
         ModelError::Checkpoint { reason, .. } => ModelError::Checkpoint { path: path.to_path_buf(), reason },
         other => other,
     })?;
+    let architecture = architecture_of(&raw.weights);
+    if let Some(claimed) = raw.architecture.filter(|&claimed| claimed != architecture) {
+        return Err(ModelError::ArchitectureMismatch { path: path.to_path_buf(), claimed: claimed.as_str(), found: architecture.as_str() });
+    }
     let meta = ModelMeta {
-        architecture: architecture_of(&raw.weights).into(),
+        architecture,
         encoder: raw.encoder,
         step_policy: raw.step_policy,
         trained: raw.trained,
@@ -71,8 +77,9 @@ fn assemble(path: &Path, raw: RawCheckpoint, base: &BaseModelShapes) -> Result<L
     Ok(LoadedCheckpoint { config, base: Some(base.clone()), meta, weights: raw.weights })
 }
 
-fn architecture_of(weights: &Weights) -> &'static str {
-    if weights.names().any(|n| n.starts_with("gru.")) { "code2lora-evo" } else { "code2lora-static" }
+/// Evo checkpoints are the ones with GRU tensors.
+fn architecture_of(weights: &Weights) -> Architecture {
+    if weights.names().any(|n| n.starts_with("gru.")) { Architecture::Evo } else { Architecture::Static }
 }
 
 /// Reads the hypernetwork's dimensions off its tensors. The rank follows from
@@ -115,4 +122,78 @@ pub fn infer_config(weights: &Weights, base: &BaseModelShapes, alpha: f32) -> Re
         (head_in - task_dim, head_in - task_dim)
     };
     Ok(HyperConfig { input_dim, gru_hidden, head_hidden, rank, alpha, module_types, num_tasks, task_dim })
+}
+
+#[cfg(test)]
+mod tests {
+    use ::safetensors::SafeTensors;
+
+    use super::*;
+    use crate::hypernet::seeded_weights;
+
+    fn small_base() -> BaseModelShapes {
+        BaseModelShapes {
+            name: "test/small".into(),
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 8,
+            num_hidden_layers: 1,
+        }
+    }
+
+    /// A seeded Evo checkpoint with `policy`, as `model export` writes it.
+    fn export(path: &Path, policy: StepPolicy) {
+        let cfg = HyperConfig::preset("tiny").unwrap();
+        let meta = ModelMeta {
+            architecture: Architecture::Evo,
+            encoder: "hashed-v1".into(),
+            step_policy: policy,
+            trained: false,
+            fingerprint: String::new(),
+            task: 0,
+        };
+        save_safetensors(path, &seeded_weights(&cfg, &small_base(), 7, true), &cfg, &small_base(), &meta).unwrap();
+    }
+
+    fn set_metadata(path: &Path, key: &str, value: &str) {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut md = header.metadata().clone().unwrap();
+        md.insert(key.into(), value.into());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        ::safetensors::serialize_to_file(st.tensors(), Some(md), path).unwrap();
+    }
+
+    #[test]
+    fn an_exported_checkpoint_reads_back_with_its_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seeded.safetensors");
+        export(&path, StepPolicy::Paper);
+        let ck = load(&path, &small_base()).unwrap();
+        assert_eq!(ck.config, HyperConfig::preset("tiny").unwrap());
+        assert_eq!((ck.meta.architecture, ck.meta.step_policy, ck.meta.trained), (Architecture::Evo, StepPolicy::Paper, false));
+        assert_eq!(ck.meta.encoder, "hashed-v1");
+    }
+
+    #[test]
+    fn unknown_metadata_names_are_refused_not_defaulted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seeded.safetensors");
+        export(&path, StepPolicy::Paper);
+        set_metadata(&path, "evolora.step_policy", "papers");
+        let err = load(&path, &small_base()).err().unwrap();
+        assert!(
+            matches!(&err, ModelError::CheckpointMetadata { key: "evolora.step_policy", source, .. } if matches!(**source, ModelError::UnknownStepPolicy(ref v) if v == "papers")),
+            "{err}"
+        );
+        export(&path, StepPolicy::Paper);
+        set_metadata(&path, "evolora.architecture", "code2lora-gru");
+        let err = load(&path, &small_base()).err().unwrap();
+        assert!(matches!(&err, ModelError::CheckpointMetadata { key: "evolora.architecture", .. }), "{err}");
+        set_metadata(&path, "evolora.architecture", "code2lora-static");
+        let err = load(&path, &small_base()).err().unwrap();
+        assert!(matches!(&err, ModelError::ArchitectureMismatch { claimed: "code2lora-static", found: "code2lora-evo", .. }), "{err}");
+    }
 }

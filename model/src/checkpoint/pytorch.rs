@@ -82,5 +82,6 @@ pub(super) fn read(path: &Path) -> Result<RawCheckpoint, ModelError> {
         encoder: "qwen3-embedding-0.6b".into(),
         step_policy: if evo { StepPolicy::Paper } else { StepPolicy::EveryCommit },
         trained: true,
+        architecture: None,
     })
 }

@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::str::FromStr;
 
 use ::safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::RawCheckpoint;
 use crate::fingerprint::fingerprint_of_bytes;
 use crate::floats::to_f32;
-use crate::meta::{ModelMeta, StepPolicy};
+use crate::meta::{Architecture, ModelMeta, StepPolicy};
 use crate::nn::Weights;
 use crate::{BaseModelShapes, HyperConfig, ModelError};
 
@@ -36,12 +37,12 @@ pub fn save_safetensors(
         .collect::<Result<Vec<_>, _>>()?;
     let mut md = HashMap::new();
     md.insert("format".to_string(), "pt".to_string());
-    md.insert("evolora.architecture".into(), meta.architecture.clone());
+    md.insert("evolora.architecture".into(), meta.architecture.to_string());
     md.insert("evolora.config".into(), serde_json::to_string(cfg).unwrap());
     md.insert("evolora.alpha".into(), cfg.alpha.to_string());
     md.insert("evolora.base".into(), serde_json::to_string(base).unwrap());
     md.insert("evolora.encoder".into(), meta.encoder.clone());
-    md.insert("evolora.step_policy".into(), serde_json::to_value(meta.step_policy).unwrap().as_str().unwrap().to_owned());
+    md.insert("evolora.step_policy".into(), meta.step_policy.to_string());
     md.insert("evolora.trained".into(), meta.trained.to_string());
     ::safetensors::serialize_to_file(views, Some(md), path).map_err(|e| ModelError::Safetensors(e.to_string()))
 }
@@ -62,16 +63,24 @@ pub(super) fn read(path: &Path) -> Result<RawCheckpoint, ModelError> {
     let alpha = md.get("evolora.alpha").and_then(|s| s.parse().ok()).or_else(|| {
         md.get("evolora.config").and_then(|s| serde_json::from_str::<HyperConfig>(s).ok()).map(|c| c.alpha)
     });
-    let step_policy = match md.get("evolora.step_policy").map(String::as_str) {
-        Some("paper") => StepPolicy::Paper,
-        _ => StepPolicy::EveryCommit,
-    };
+    let step_policy: Option<StepPolicy> = parse_metadata(path, &md, "evolora.step_policy")?;
+    let architecture: Option<Architecture> = parse_metadata(path, &md, "evolora.architecture")?;
     Ok(RawCheckpoint {
         weights,
         fingerprint,
         alpha,
         encoder: md.get("evolora.encoder").cloned().unwrap_or_else(|| "unknown".into()),
-        step_policy,
+        step_policy: step_policy.unwrap_or(StepPolicy::EveryCommit),
         trained: md.get("evolora.trained").map(|s| s == "true").unwrap_or(true),
+        architecture,
     })
+}
+
+/// A named metadata value. An absent key keeps the meaning it had before the key existed (the
+/// caller's default); a present one must be a name this build knows.
+fn parse_metadata<T: FromStr<Err = ModelError>>(path: &Path, md: &HashMap<String, String>, key: &'static str) -> Result<Option<T>, ModelError> {
+    md.get(key)
+        .map(|value| value.parse())
+        .transpose()
+        .map_err(|e| ModelError::CheckpointMetadata { path: path.to_path_buf(), key, source: Box::new(e) })
 }

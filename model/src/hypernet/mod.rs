@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use self::config::HyperConfig;
 use self::gru::CommitGru;
 use self::head::{Code2LoraHead, LoraPair};
-pub use crate::meta::{ModelMeta, StepPolicy};
+pub use crate::meta::{Architecture, ModelMeta, StepPolicy};
 use crate::fingerprint::fingerprint_of_seed;
 use crate::nn::Weights;
 use crate::nn::params::{ParamSource, Seeded};
@@ -39,20 +39,21 @@ pub struct Hypernetwork {
 pub fn seeded_weights(cfg: &HyperConfig, base: &BaseModelShapes, seed: u64, evo: bool) -> Weights {
     let mut params = Seeded::recording(seed);
     // The modules are built for their declarations only; the recorded map is the result.
-    build_parts(cfg, base, evo, 0, &mut params, &Device::flex()).expect("a seeded source has every tensor, and task 0 exists");
+    let architecture = if evo { Architecture::Evo } else { Architecture::Static };
+    build_parts(cfg, base, architecture, 0, &mut params, &Device::flex()).expect("a seeded source has every tensor, and task 0 exists");
     params.into_recorded().expect("the source records")
 }
 
-/// Declares and builds the GRU (Evo only) and the head from `params`.
+/// Declares and builds the modules `architecture` has, from `params`.
 fn build_parts(
     cfg: &HyperConfig,
     base: &BaseModelShapes,
-    evo: bool,
+    architecture: Architecture,
     task: usize,
     params: &mut impl ParamSource,
     device: &Device,
 ) -> Result<(Option<CommitGru>, Code2LoraHead), ModelError> {
-    let gru = if evo { Some(CommitGru::new(cfg, params, device)?) } else { None };
+    let gru = if architecture.has_gru() { Some(CommitGru::new(cfg, params, device)?) } else { None };
     let head = Code2LoraHead::new(cfg, base, task, params, device)?;
     Ok((gru, head))
 }
@@ -63,27 +64,23 @@ impl Hypernetwork {
     pub fn untrained(cfg: HyperConfig, base: BaseModelShapes, seed: u64, encoder: &str, device: Device) -> Result<Self, ModelError> {
         let fingerprint = fingerprint_of_seed(&cfg, &base, seed, encoder);
         let meta = ModelMeta {
-            architecture: "code2lora-evo".into(),
+            architecture: Architecture::Evo,
             encoder: encoder.into(),
             step_policy: StepPolicy::EveryCommit,
             trained: false,
             fingerprint,
             task: 0,
         };
-        let (gru, head) = build_parts(&cfg, &base, true, 0, &mut Seeded::new(seed), &device)?;
+        let (gru, head) = build_parts(&cfg, &base, Architecture::Evo, 0, &mut Seeded::new(seed), &device)?;
         Ok(Hypernetwork { config: cfg, base, meta, device, gru, head })
     }
 
     /// Builds the model from PyTorch-layout tensors. Unknown leftover tensors are refused so
     /// that a checkpoint for a different architecture is not half-loaded.
     pub fn from_weights(cfg: HyperConfig, base: BaseModelShapes, weights: &mut Weights, meta: ModelMeta, device: Device) -> Result<Self, ModelError> {
-        let evo = meta.architecture == "code2lora-evo";
-        let (gru, head) = build_parts(&cfg, &base, evo, meta.task, weights, &device)?;
+        let (gru, head) = build_parts(&cfg, &base, meta.architecture, meta.task, weights, &device)?;
         if let Some(extra) = weights.names().next() {
-            return Err(ModelError::Checkpoint {
-                path: "<weights>".into(),
-                reason: format!("unexpected tensor `{extra}` for architecture {}", meta.architecture),
-            });
+            return Err(ModelError::UnexpectedTensor { name: extra.into(), architecture: meta.architecture.as_str() });
         }
         Ok(Hypernetwork { config: cfg, base, meta, device, gru, head })
     }
@@ -275,7 +272,7 @@ mod seeded_tests {
 
     fn untrained_meta() -> ModelMeta {
         ModelMeta {
-            architecture: "code2lora-evo".into(),
+            architecture: Architecture::Evo,
             encoder: "hashed-v1".into(),
             step_policy: StepPolicy::EveryCommit,
             trained: false,
@@ -310,5 +307,17 @@ mod seeded_tests {
         weights.insert("gru.gru.bias_hh_l0", vec![1], vec![0.0]);
         let err = Hypernetwork::from_weights(cfg, small_base(), &mut weights, untrained_meta(), Device::default()).unwrap_err();
         assert!(matches!(&err, ModelError::ShapeMismatch { name, .. } if name == "gru.gru.bias_hh_l0"), "{err}");
+    }
+
+    #[test]
+    fn loading_refuses_tensors_no_module_asked_for() {
+        let cfg = HyperConfig::preset("tiny").unwrap();
+        let mut weights = seeded_weights(&cfg, &small_base(), 7, true);
+        let static_meta = ModelMeta { architecture: Architecture::Static, ..untrained_meta() };
+        let err = Hypernetwork::from_weights(cfg.clone(), small_base(), &mut weights.clone(), static_meta, Device::default()).unwrap_err();
+        assert!(matches!(&err, ModelError::UnexpectedTensor { name, architecture: "code2lora-static" } if name.starts_with("gru.")), "{err}");
+        weights.insert("head.extra.weight", vec![2], vec![0.0; 2]);
+        let err = Hypernetwork::from_weights(cfg, small_base(), &mut weights, untrained_meta(), Device::default()).unwrap_err();
+        assert!(matches!(&err, ModelError::UnexpectedTensor { name, .. } if name == "head.extra.weight"), "{err}");
     }
 }
