@@ -2,17 +2,19 @@
 //!
 //! Tensor names are the released PyTorch state-dict keys prefixed `gru.` (Evo `gru_state`)
 //! or `head.` (Evo `head_state`, Static `state_dict`), in PyTorch layout ([out, in] Linear
-//! weights, GRU gates packed (r, z, n)). Each format's reader ([`safetensors`],
-//! [`pytorch`]) returns the tensors and what the file says about them; this module infers
+//! weights, GRU gates packed (r, z, n)). Each format's reader (`safetensors.rs`,
+//! `pytorch.rs`) returns the tensors and what the file says about them; this module infers
 //! the dimensions and assembles the [`ModelMeta`].
 
 mod pytorch;
+mod raw;
 mod safetensors;
 
 use std::path::Path;
 
+use self::raw::RawCheckpoint;
 pub use self::safetensors::save_safetensors;
-use crate::meta::{Architecture, ModelMeta, StepPolicy};
+use crate::meta::{Architecture, ModelMeta};
 use crate::nn::Weights;
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
 
@@ -22,20 +24,6 @@ pub struct LoadedCheckpoint {
     pub base: Option<BaseModelShapes>,
     pub meta: ModelMeta,
     pub weights: Weights,
-}
-
-/// What a format reader found: the tensors, and what the file says about them (with the
-/// format's defaults where it says nothing).
-pub(crate) struct RawCheckpoint {
-    pub weights: Weights,
-    pub fingerprint: String,
-    /// LoRA alpha, where the file records it.
-    pub alpha: Option<f32>,
-    pub encoder: String,
-    pub step_policy: StepPolicy,
-    pub trained: bool,
-    /// The architecture the file names, if it does; checked against the tensors.
-    pub architecture: Option<Architecture>,
 }
 
 /// LoRA alpha of checkpoints that do not record one: the paper's.
@@ -130,6 +118,7 @@ mod tests {
 
     use super::*;
     use crate::hypernet::seeded_weights;
+    use crate::meta::StepPolicy;
 
     fn small_base() -> BaseModelShapes {
         BaseModelShapes {

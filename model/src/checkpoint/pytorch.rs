@@ -12,7 +12,7 @@ use std::path::Path;
 use burn::store::pytorch_reader::{PickleValue, PytorchReader};
 use burn::store::{ModuleStore, PytorchStore};
 
-use super::RawCheckpoint;
+use super::raw::RawCheckpoint;
 use crate::ModelError;
 use crate::fingerprint::fingerprint_of_bytes;
 use crate::meta::StepPolicy;

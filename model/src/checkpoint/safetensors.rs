@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use ::safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use super::RawCheckpoint;
+use super::raw::RawCheckpoint;
 use crate::fingerprint::fingerprint_of_bytes;
 use crate::floats::to_f32;
 use crate::meta::{Architecture, ModelMeta, StepPolicy};

@@ -1,3 +1,5 @@
+//! The hypernetwork's dimensions and their presets.
+
 use serde::{Deserialize, Serialize};
 
 use crate::{ModelError, ModuleType};

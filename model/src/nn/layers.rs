@@ -9,14 +9,14 @@ use crate::ModelError;
 use crate::nn::params::{Init, ParamSource};
 use crate::nn::tensor::{tensor1, tensor2, transpose};
 
-/// `nn.Linear(d_in, d_out)`: `{prefix}.weight` [out, in] and `{prefix}.bias` [out], both
-/// uniform with bound 1/√d_in.
+/// `nn.Linear(d_in, d_out)`: `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]`,
+/// both uniform with bound 1/√d_in.
 pub fn linear(params: &mut impl ParamSource, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear, ModelError> {
     let (weight, bias) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
     linear_named(params, &weight, &bias, d_in, d_out, Init::fan_in(d_in), device)
 }
 
-/// A Linear stored PyTorch's way (weight [out, in], bias [out]) under other names and
+/// A Linear stored PyTorch's way (weight `[out, in]`, bias `[out]`) under other names and
 /// initialisation, as `nn.GRU` stores its packed gates.
 pub fn linear_named(
     params: &mut impl ParamSource,

@@ -1,7 +1,7 @@
 //! Building blocks any model family here is made of: named host tensors in PyTorch layout
 //! ([`Weights`]), where a module's parameters come from ([`ParamSource`]: a checkpoint's
 //! map or a seed), deterministic initialisation ([`init`]), PyTorch layers declared against
-//! a source ([`layers`]), and moving values in and out of burn tensors ([`tensor`]).
+//! a source ([`layers`]), and moving values in and out of burn tensors (`tensor`).
 
 pub mod init;
 pub mod layers;
