@@ -161,7 +161,7 @@ enum ModelAction {
         #[arg(long)]
         out: PathBuf,
         /// Step policy recorded in the checkpoint: every-commit or paper
-        #[arg(long, default_value = "every-commit", value_parser = parse_step_policy)]
+        #[arg(long, default_value = "every-commit")]
         step_policy: StepPolicy,
         #[command(flatten)]
         model: crate::offline::ModelChoice,
@@ -214,14 +214,6 @@ fn init_tracing() {
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))
-}
-
-fn parse_step_policy(name: &str) -> Result<StepPolicy, String> {
-    match name {
-        "paper" => Ok(StepPolicy::Paper),
-        "every-commit" => Ok(StepPolicy::EveryCommit),
-        other => Err(format!("unknown step policy `{other}` (every-commit, paper)")),
-    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

@@ -118,7 +118,7 @@ pub fn export_seeded(choice: &ModelChoice, out: &Path, policy: StepPolicy) -> Re
     let cfg = HyperConfig::preset(&choice.preset)?;
     let weights = seeded_weights(&cfg, &base, choice.seed, true);
     let meta = ModelMeta {
-        architecture: "code2lora-evo".into(),
+        architecture: evolora_model::Architecture::Evo,
         encoder: HashedEncoder::ID.into(),
         step_policy: policy,
         trained: false,

@@ -15,6 +15,18 @@ pub enum ModelError {
     ShapeMismatch { name: String, found: Vec<usize>, expected: Vec<usize> },
     #[error("checkpoint is missing tensor `{0}`")]
     MissingTensor(String),
+    #[error("checkpoint has tensor `{name}`, which architecture {architecture} does not use")]
+    UnexpectedTensor { name: String, architecture: &'static str },
+    #[error("checkpoint {path}: metadata `{key}`: {source}")]
+    CheckpointMetadata { path: PathBuf, key: &'static str, source: Box<ModelError> },
+    #[error("checkpoint {path}: its metadata says {claimed}, its tensors are those of {found}")]
+    ArchitectureMismatch { path: PathBuf, claimed: &'static str, found: &'static str },
+    #[error("unknown architecture `{0}` (code2lora-evo, code2lora-static)")]
+    UnknownArchitecture(String),
+    #[error("unknown step policy `{0}` (every-commit, paper)")]
+    UnknownStepPolicy(String),
+    #[error("unknown adapter dtype `{0}` (f32, bf16, f16)")]
+    UnknownAdapterDtype(String),
     #[error("checkpoint was trained with encoder `{checkpoint}`, but the configuration uses `{configured}`")]
     EncoderMismatch { checkpoint: String, configured: String },
     #[error("vector has {found} values, the model expects {expected}")]

@@ -15,14 +15,18 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::floats::{f32_to_bf16, f32_to_f16};
 use crate::{AdapterWeights, BaseModelShapes, ModelError};
 
 /// Prefix of temporary adapter directories; anything carrying it is an unfinished write
 /// that recovery may delete.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// The float type adapter tensors are written in. Parsing (and deserialising, so that a
+/// configuration file can hold one) accepts the short and the long names in any case and
+/// refuses anything else rather than falling back to f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum AdapterDtype {
     #[default]
     F32,
@@ -30,15 +34,38 @@ pub enum AdapterDtype {
     F16,
 }
 
+impl AdapterDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterDtype::F32 => "f32",
+            AdapterDtype::Bf16 => "bf16",
+            AdapterDtype::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for AdapterDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for AdapterDtype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(AdapterDtype::F32),
             "bf16" | "bfloat16" => Ok(AdapterDtype::Bf16),
             "f16" | "float16" => Ok(AdapterDtype::F16),
-            other => Err(format!("unknown adapter dtype `{other}` (f32, bf16, f16)")),
+            other => Err(ModelError::UnknownAdapterDtype(other.into())),
         }
+    }
+}
+
+impl TryFrom<String> for AdapterDtype {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        s.parse()
     }
 }
 
@@ -48,51 +75,6 @@ fn encode(values: &[f32], dtype: AdapterDtype) -> Vec<u8> {
         AdapterDtype::Bf16 => values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes()).collect(),
         AdapterDtype::F16 => values.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes()).collect(),
     }
-}
-
-/// Round-to-nearest-even truncation to bfloat16.
-pub fn f32_to_bf16(v: f32) -> u16 {
-    let bits = v.to_bits();
-    if v.is_nan() {
-        return ((bits >> 16) as u16) | 0x40;
-    }
-    let round = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(round) >> 16) as u16
-}
-
-/// Round-to-nearest-even conversion to IEEE half.
-pub fn f32_to_f16(v: f32) -> u16 {
-    let bits = v.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exp = ((bits >> 23) & 0xff) as i32;
-    let mut man = bits & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        man |= 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let rem = man & ((1 << shift) - 1);
-        let mut out = man >> shift;
-        if rem > half || (rem == half && out & 1 == 1) {
-            out += 1;
-        }
-        return sign | out as u16;
-    }
-    let rem = man & 0x1fff;
-    let mut out = ((e as u32) << 10) | (man >> 13);
-    if rem > 0x1000 || (rem == 0x1000 && out & 1 == 1) {
-        out += 1; // may carry into the exponent, which is the correct rounding
-    }
-    sign | out as u16
 }
 
 /// `adapter_config.json` for a LoRA over the given types.
@@ -220,16 +202,18 @@ fn write_tensors(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::f16_to_f32;
 
     #[test]
-    fn half_round_trip_is_close() {
-        for &v in &[0.0f32, 1.0, -2.5, 0.1, 1e-6, 3.0e-5, 65504.0, -0.000_123] {
-            let back = f16_to_f32(f32_to_f16(v));
-            assert!((back - v).abs() <= v.abs() * 1e-3 + 6e-8, "{v} -> {back}");
+    fn dtypes_parse_and_deserialise_alike_and_refuse_unknown_names() {
+        for (name, dtype) in [("f32", AdapterDtype::F32), ("BFloat16", AdapterDtype::Bf16), ("f16", AdapterDtype::F16)] {
+            assert_eq!(name.parse::<AdapterDtype>().unwrap(), dtype);
+            assert_eq!(serde_json::from_value::<AdapterDtype>(name.into()).unwrap(), dtype);
         }
-        assert_eq!(f32_to_f16(1e6), 0x7c00);
-        assert_eq!(f32_to_bf16(1.0), 0x3f80);
-        assert_eq!(f32_to_bf16(-2.0), 0xc000);
+        for d in [AdapterDtype::F32, AdapterDtype::Bf16, AdapterDtype::F16] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.to_string());
+        }
+        assert!(matches!("f64".parse::<AdapterDtype>(), Err(ModelError::UnknownAdapterDtype(v)) if v == "f64"));
+        let err = serde_json::from_value::<AdapterDtype>("fp32".into()).unwrap_err().to_string();
+        assert!(err.contains("unknown adapter dtype `fp32`"), "{err}");
     }
 }

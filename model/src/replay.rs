@@ -6,7 +6,7 @@ use std::path::Path;
 
 use safetensors::SafeTensors;
 
-use crate::checkpoint::to_f32;
+use crate::floats::to_f32;
 use crate::{AdapterWeights, Hypernetwork, ModelError};
 
 pub struct Embeddings {

@@ -17,7 +17,7 @@
 
 use super::python::{self, Kind};
 use super::{DiffInput, Encoded, FileDiff};
-use crate::init::fnv1a64;
+use crate::nn::init::fnv1a64;
 
 #[derive(Debug, Clone, Default)]
 pub struct HashedEncoder;

@@ -10,8 +10,9 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Tensor};
 
-use crate::tensor_io::{host, layer_norm, linear, tensor2, transpose};
-use crate::weights::Weights;
+use crate::nn::layers;
+use crate::nn::params::{Init, ParamSource};
+use crate::nn::tensor::{host, tensor2};
 use crate::{HyperConfig, ModelError};
 
 /// Steps whose input side is computed together (see [`CommitGru::advance`]). Changing it
@@ -35,56 +36,20 @@ pub struct CommitGru {
     input: usize,
 }
 
-pub(crate) fn gru_tensor_shapes(cfg: &HyperConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, h) = (cfg.input_dim, cfg.gru_hidden);
-    [
-        ("gru.diff_proj.0.weight", vec![h, d]),
-        ("gru.diff_proj.0.bias", vec![h]),
-        ("gru.diff_proj.1.weight", vec![h]),
-        ("gru.diff_proj.1.bias", vec![h]),
-        ("gru.repo_init_proj.0.weight", vec![h, d]),
-        ("gru.repo_init_proj.0.bias", vec![h]),
-        ("gru.repo_init_proj.2.weight", vec![h]),
-        ("gru.repo_init_proj.2.bias", vec![h]),
-        ("gru.gru.weight_ih_l0", vec![3 * h, h]),
-        ("gru.gru.weight_hh_l0", vec![3 * h, h]),
-        ("gru.gru.bias_ih_l0", vec![3 * h]),
-        ("gru.gru.bias_hh_l0", vec![3 * h]),
-        ("gru.output_norm.weight", vec![h]),
-        ("gru.output_norm.bias", vec![h]),
-    ]
-    .into_iter()
-    .map(|(n, s)| (n.to_string(), s))
-    .collect()
-}
-
 impl CommitGru {
-    /// Builds the GRU from `gru.*` tensors (PyTorch layout), consuming them.
-    pub fn from_weights(cfg: &HyperConfig, w: &mut Weights, device: &Device) -> Result<Self, ModelError> {
+    /// Declares the `gru.*` tensors (PyTorch layout) against `params` and builds the GRU.
+    pub fn new(cfg: &HyperConfig, params: &mut impl ParamSource, device: &Device) -> Result<Self, ModelError> {
         let (d, h) = (cfg.input_dim, cfg.gru_hidden);
-        let mut lin = |prefix: &str, d_in: usize, d_out: usize| -> Result<Linear, ModelError> {
-            let weight = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
-            let bias = w.take(&format!("{prefix}.bias"), &[d_out])?;
-            Ok(linear(transpose(&weight, d_out, d_in), bias, d_in, d_out, device))
-        };
-        let diff_proj = lin("gru.diff_proj.0", d, h)?;
-        let init_proj = lin("gru.repo_init_proj.0", d, h)?;
-        let mut ln = |prefix: &str| -> Result<LayerNorm, ModelError> {
-            let g = w.take(&format!("{prefix}.weight"), &[h])?;
-            let b = w.take(&format!("{prefix}.bias"), &[h])?;
-            Ok(layer_norm(g, b, device))
-        };
-        let diff_norm = ln("gru.diff_proj.1")?;
-        let init_norm = ln("gru.repo_init_proj.2")?;
-        let output_norm = ln("gru.output_norm")?;
-        // Packed [3H, in] in (r, z, n) order; a plain transpose keeps the gate blocks as
-        // column ranges [0,H), [H,2H), [2H,3H).
-        let w_ih = w.take("gru.gru.weight_ih_l0", &[3 * h, h])?;
-        let w_hh = w.take("gru.gru.weight_hh_l0", &[3 * h, h])?;
-        let b_ih = w.take("gru.gru.bias_ih_l0", &[3 * h])?;
-        let b_hh = w.take("gru.gru.bias_hh_l0", &[3 * h])?;
-        let input_gates = linear(transpose(&w_ih, 3 * h, h), b_ih, h, 3 * h, device);
-        let hidden_gates = linear(transpose(&w_hh, 3 * h, h), b_hh, h, 3 * h, device);
+        let diff_proj = layers::linear(params, "gru.diff_proj.0", d, h, device)?;
+        let diff_norm = layers::layer_norm(params, "gru.diff_proj.1", h, device)?;
+        let init_proj = layers::linear(params, "gru.repo_init_proj.0", d, h, device)?;
+        let init_norm = layers::layer_norm(params, "gru.repo_init_proj.2", h, device)?;
+        // nn.GRU packs its gates [3H, in] in (r, z, n) order and initialises them with bound
+        // 1/√H; transposed to burn's [in, 3H], the gates are column ranges [0,H), [H,2H), [2H,3H).
+        let gates = Init::Uniform { bound: 1.0 / (h as f32).sqrt() };
+        let input_gates = layers::linear_named(params, "gru.gru.weight_ih_l0", "gru.gru.bias_ih_l0", h, 3 * h, gates, device)?;
+        let hidden_gates = layers::linear_named(params, "gru.gru.weight_hh_l0", "gru.gru.bias_hh_l0", h, 3 * h, gates, device)?;
+        let output_norm = layers::layer_norm(params, "gru.output_norm", h, device)?;
         Ok(CommitGru { diff_proj, diff_norm, init_proj, init_norm, input_gates, hidden_gates, output_norm, hidden: h, input: d })
     }
 

@@ -9,8 +9,9 @@ use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::tensor_io::{host, linear, tensor2, transpose};
-use crate::weights::Weights;
+use crate::nn::layers;
+use crate::nn::params::{Init, ParamSource};
+use crate::nn::tensor::{host, tensor2};
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
 
 /// One projection type's factors, row-major: `a` is [r, in], `b` is [out, r].
@@ -43,54 +44,23 @@ pub struct Code2LoraHead {
     task_row: Option<Vec<f32>>,
 }
 
-pub(crate) fn head_tensor_shapes(
-    cfg: &HyperConfig,
-    base: &BaseModelShapes,
-) -> Vec<(String, Vec<usize>)> {
-    let h = cfg.head_hidden;
-    let d = cfg.head_input_dim();
-    let r = cfg.rank;
-    let mut v = vec![
-        ("head.trunk.0.weight".to_string(), vec![h, d]),
-        ("head.trunk.0.bias".to_string(), vec![h]),
-        ("head.trunk.2.weight".to_string(), vec![h, h]),
-        ("head.trunk.2.bias".to_string(), vec![h]),
-    ];
-    for &t in &cfg.module_types {
-        let (i, o) = base.in_out(t);
-        let n = t.peft_name();
-        v.push((format!("head.heads_A.{n}.weight"), vec![r * i, h]));
-        v.push((format!("head.heads_A.{n}.bias"), vec![r * i]));
-        v.push((format!("head.heads_B.{n}.weight"), vec![o * r, h]));
-        v.push((format!("head.heads_B.{n}.bias"), vec![o * r]));
-        v.push((format!("head.log_scale_A.{n}"), vec![]));
-        v.push((format!("head.log_scale_B.{n}"), vec![]));
-    }
-    if cfg.num_tasks > 0 {
-        v.push(("head.task_embedding.weight".to_string(), vec![cfg.num_tasks, cfg.task_dim]));
-    }
-    v
-}
-
-fn torch_linear(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear, ModelError> {
-    let weight = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
-    let bias = w.take(&format!("{prefix}.bias"), &[d_out])?;
-    Ok(linear(transpose(&weight, d_out, d_in), bias, d_in, d_out, device))
-}
+/// Initial `log_scale_*`: scales start at exp(-3.5) ≈ 0.03.
+const LOG_SCALE_INIT: f32 = -3.5;
 
 impl Code2LoraHead {
-    /// Builds the head from `head.*` tensors (PyTorch layout), consuming them.
-    pub fn from_weights(
+    /// Declares the `head.*` tensors (PyTorch layout) against `params` and builds the head,
+    /// keeping row `task` of a multi-task table.
+    pub fn new(
         cfg: &HyperConfig,
         base: &BaseModelShapes,
         task: usize,
-        w: &mut Weights,
+        params: &mut impl ParamSource,
         device: &Device,
     ) -> Result<Self, ModelError> {
         let h = cfg.head_hidden;
         let r = cfg.rank;
-        let trunk_in = torch_linear(w, "head.trunk.0", cfg.head_input_dim(), h, device)?;
-        let trunk_mid = torch_linear(w, "head.trunk.2", h, h, device)?;
+        let trunk_in = layers::linear(params, "head.trunk.0", cfg.head_input_dim(), h, device)?;
+        let trunk_mid = layers::linear(params, "head.trunk.2", h, h, device)?;
         let mut heads_a = Vec::new();
         let mut heads_b = Vec::new();
         let mut scales = Vec::new();
@@ -98,15 +68,15 @@ impl Code2LoraHead {
         for &t in &cfg.module_types {
             let (i, o) = base.in_out(t);
             let n = t.peft_name();
-            heads_a.push(torch_linear(w, &format!("head.heads_A.{n}"), h, r * i, device)?);
-            heads_b.push(torch_linear(w, &format!("head.heads_B.{n}"), h, o * r, device)?);
-            let la = w.take(&format!("head.log_scale_A.{n}"), &[])?[0];
-            let lb = w.take(&format!("head.log_scale_B.{n}"), &[])?[0];
+            heads_a.push(layers::linear(params, &format!("head.heads_A.{n}"), h, r * i, device)?);
+            heads_b.push(layers::linear(params, &format!("head.heads_B.{n}"), h, o * r, device)?);
+            let la = layers::scalar(params, &format!("head.log_scale_A.{n}"), Init::Constant(LOG_SCALE_INIT))?;
+            let lb = layers::scalar(params, &format!("head.log_scale_B.{n}"), Init::Constant(LOG_SCALE_INIT))?;
             scales.push((la.exp().clamp(1e-5, 0.3), lb.exp().clamp(1e-5, 0.3)));
             types.push((t, i, o));
         }
         let task_row = if cfg.num_tasks > 0 {
-            let table = w.take("head.task_embedding.weight", &[cfg.num_tasks, cfg.task_dim])?;
+            let table = params.tensor("head.task_embedding.weight", &[cfg.num_tasks, cfg.task_dim], Init::Uniform { bound: 1.0 })?;
             if task >= cfg.num_tasks {
                 return Err(ModelError::Checkpoint {
                     path: "<config>".into(),

@@ -1,7 +1,5 @@
-//! Moving host vectors in and out of burn tensors and modules.
+//! Moving host vectors in and out of burn tensors.
 
-use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub(crate) fn tensor1(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -37,22 +35,4 @@ pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// A burn Linear from a weight already in burn's [in, out] layout.
-pub(crate) fn linear(weight_in_out: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
-    debug_assert_eq!(weight_in_out.len(), d_in * d_out);
-    debug_assert_eq!(bias.len(), d_out);
-    Linear {
-        weight: Param::from_tensor(tensor2(weight_in_out, [d_in, d_out], device)),
-        bias: Some(Param::from_tensor(tensor1(bias, device))),
-    }
-}
-
-/// A PyTorch-compatible LayerNorm (eps 1e-5) with the given affine parameters.
-pub(crate) fn layer_norm(gamma: Vec<f32>, beta: Vec<f32>, device: &Device) -> LayerNorm {
-    let mut ln = LayerNormConfig::new(gamma.len()).with_epsilon(1e-5).init(device);
-    ln.gamma = Param::from_tensor(tensor1(gamma, device));
-    ln.beta = Some(Param::from_tensor(tensor1(beta, device)));
-    ln
 }

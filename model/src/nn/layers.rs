@@ -1,0 +1,52 @@
+//! PyTorch layers as burn modules, each parameter declared once against a [`ParamSource`]
+//! in PyTorch's layout and with PyTorch's default initialisation.
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::Device;
+
+use crate::ModelError;
+use crate::nn::params::{Init, ParamSource};
+use crate::nn::tensor::{tensor1, tensor2, transpose};
+
+/// `nn.Linear(d_in, d_out)`: `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]`,
+/// both uniform with bound 1/√d_in.
+pub fn linear(params: &mut impl ParamSource, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear, ModelError> {
+    let (weight, bias) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+    linear_named(params, &weight, &bias, d_in, d_out, Init::fan_in(d_in), device)
+}
+
+/// A Linear stored PyTorch's way (weight `[out, in]`, bias `[out]`) under other names and
+/// initialisation, as `nn.GRU` stores its packed gates.
+pub fn linear_named(
+    params: &mut impl ParamSource,
+    weight_name: &str,
+    bias_name: &str,
+    d_in: usize,
+    d_out: usize,
+    init: Init,
+    device: &Device,
+) -> Result<Linear, ModelError> {
+    let weight = params.tensor(weight_name, &[d_out, d_in], init)?;
+    let bias = params.tensor(bias_name, &[d_out], init)?;
+    // burn keeps Linear weights as [in, out].
+    Ok(Linear {
+        weight: Param::from_tensor(tensor2(transpose(&weight, d_out, d_in), [d_in, d_out], device)),
+        bias: Some(Param::from_tensor(tensor1(bias, device))),
+    })
+}
+
+/// `nn.LayerNorm(dim)` (eps 1e-5): `{prefix}.weight` initially ones, `{prefix}.bias` zeros.
+pub fn layer_norm(params: &mut impl ParamSource, prefix: &str, dim: usize, device: &Device) -> Result<LayerNorm, ModelError> {
+    let gamma = params.tensor(&format!("{prefix}.weight"), &[dim], Init::Constant(1.0))?;
+    let beta = params.tensor(&format!("{prefix}.bias"), &[dim], Init::Constant(0.0))?;
+    let mut ln = LayerNormConfig::new(dim).with_epsilon(1e-5).init(device);
+    ln.gamma = Param::from_tensor(tensor1(gamma, device));
+    ln.beta = Some(Param::from_tensor(tensor1(beta, device)));
+    Ok(ln)
+}
+
+/// A single-value parameter (PyTorch shape []).
+pub fn scalar(params: &mut impl ParamSource, name: &str, init: Init) -> Result<f32, ModelError> {
+    Ok(params.tensor(name, &[], init)?[0])
+}

@@ -1,0 +1,13 @@
+//! Building blocks any model family here is made of: named host tensors in PyTorch layout
+//! ([`Weights`]), where a module's parameters come from ([`ParamSource`]: a checkpoint's
+//! map or a seed), deterministic initialisation ([`init`]), PyTorch layers declared against
+//! a source ([`layers`]), and moving values in and out of burn tensors (`tensor`).
+
+pub mod init;
+pub mod layers;
+pub mod params;
+pub(crate) mod tensor;
+pub mod weights;
+
+pub use params::{Init, ParamSource, Seeded};
+pub use weights::{HostTensor, Weights};
