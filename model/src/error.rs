@@ -21,6 +21,12 @@ pub enum ModelError {
     CheckpointMetadata { path: PathBuf, key: &'static str, source: Box<ModelError> },
     #[error("checkpoint {path}: its metadata says {claimed}, its tensors are those of {found}")]
     ArchitectureMismatch { path: PathBuf, claimed: &'static str, found: &'static str },
+    #[error("model directory {dir}: {reason}")]
+    ModelDir { dir: PathBuf, reason: String },
+    #[error("{path}: unsupported model `{found}` (supported: Qwen2 and Qwen3 decoders)")]
+    UnsupportedModel { path: PathBuf, found: String },
+    #[error("{path}: {reason}")]
+    ModelConfig { path: PathBuf, reason: String },
     #[error("unknown architecture `{0}` (code2lora-evo, code2lora-static)")]
     UnknownArchitecture(String),
     #[error("unknown step policy `{0}` (every-commit, paper)")]

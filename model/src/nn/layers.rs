@@ -2,7 +2,7 @@
 //! in PyTorch's layout and with PyTorch's default initialisation.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::Device;
 
 use crate::ModelError;
@@ -49,4 +49,28 @@ pub fn layer_norm(params: &mut impl ParamSource, prefix: &str, dim: usize, devic
 /// A single-value parameter (PyTorch shape []).
 pub fn scalar(params: &mut impl ParamSource, name: &str, init: Init) -> Result<f32, ModelError> {
     Ok(params.tensor(name, &[], init)?[0])
+}
+
+/// A Linear with or without its bias (`{prefix}.weight` `[out, in]`, `{prefix}.bias` `[out]`).
+pub fn linear_maybe_bias(params: &mut impl ParamSource, prefix: &str, d_in: usize, d_out: usize, bias: bool, init: Init, device: &Device) -> Result<Linear, ModelError> {
+    let weight = params.tensor(&format!("{prefix}.weight"), &[d_out, d_in], init)?;
+    let bias = if bias { Some(params.tensor(&format!("{prefix}.bias"), &[d_out], Init::Constant(0.0))?) } else { None };
+    Ok(Linear {
+        weight: Param::from_tensor(tensor2(transpose(&weight, d_out, d_in), [d_in, d_out], device)),
+        bias: bias.map(|b| Param::from_tensor(tensor1(b, device))),
+    })
+}
+
+/// An RMSNorm over the last dimension: `{name}` `[dim]`, initially ones.
+pub fn rms_norm(params: &mut impl ParamSource, name: &str, dim: usize, eps: f64, device: &Device) -> Result<RmsNorm, ModelError> {
+    let gamma = params.tensor(name, &[dim], Init::Constant(1.0))?;
+    let mut norm = RmsNormConfig::new(dim).with_epsilon(eps).init(device);
+    norm.gamma = Param::from_tensor(tensor1(gamma, device));
+    Ok(norm)
+}
+
+/// `nn.Embedding(vocab, dim)`: `{name}` `[vocab, dim]`, the same layout in PyTorch and burn.
+pub fn embedding(params: &mut impl ParamSource, name: &str, vocab: usize, dim: usize, init: Init, device: &Device) -> Result<Embedding, ModelError> {
+    let weight = params.tensor(name, &[vocab, dim], init)?;
+    Ok(Embedding { weight: Param::from_tensor(tensor2(weight, [vocab, dim], device)) })
 }

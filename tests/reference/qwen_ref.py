@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Independent numpy reference of the Hugging Face Qwen2 and Qwen3 decoders.
+
+Written from the architecture of transformers' modeling_qwen2.py / modeling_qwen3.py (RMSNorm,
+GQA attention with HF rotate_half RoPE, SwiGLU MLP, optional Qwen3 q/k norms), not from
+evolora's Rust code. Everything is computed in float64 from the weights as stored.
+
+  make DIR --seed N --arch qwen2|qwen3 [--dtype f32|bf16|f16] [--prefix model|none] [--untied]
+           [--shards K] [--attention-bias] [--hidden H] [--heads A] [--kv-heads K] [--head-dim D]
+           [--layers L] [--intermediate I] [--vocab V] [--rope-theta T] [--eps E]
+           [--batch B] [--seq T]
+      random checkpoint (DIR/config.json, DIR/model.safetensors or shards plus index),
+      a padded batch (DIR/inputs.safetensors) and the outputs (DIR/expected.safetensors)
+  check DIR --actual F.safetensors [--tol 1e-5]
+      compare the tensors in F (any subset of expected's) with DIR/expected.safetensors
+      at the real (attention_mask == 1) positions
+  verify DIR [--tol 1e-5]
+      recompute the outputs from DIR's weights and inputs and compare them with
+      DIR/expected.safetensors (used on the fixtures produced by transformers itself)
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+FLOATS = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+INTS = {"I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
+
+
+# ---- safetensors, by hand (8-byte little-endian header length, JSON header, raw data) ----
+
+def st_read(path):
+    """Floating tensors come back as float64 (exactly: every stored dtype fits), integers as is."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        lo, hi = info["data_offsets"]
+        buf = raw[base + lo:base + hi]
+        dt = info["dtype"]
+        if dt == "BF16":
+            bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+            arr = bits.view(np.float32).astype(np.float64)
+        elif dt in FLOATS:
+            arr = np.frombuffer(buf, dtype=np.dtype(FLOATS[dt]).newbyteorder("<")).astype(np.float64)
+        else:
+            arr = np.frombuffer(buf, dtype=np.dtype(INTS[dt]).newbyteorder("<")).copy()
+        out[name] = arr.reshape(info["shape"])
+    return out, meta
+
+
+def to_bf16_bits(x):
+    """float32 -> bfloat16 bit patterns, round to nearest even (what torch's .to(bfloat16) does)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return bits.astype("<u2")
+
+
+def encode(x, code):
+    if code == "BF16":
+        return to_bf16_bits(x).tobytes()
+    np_type = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}[code]
+    # f16 goes through f32 first so that both low-precision formats round from the same values.
+    if code == "F16":
+        x = np.asarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.dtype(np_type).newbyteorder("<")).tobytes()
+
+
+def st_write(path, tensors, meta=None, code="F32"):
+    """code: one dtype for every tensor, or a dict name -> dtype code."""
+    header = {}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        c = code[name] if isinstance(code, dict) else code
+        b = encode(tensors[name], c)
+        header[name] = {"dtype": c, "shape": list(np.shape(tensors[name])), "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    if meta:
+        header["__metadata__"] = meta
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+# ---- checkpoint loading ----
+
+def load_config(d):
+    with open(os.path.join(d, "config.json")) as f:
+        return json.load(f)
+
+
+def load_weights(d):
+    """All tensors of a checkpoint directory (single file or HF shards), 'model.' prefix removed."""
+    index = os.path.join(d, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    w = {}
+    for fn in files:
+        part, _ = st_read(os.path.join(d, fn))
+        for name, t in part.items():
+            w[name[len("model."):] if name.startswith("model.") else name] = t
+    return w
+
+
+def head_dim(cfg):
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+# ---- the model ----
+
+def rms_norm(x, w, eps):
+    return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def linear(x, w, b=None):
+    y = x @ w.T
+    return y if b is None else y + b
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def rope(T, d, theta):
+    inv_freq = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    ang = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
+    emb = np.concatenate([ang, ang], axis=-1)
+    return np.cos(emb), np.sin(emb)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def attention(x, w, p, cfg, cos, sin, allowed):
+    B, T, _ = x.shape
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
+    eps = cfg["rms_norm_eps"]
+    g = lambda n: w.get(p + n)
+    q = linear(x, g("q_proj.weight"), g("q_proj.bias")).reshape(B, T, nh, hd)
+    k = linear(x, g("k_proj.weight"), g("k_proj.bias")).reshape(B, T, nkv, hd)
+    v = linear(x, g("v_proj.weight"), g("v_proj.bias")).reshape(B, T, nkv, hd)
+    if p + "q_norm.weight" in w:
+        # Qwen3: per-head RMSNorm over head_dim, before RoPE.
+        q = rms_norm(q, w[p + "q_norm.weight"], eps)
+        k = rms_norm(k, w[p + "k_norm.weight"], eps)
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # [B, heads, T, hd]
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    # GQA: kv head j serves query heads j*n_rep .. (j+1)*n_rep-1.
+    n_rep = nh // nkv
+    k = np.repeat(k, n_rep, axis=1)
+    v = np.repeat(v, n_rep, axis=1)
+    s = q @ k.transpose(0, 1, 3, 2) * hd ** -0.5
+    s = np.where(allowed[:, None], s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(s - m)
+    den = e.sum(-1, keepdims=True)
+    # A query with no visible key (a left-pad position) gets zeros; it is never compared.
+    a = (e / np.where(den > 0, den, 1.0)) @ v
+    a = a.transpose(0, 2, 1, 3).reshape(B, T, nh * hd)
+    return linear(a, g("o_proj.weight"), g("o_proj.bias"))
+
+
+def forward(w, cfg, input_ids, attention_mask):
+    """Returns (last_hidden_state [B,T,H], logits [B,T,V]) in float64; positions are arange(T)."""
+    B, T = input_ids.shape
+    eps = cfg["rms_norm_eps"]
+    cos, sin = rope(T, head_dim(cfg), float(cfg["rope_theta"]))
+    causal = np.tril(np.ones((T, T), dtype=bool))
+    allowed = causal[None] & (attention_mask[:, None, :] != 0)  # [B, query, key]
+    x = w["embed_tokens.weight"][input_ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        x = x + attention(rms_norm(x, w[p + "input_layernorm.weight"], eps), w, p + "self_attn.", cfg, cos, sin, allowed)
+        y = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        x = x + linear(silu(linear(y, w[p + "mlp.gate_proj.weight"])) * linear(y, w[p + "mlp.up_proj.weight"]),
+                       w[p + "mlp.down_proj.weight"])
+    h = rms_norm(x, w["norm.weight"], eps)
+    head = w.get("lm_head.weight", w["embed_tokens.weight"])
+    return h, h @ head.T
+
+
+def outputs(w, cfg, input_ids, attention_mask, logits=True):
+    """The expected.safetensors tensors: pad positions zeroed, masked mean over real positions."""
+    h, lg = forward(w, cfg, input_ids, attention_mask)
+    m = (attention_mask != 0).astype(np.float64)
+    out = {"last_hidden_state": h * m[..., None],
+           "masked_mean": (h * m[..., None]).sum(1) / np.maximum(m.sum(1, keepdims=True), 1.0)}
+    if logits:
+        out["logits"] = lg * m[..., None]
+    return out
+
+
+# ---- random checkpoints ----
+
+def padded_batch(rng, B, T, vocab):
+    """Row 0 unpadded, row 1 right-padded by 2, row 2 left-padded by 3 (pattern cycles); pad id 0."""
+    ids = rng.integers(1, vocab, size=(B, T)).astype(np.int64)
+    mask = np.ones((B, T), dtype=np.int64)
+    for b in range(B):
+        if b % 3 == 1:
+            mask[b, T - min(2, T - 1):] = 0
+        elif b % 3 == 2:
+            mask[b, :min(3, T - 1)] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def random_weights(rng, cfg, arch, untied):
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
+    n = lambda *s: rng.normal(size=s) * 0.2
+    norm = lambda d: 1.0 + rng.normal(size=d) * 0.1
+    bias_qkv = arch == "qwen2" or cfg.get("attention_bias", False)
+    bias_o = arch == "qwen3" and cfg.get("attention_bias", False)
+    w = {"embed_tokens.weight": rng.normal(size=(V, H)) * 0.5}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        w[p + "input_layernorm.weight"] = norm(H)
+        w[p + "post_attention_layernorm.weight"] = norm(H)
+        for name, (o, d) in {"q": (nh * hd, H), "k": (nkv * hd, H), "v": (nkv * hd, H), "o": (H, nh * hd)}.items():
+            w[p + f"self_attn.{name}_proj.weight"] = n(o, d)
+            if (name != "o" and bias_qkv) or (name == "o" and bias_o):
+                w[p + f"self_attn.{name}_proj.bias"] = rng.normal(size=o) * 0.1
+        if arch == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = norm(hd)
+            w[p + "self_attn.k_norm.weight"] = norm(hd)
+        w[p + "mlp.gate_proj.weight"] = n(I, H)
+        w[p + "mlp.up_proj.weight"] = n(I, H)
+        w[p + "mlp.down_proj.weight"] = n(H, I)
+    w["norm.weight"] = norm(H)
+    if untied:
+        w["lm_head.weight"] = n(V, H)
+    return w
+
+
+def write_checkpoint(d, w, code, prefix, shards):
+    named = {(k if k == "lm_head.weight" or not prefix else prefix + "." + k): v for k, v in w.items()}
+    if shards <= 1:
+        st_write(os.path.join(d, "model.safetensors"), named, {"format": "pt"}, code)
+        return
+    # Contiguous groups of the sorted names, of roughly equal byte size, like HF's size-based split.
+    names = sorted(named)
+    size = {k: np.size(named[k]) for k in names}
+    total = sum(size.values())
+    groups, cur, acc = [], [], 0
+    for k in names:
+        cur.append(k)
+        acc += size[k]
+        if acc >= total * (len(groups) + 1) / shards and len(groups) < shards - 1:
+            groups.append(cur)
+            cur = []
+    groups.append(cur)
+    groups = [g for g in groups if g]
+    weight_map = {}
+    for i, g in enumerate(groups):
+        fn = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        st_write(os.path.join(d, fn), {k: named[k] for k in g}, {"format": "pt"}, code)
+        weight_map.update({k: fn for k in g})
+    nbytes = {"F32": 4, "F16": 2, "BF16": 2}[code]
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total * nbytes}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+
+
+def make(args):
+    arch = args.arch
+    heads = args.heads
+    hd = args.head_dim or (args.hidden // heads if arch == "qwen2" else 16)
+    theta = args.rope_theta if args.rope_theta is not None else (10000.0 if arch == "qwen2" else 1000000.0)
+    code = {"f32": "F32", "bf16": "BF16", "f16": "F16"}[args.dtype]
+    prefix = "" if args.prefix == "none" else "model"
+    if prefix:
+        archs = ["Qwen2ForCausalLM" if arch == "qwen2" else "Qwen3ForCausalLM"]
+    else:
+        archs = ["Qwen2Model" if arch == "qwen2" else "Qwen3Model"]
+    cfg = {"architectures": archs, "model_type": arch, "hidden_size": args.hidden,
+           "intermediate_size": args.intermediate, "num_hidden_layers": args.layers,
+           "num_attention_heads": heads, "num_key_value_heads": args.kv_heads,
+           "rms_norm_eps": args.eps, "rope_theta": theta, "vocab_size": args.vocab,
+           "tie_word_embeddings": not args.untied, "hidden_act": "silu", "attention_dropout": 0.0,
+           "torch_dtype": {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[args.dtype],
+           "max_position_embeddings": 4096, "use_sliding_window": False, "use_cache": True}
+    if arch == "qwen3" or args.head_dim:
+        cfg["head_dim"] = hd
+    if arch == "qwen3":
+        cfg["attention_bias"] = bool(args.attention_bias)
+    elif args.attention_bias:
+        sys.exit("--attention-bias is a Qwen3 option (Qwen2 always has q/k/v biases)")
+    if heads % args.kv_heads:
+        sys.exit("--heads must be a multiple of --kv-heads")
+    os.makedirs(args.dir, exist_ok=True)
+    with open(os.path.join(args.dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    rng = np.random.default_rng(args.seed)
+    w = random_weights(rng, cfg, arch, args.untied)
+    write_checkpoint(args.dir, w, code, prefix, args.shards)
+    ids, mask = padded_batch(rng, args.batch, args.seq, args.vocab)
+    st_write(os.path.join(args.dir, "inputs.safetensors"), {"input_ids": ids, "attention_mask": mask}, code="I64")
+    # Recompute from the files, so the expectation is that of the weights as stored (rounded).
+    st_write(os.path.join(args.dir, "expected.safetensors"),
+             outputs(load_weights(args.dir), cfg, ids, mask), {"format": "pt"})
+
+
+# ---- comparison ----
+
+def compare(got, want, mask, tol, label):
+    """Max relative error per tensor over the real positions; returns the failure lines."""
+    real = mask != 0
+    failures = []
+    for name in sorted(got):
+        if name not in want:
+            failures.append(f"{name}: not in the expected outputs ({', '.join(sorted(want))})")
+            continue
+        a, e = got[name], want[name]
+        if a.shape != e.shape:
+            failures.append(f"{name}: shape {list(a.shape)}, want {list(e.shape)}")
+            continue
+        if a.ndim == 3:
+            a, e = a[real], e[real]
+        err = float(np.max(np.abs(a - e)) / max(float(np.max(np.abs(e))), 1e-6))
+        ok = np.isfinite(err) and err <= tol
+        print(f"{label}{name}: max relative error {err:.3e}" + ("" if ok else f" (tolerance {tol:g})"))
+        if not ok:
+            failures.append(f"{name}: max relative error {err:.3e} > {tol:g}")
+    return failures
+
+
+def check(args):
+    want, _ = st_read(os.path.join(args.dir, "expected.safetensors"))
+    got, _ = st_read(args.actual)
+    inp, _ = st_read(os.path.join(args.dir, "inputs.safetensors"))
+    failures = compare(got, want, inp["attention_mask"], args.tol, "")
+    if not got:
+        failures.append(f"{args.actual} holds no tensors")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+def verify(args):
+    cfg = load_config(args.dir)
+    inp, _ = st_read(os.path.join(args.dir, "inputs.safetensors"))
+    want, _ = st_read(os.path.join(args.dir, "expected.safetensors"))
+    ours = outputs(load_weights(args.dir), cfg, inp["input_ids"], inp["attention_mask"], "logits" in want)
+    failures = compare(ours, want, inp["attention_mask"], args.tol, f"{os.path.basename(os.path.normpath(args.dir))} ")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("dir")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--arch", choices=["qwen2", "qwen3"], default="qwen2")
+    m.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
+    m.add_argument("--prefix", choices=["model", "none"], default="model")
+    m.add_argument("--untied", action="store_true")
+    m.add_argument("--shards", type=int, default=1)
+    m.add_argument("--attention-bias", action="store_true")
+    m.add_argument("--hidden", type=int, default=32)
+    m.add_argument("--heads", type=int, default=4)
+    m.add_argument("--kv-heads", type=int, default=2)
+    m.add_argument("--head-dim", type=int, default=None)
+    m.add_argument("--layers", type=int, default=2)
+    m.add_argument("--intermediate", type=int, default=48)
+    m.add_argument("--vocab", type=int, default=97)
+    m.add_argument("--rope-theta", type=float, default=None)
+    m.add_argument("--eps", type=float, default=1e-6)
+    m.add_argument("--batch", type=int, default=3)
+    m.add_argument("--seq", type=int, default=7)
+    c = sub.add_parser("check")
+    c.add_argument("dir")
+    c.add_argument("--actual", required=True)
+    c.add_argument("--tol", type=float, default=1e-5)
+    v = sub.add_parser("verify")
+    v.add_argument("dir")
+    v.add_argument("--tol", type=float, default=1e-5)
+    args = p.parse_args()
+    {"make": make, "check": check, "verify": verify}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
