@@ -6,6 +6,7 @@
 
 pub mod hashed;
 mod python;
+pub mod qwen3;
 
 pub use hashed::HashedEncoder;
 
