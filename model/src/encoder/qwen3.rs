@@ -7,6 +7,74 @@
 //! real tokens. A diff is [max over windows ; mean over windows]; a file is the mean of its
 //! windows, and a snapshot L2-normalised [mean over files ; max over files].
 
+/// Directories whose files the authors' pipeline never reads.
+pub const SKIP_DIRS: [&str; 11] = [".git", "__pycache__", ".venv", "venv", "env", "node_modules", "dist", "build", ".tox", ".mypy_cache", "TEST_HYPERNET"];
+
+/// Largest snapshot file, in bytes (2 MB, decimal).
+pub const MAX_SNAPSHOT_FILE: u64 = 2_000_000;
+
+/// Most files in a snapshot: beyond it, the largest are kept.
+pub const MAX_SNAPSHOT_FILES: usize = 400;
+
+fn in_skipped_dir(path: &str) -> bool {
+    path.split('/').any(|part| SKIP_DIRS.contains(&part))
+}
+
+/// A test path in the authors' sense: any component contains "test", in any case.
+pub fn is_test_path(path: &str) -> bool {
+    path.split('/').any(|part| part.to_lowercase().contains("test"))
+}
+
+/// Whether a diff's file (by its new path) is kept: non-test `.py`, `.md` or `.rst` outside
+/// the skipped directories.
+pub fn keeps_diff_path(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    // The suffix is what follows the last dot of the name, if the name is more than a dot.
+    let suffix = name.rfind('.').filter(|&i| i > 0).map(|i| name[i..].to_lowercase());
+    matches!(suffix.as_deref(), Some(".py" | ".md" | ".rst")) && !in_skipped_dir(path) && !is_test_path(path)
+}
+
+/// Whether a tracked blob is part of the snapshot: a `.py` file of 1 byte to 2 MB outside the
+/// skipped directories (test files included).
+pub fn keeps_snapshot_file(path: &str, size: u64) -> bool {
+    path.ends_with(".py") && size > 0 && size <= MAX_SNAPSHOT_FILE && !in_skipped_dir(path)
+}
+
+/// The snapshot's files from `(path, size)` candidates in tree order: all of them, or the
+/// 400 largest (the stable order of a sort by size, largest first). Returns indices.
+pub fn snapshot_selection(candidates: &[(&str, u64)]) -> Vec<usize> {
+    let mut kept: Vec<usize> = (0..candidates.len()).filter(|&i| keeps_snapshot_file(candidates[i].0, candidates[i].1)).collect();
+    if kept.len() > MAX_SNAPSHOT_FILES {
+        kept.sort_by_key(|&i| std::cmp::Reverse(candidates[i].1));
+        kept.truncate(MAX_SNAPSHOT_FILES);
+    }
+    kept
+}
+
+/// The part of `git diff` output the recipe embeds: the per-file sections (each starting at a
+/// line `diff --git a/OLD b/NEW`) whose new path is kept, joined as they were.
+pub fn filter_diff(diff: &str) -> String {
+    let mut starts: Vec<usize> = diff.match_indices("diff --git ").map(|(i, _)| i).filter(|&i| i == 0 || diff.as_bytes()[i - 1] == b'\n').collect();
+    starts.push(diff.len());
+    let mut kept = String::new();
+    for pair in starts.windows(2) {
+        let section = &diff[pair[0]..pair[1]];
+        if section_new_path(section).is_some_and(keeps_diff_path) {
+            kept.push_str(section);
+        }
+    }
+    kept
+}
+
+/// The new path of a section's header line, read as the authors' pattern
+/// `^diff --git a/(.+?) b/(.+?)(\n|$)` does: the old path is the shortest that leaves
+/// ` b/` and at least one character on the line. Quoted paths do not match.
+fn section_new_path(section: &str) -> Option<&str> {
+    let line = section.split('\n').next()?;
+    let rest = line.strip_prefix("diff --git a/")?;
+    (1..rest.len()).find_map(|i| rest[i..].strip_prefix(" b/").filter(|new| !new.is_empty() && rest.is_char_boundary(i)))
+}
+
 /// How a text is cut into windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recipe {
@@ -107,6 +175,35 @@ mod tests {
         assert_eq!(starts(27, &r), vec![(0, 10), (8, 10), (16, 10), (24, 3)]);
         let strict = Recipe { min_window: 4, ..r };
         assert_eq!(starts(19, &strict), vec![(0, 10), (8, 10)], "a last window under the minimum is dropped");
+    }
+
+    #[test]
+    fn paths_are_kept_by_the_authors_rules() {
+        assert!(keeps_diff_path("pkg/core.py") && keeps_diff_path("README.MD") && keeps_diff_path("docs/x.rst"));
+        assert!(!keeps_diff_path("tests/test_a.py") && !keeps_diff_path("pkg/testing.py") && !keeps_diff_path("Contest/x.md"), "any component with `test`");
+        assert!(!keeps_diff_path("build/lib/a.py") && !keeps_diff_path("a.txt") && !keeps_diff_path(".py"));
+        assert!(keeps_snapshot_file("tests/test_a.py", 10), "snapshots include test files");
+        assert!(!keeps_snapshot_file("a.py", 0) && !keeps_snapshot_file("a.py", 2_000_001) && keeps_snapshot_file("a.py", 2_000_000));
+        assert!(!keeps_snapshot_file("venv/a.py", 5) && !keeps_snapshot_file("a.PY", 5));
+        let many: Vec<(String, u64)> = (0..410).map(|i| (format!("m{i}.py"), 100 + (i % 7) as u64)).collect();
+        let refs: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        let chosen = snapshot_selection(&refs);
+        assert_eq!(chosen.len(), 400);
+        assert_eq!(chosen[0], 6, "largest first, ties in tree order");
+        // Size 100 (i % 7 == 0) is the smallest; of those, the last ten in tree order go.
+        assert!(chosen.contains(&0) && chosen.contains(&336) && !chosen.contains(&343) && !chosen.contains(&406));
+    }
+
+    #[test]
+    fn a_diff_keeps_its_production_sections_byte_for_byte() {
+        let a = "diff --git a/pkg/a.py b/pkg/a.py\nindex 1..2 100644\n--- a/pkg/a.py\n+++ b/pkg/a.py\n@@ -1 +1 @@\n-x\n+y\n";
+        let t = "diff --git a/tests/test_a.py b/tests/test_a.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/test_a.py\n@@ -0,0 +1 @@\n+assert 1\n";
+        let r = "diff --git a/old name.md b/docs/new b/x.md\nsimilarity index 100%\nrename from old name.md\nrename to docs/new b/x.md\n";
+        let q = "diff --git \"a/\\303\\251.py\" \"b/\\303\\251.py\"\n";
+        let diff = format!("{a}{t}{r}{q}");
+        assert_eq!(filter_diff(&diff), format!("{a}{r}"));
+        assert_eq!(filter_diff("not a diff\n"), "");
+        assert_eq!(section_new_path(r), Some("docs/new b/x.md"), "the shortest old path that leaves ` b/`");
     }
 
     #[test]
