@@ -14,6 +14,8 @@ pub enum GitError {
     NotARepository(String),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+    #[error("{0}")]
+    Cli(String),
 }
 
 /// Where a repository lives.
@@ -231,6 +233,75 @@ pub fn snapshot_files(repo: &Repository, oid: Oid, max_blob: usize) -> Result<Ve
     Ok(out)
 }
 
+/// The empty tree, which git knows without it being stored.
+pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// `git diff --no-color -U3 BASE COMMIT` exactly as the git CLI prints it with git's own
+/// defaults (rename detection on, `a/` and `b/` prefixes, Myers), whatever the user's,
+/// system or repository configuration says: the Qwen3 recipe embeds this text byte for byte,
+/// and libgit2's patch text differs from git's in details. `base` None: the empty tree.
+pub fn cli_diff(git_dir: &Path, base: Option<Oid>, commit: Oid) -> Result<String, GitError> {
+    let base = base.map_or_else(|| EMPTY_TREE.to_owned(), |b| b.to_string());
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("--git-dir").arg(git_dir);
+    // Settings a configuration could change in `git diff`'s text, pinned to git's defaults.
+    for setting in [
+        "diff.renames=true",
+        "diff.noprefix=false",
+        "diff.mnemonicPrefix=false",
+        "diff.relative=false",
+        "diff.algorithm=myers",
+        "diff.indentHeuristic=true",
+        "diff.suppressBlankEmpty=false",
+        "diff.interHunkContext=0",
+        "diff.renameLimit=1000",
+        "diff.submodule=short",
+        "diff.ignoreSubmodules=none",
+        "core.quotePath=true",
+        "color.diff=false",
+    ] {
+        cmd.arg("-c").arg(setting);
+    }
+    cmd.args(["diff", "--no-color", "--no-ext-diff", "--no-textconv", "-U3"]).arg(&base).arg(commit.to_string());
+    cmd.env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
+    for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_EXTERNAL_DIFF", "GIT_DIFF_OPTS", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().map_err(|e| GitError::Cli(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(GitError::Cli(format!("git diff {base} {commit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The Python files of a commit's tree the Qwen3 snapshot takes (see
+/// `evolora_model::encoder::qwen3::snapshot_selection`): (path, blob, text), largest first
+/// when there are more than 400.
+pub fn snapshot_py_files(repo: &Repository, commit: Oid) -> Result<Vec<(String, Oid, String)>, GitError> {
+    use evolora_model::encoder::qwen3;
+    let tree = repo.find_commit(commit)?.tree()?;
+    let mut candidates: Vec<(String, Oid, u64)> = Vec::new();
+    let odb = repo.odb()?;
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() == Some(git2::ObjectType::Blob) {
+            let path = format!("{dir}{}", entry.name().unwrap_or(""));
+            if path.ends_with(".py") {
+                let size = odb.read_header(entry.id()).map(|(size, _)| size as u64).unwrap_or(0);
+                candidates.push((path, entry.id(), size));
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    let refs: Vec<(&str, u64)> = candidates.iter().map(|(p, _, s)| (p.as_str(), *s)).collect();
+    let mut out = Vec::new();
+    for i in qwen3::snapshot_selection(&refs) {
+        let (path, blob, _) = &candidates[i];
+        let text = String::from_utf8_lossy(repo.find_blob(*blob)?.content()).into_owned();
+        out.push((path.clone(), *blob, text));
+    }
+    Ok(out)
+}
+
 /// Whether `path`'s file name matches one of `globs` (`*` and `?` wildcards).
 pub fn matches_any(path: &str, globs: &[String]) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
@@ -250,6 +321,47 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1").output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The recipe's diff text is git's with git's defaults, even where the repository's own
+    /// configuration asks for another text: the same history in a clean clone gives the same
+    /// bytes.
+    #[test]
+    fn cli_diffs_ignore_configuration_that_changes_the_text() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        std::fs::create_dir(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["config", "user.email", "t@example.com"]);
+        git(&dir, &["config", "user.name", "t"]);
+        let body: String = (0..40).map(|i| format!("def f{i}(x):\n    return x + {i}\n\n")).collect();
+        std::fs::write(dir.join("a.py"), &body).unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-qm", "one"]);
+        let first = Oid::from_str(&git(&dir, &["rev-parse", "HEAD"])).unwrap();
+        git(&dir, &["mv", "a.py", "b.py"]);
+        std::fs::write(dir.join("b.py"), body.replace("x + 3\n", "x + 33\n")).unwrap();
+        git(&dir, &["commit", "-qam", "two"]);
+        let second = Oid::from_str(&git(&dir, &["rev-parse", "HEAD"])).unwrap();
+        let clean = tmp.path().join("clean");
+        git(tmp.path(), &["clone", "-q", "--bare", dir.to_str().unwrap(), clean.to_str().unwrap()]);
+        for setting in [("diff.noprefix", "true"), ("diff.renames", "false"), ("diff.algorithm", "patience"), ("diff.external", "false"), ("diff.context", "9")] {
+            git(&dir, &["config", setting.0, setting.1]);
+        }
+        let odd = cli_diff(&dir.join(".git"), Some(first), second).unwrap();
+        let plain = cli_diff(&clean, Some(first), second).unwrap();
+        assert_eq!(odd, plain);
+        assert!(odd.starts_with("diff --git a/a.py b/b.py\n") && odd.contains("rename from a.py"), "{odd}");
+        let root = cli_diff(&dir.join(".git"), None, first).unwrap();
+        assert!(root.starts_with("diff --git a/a.py b/a.py\nnew file mode 100644"), "{root}");
+        let files = snapshot_py_files(&git2::Repository::open(&dir).unwrap(), second).unwrap();
+        assert_eq!(files.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["b.py"]);
+    }
 
     #[test]
     fn manifest_globs() {
