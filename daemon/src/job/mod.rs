@@ -8,6 +8,7 @@
 //! per group; then [`publish`] asks the [`triggers`] and publishes through the adapters
 //! owner.
 
+pub mod embed_cache;
 mod inputs;
 pub mod model;
 mod publish;
