@@ -131,6 +131,21 @@ fn random_configurations_match_the_numpy_reference() {
 }
 
 #[test]
+fn hugging_face_outputs_are_reproduced() {
+    let fixtures = root().join("tests/fixtures/qwen");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&fixtures).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("config.json").is_file()).collect();
+    dirs.sort();
+    assert!(dirs.len() >= 4, "fixtures missing under {}", fixtures.display());
+    for dir in dirs {
+        let expected = Tensors::read(&dir.join("expected.safetensors"));
+        let head = if expected.get("logits").is_some() { Head::CausalLm } else { Head::None };
+        let err = compare(&dir, head);
+        println!("{}: max relative error {err:.2e}", dir.display());
+        assert!(err < 1e-5, "{}: max relative error {err:.2e}", dir.display());
+    }
+}
+
+#[test]
 fn decoding_with_the_cache_equals_a_full_forward() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");

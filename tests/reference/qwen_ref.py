@@ -122,6 +122,14 @@ def head_dim(cfg):
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
+def rope_theta(cfg):
+    # transformers >= 5 writes it under rope_parameters; older configs (and the released Qwen ones) at top level.
+    rp = cfg.get("rope_parameters") or {}
+    if rp.get("rope_type", "default") != "default":
+        sys.exit(f"rope_type {rp['rope_type']} is not modelled here")
+    return float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
 # ---- the model ----
 
 def rms_norm(x, w, eps):
@@ -184,7 +192,7 @@ def forward(w, cfg, input_ids, attention_mask):
     """Returns (last_hidden_state [B,T,H], logits [B,T,V]) in float64; positions are arange(T)."""
     B, T = input_ids.shape
     eps = cfg["rms_norm_eps"]
-    cos, sin = rope(T, head_dim(cfg), float(cfg["rope_theta"]))
+    cos, sin = rope(T, head_dim(cfg), rope_theta(cfg))
     causal = np.tril(np.ones((T, T), dtype=bool))
     allowed = causal[None] & (attention_mask[:, None, :] != 0)  # [B, query, key]
     x = w["embed_tokens.weight"][input_ids]
@@ -278,7 +286,7 @@ def write_checkpoint(d, w, code, prefix, shards):
         weight_map.update({k: fn for k in g})
     nbytes = {"F32": 4, "F16": 2, "BF16": 2}[code]
     with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total * nbytes}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+        json.dump({"metadata": {"total_parameters": total, "total_size": total * nbytes}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
 
 
 def make(args):
@@ -305,6 +313,8 @@ def make(args):
         cfg["attention_bias"] = bool(args.attention_bias)
     elif args.attention_bias:
         sys.exit("--attention-bias is a Qwen3 option (Qwen2 always has q/k/v biases)")
+    if args.untied and not prefix:
+        sys.exit("--untied needs --prefix model: a bare model checkpoint has no lm_head")
     if heads % args.kv_heads:
         sys.exit("--heads must be a multiple of --kv-heads")
     os.makedirs(args.dir, exist_ok=True)
