@@ -7,6 +7,116 @@
 //! real tokens. A diff is [max over windows ; mean over windows]; a file is the mean of its
 //! windows, and a snapshot L2-normalised [mean over files ; max over files].
 
+use burn::tensor::Device;
+
+use crate::ModelError;
+use crate::nn::tensor::host;
+use crate::transformer::{Head, Qwen};
+
+/// What the recipe needs of a tokenizer.
+pub trait Tokenize {
+    /// Token ids of `text`, with the tokenizer's special tokens or without.
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError>;
+    /// Ids with special tokens, truncated so that all of them fit in `max_length`.
+    fn encode_truncated(&self, text: &str, max_length: usize) -> Result<Vec<u32>, ModelError>;
+    /// Text of `ids`, special tokens left out.
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError>;
+}
+
+/// Windows run through the model together (the authors used 8). Only windows of one text
+/// share a batch, so a text's vector never depends on what else was being encoded.
+pub const BATCH: usize = 8;
+
+/// Qwen3-Embedding and its tokenizer, applying the recipe.
+pub struct Qwen3Encoder<T> {
+    model: Qwen,
+    tokenizer: T,
+}
+
+impl<T: Tokenize> Qwen3Encoder<T> {
+    pub fn new(model: Qwen, tokenizer: T) -> Self {
+        Qwen3Encoder { model, tokenizer }
+    }
+
+    /// Loads the model of a Hugging Face directory (`config.json` and its weights).
+    pub fn load(dir: &std::path::Path, tokenizer: T, device: &Device) -> Result<Self, ModelError> {
+        Ok(Self::new(Qwen::load(dir, Head::None, device)?, tokenizer))
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.model.config().hidden_size
+    }
+
+    /// Size of the vectors this encoder makes: [pooled ; pooled].
+    pub fn dim(&self) -> usize {
+        2 * self.hidden()
+    }
+
+    /// The masked mean of `last_hidden_state` of each window, re-encoded the authors' way.
+    fn embed_windows(&self, ids: &[u32], recipe: &Recipe) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut rows = Vec::new();
+        for window in windows(ids, recipe) {
+            let text = self.tokenizer.decode(window)?;
+            rows.push(self.tokenizer.encode_truncated(&text, recipe.max_length)?);
+        }
+        let hidden = self.hidden();
+        let mut out = Vec::with_capacity(rows.len());
+        for batch in rows.chunks(BATCH) {
+            let len = batch.iter().map(Vec::len).max().unwrap_or(0);
+            if len == 0 {
+                out.extend(batch.iter().map(|_| vec![0.0; hidden]));
+                continue;
+            }
+            // Right padding with id 0; the mask keeps padding out of attention and of the mean.
+            let mut ids = Vec::with_capacity(batch.len() * len);
+            let mut real = Vec::with_capacity(batch.len() * len);
+            for row in batch {
+                ids.extend(row.iter().copied().chain(std::iter::repeat_n(0, len - row.len())));
+                real.extend((0..len).map(|i| i < row.len()));
+            }
+            let states = host(self.model.forward(&ids, batch.len(), Some(&real), None));
+            for (b, row) in batch.iter().enumerate() {
+                let mut mean = vec![0.0f32; hidden];
+                for t in 0..row.len() {
+                    let at = (b * len + t) * hidden;
+                    for (m, v) in mean.iter_mut().zip(&states[at..at + hidden]) {
+                        *m += v;
+                    }
+                }
+                let n = row.len().max(1) as f32;
+                mean.iter_mut().for_each(|m| *m /= n);
+                out.push(mean);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A diff's vector ([`DIFF`] windows, [max ; mean]); zeros for an empty or blank diff.
+    pub fn diff_vector(&self, diff_text: &str) -> Result<Vec<f32>, ModelError> {
+        if diff_text.trim().is_empty() {
+            return Ok(vec![0.0; self.dim()]);
+        }
+        let ids = self.tokenizer.encode(diff_text, false)?;
+        Ok(pool_diff(&self.embed_windows(&ids, &DIFF)?, self.hidden()))
+    }
+
+    /// A snapshot file's vector (the mean of its [`SNAPSHOT`] windows); `None` when the file
+    /// gives no window (it is then left out of the snapshot).
+    pub fn file_vector(&self, text: &str) -> Result<Option<Vec<f32>>, ModelError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let ids = self.tokenizer.encode(text, false)?;
+        let windows = self.embed_windows(&ids, &SNAPSHOT)?;
+        Ok((!windows.is_empty()).then(|| mean(&windows)))
+    }
+
+    /// A snapshot's vector from its files' vectors (see [`pool_snapshot`]).
+    pub fn snapshot_vector(&self, files: &[Vec<f32>]) -> Vec<f32> {
+        pool_snapshot(files, self.hidden())
+    }
+}
+
 /// Directories whose files the authors' pipeline never reads.
 pub const SKIP_DIRS: [&str; 11] = [".git", "__pycache__", ".venv", "venv", "env", "node_modules", "dist", "build", ".tox", ".mypy_cache", "TEST_HYPERNET"];
 
