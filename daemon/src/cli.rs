@@ -112,6 +112,12 @@ enum Command {
         #[command(flatten)]
         model: crate::offline::ModelChoice,
     },
+    /// A repository's snapshot, a diff or its stepped history as input vectors (no daemon
+    /// needed; the same encoder settings as the daemon)
+    Encode {
+        #[command(subcommand)]
+        action: EncodeAction,
+    },
     /// Run the hypernetwork directly (no daemon needed)
     Model {
         #[command(subcommand)]
@@ -139,6 +145,46 @@ enum HooksAction {
 enum StateAction {
     /// Recreate the database from git history and the adapter directories
     Rebuild(DaemonArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum EncodeAction {
+    /// Tensor `snapshot` [D] of the tree at a commit
+    Snapshot {
+        repo: PathBuf,
+        #[arg(long, default_value = "HEAD")]
+        commit: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: crate::offline::ModelChoice,
+    },
+    /// Tensor `diff` [D] of a commit against a base (its first parent by default)
+    Diff {
+        repo: PathBuf,
+        #[arg(long)]
+        commit: String,
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: crate::offline::ModelChoice,
+    },
+    /// `snapshot` [D] at the origin and `diffs` [T, D] of every stepped commit: what
+    /// `evolora model run --embeddings` takes
+    History {
+        repo: PathBuf,
+        #[arg(long = "ref", value_name = "REF")]
+        refname: Option<String>,
+        /// Which commits step: every-commit or paper
+        #[arg(long, default_value = "every-commit")]
+        step_policy: StepPolicy,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: crate::offline::ModelChoice,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,6 +375,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Snapshot { path, out, model } => crate::offline::snapshot(&model, &absolute(&path)?, &out)?,
+        Command::Encode { action } => match action {
+            EncodeAction::Snapshot { repo, commit, out, model } => crate::encode::snapshot(&model, &absolute(&repo)?, Some(&commit), &out)?,
+            EncodeAction::Diff { repo, commit, base, out, model } => crate::encode::diff(&model, &absolute(&repo)?, &commit, base.as_deref(), &out)?,
+            EncodeAction::History { repo, refname, step_policy, out, model } => {
+                crate::encode::history(&model, &absolute(&repo)?, refname.as_deref(), step_policy, &out)?
+            }
+        },
         Command::Model { action } => match action {
             ModelAction::Run { embeddings, out, state_out, model } => {
                 crate::offline::model_run(&model, &embeddings, &out, state_out.as_deref())?
@@ -381,6 +434,12 @@ fn print_status(reply: &Status) {
     if let Some(m) = &reply.model {
         let trained = if m.trained { "trained" } else { "UNTRAINED (seeded)" };
         println!("model: {} ({}), encoder {}, {trained}", m.architecture, m.base, m.encoder);
+        if let Some(c) = &m.checkpoint {
+            println!("  checkpoint {c}");
+        }
+        if let Some(d) = &m.encoder_dir {
+            println!("  encoder directory {d}");
+        }
     }
     if reply.repos.is_empty() {
         println!("no repositories registered; add one with `evolora register <path>`");

@@ -64,6 +64,20 @@ pub struct ModelSettings {
     pub device: String,
     /// Adapter tensor dtype: f32, bf16, f16 (anything else is refused when the file loads).
     pub dtype: AdapterDtype,
+    /// What turns text into the model's input vectors: `hashed` (built in) or `qwen3` (the
+    /// released checkpoints' Qwen3-Embedding recipe; needs `encoder_dir`).
+    pub encoder: EncoderKind,
+    /// A local Hugging Face Qwen3-Embedding directory (config.json, safetensors,
+    /// tokenizer.json) for `encoder = "qwen3"`.
+    pub encoder_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    #[default]
+    Hashed,
+    Qwen3,
 }
 
 impl Default for ModelSettings {
@@ -75,6 +89,8 @@ impl Default for ModelSettings {
             base: "qwen2.5-coder-1.5b".into(),
             device: "cpu".into(),
             dtype: AdapterDtype::F32,
+            encoder: EncoderKind::Hashed,
+            encoder_dir: None,
         }
     }
 }
@@ -93,6 +109,9 @@ pub struct Config {
     /// of bytes; 0 = no limit). Over it, the least recently queried versions are evicted,
     /// never a current or pinned one.
     pub adapter_disk_budget: ByteSize,
+    /// Most bytes the embedding cache (`<state_dir>/embeddings`) may take ("4GiB", a number
+    /// of bytes; 0 = no cache). Only transformer encoders use it.
+    pub embedding_cache_budget: ByteSize,
     /// Commits per state transaction during a catch-up.
     pub step_group: usize,
     /// Threads that diff and encode commits ahead of the GRU during a catch-up (0: one per
@@ -193,6 +212,7 @@ impl Default for Config {
             triggers: Triggers::default(),
             keep_adapters: 3,
             adapter_disk_budget: ByteSize(0),
+            embedding_cache_budget: ByteSize(4 << 30),
             step_group: 32,
             encode_threads: 0,
             max_clients: 1024,
@@ -226,6 +246,10 @@ impl Config {
 
     pub fn adapters_dir(&self) -> PathBuf {
         self.state_dir.join(ADAPTERS_DIR)
+    }
+
+    pub fn embeddings_dir(&self) -> PathBuf {
+        self.state_dir.join("embeddings")
     }
 
     pub fn db_dir(&self) -> PathBuf {

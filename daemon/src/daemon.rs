@@ -16,7 +16,6 @@ use crate::job::{self, Engine, JobContext};
 use crate::scheduler::JobFlags;
 use crate::server;
 use crate::signals::{Signal, SignalStream};
-use evolora_model::encoder::HashedEncoder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -97,11 +96,12 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     let job_context = JobContext::of(&daemon);
     let model_info = daemon.model.clone();
     let settings = config.model.clone();
+    let cache = (config.embeddings_dir(), config.embedding_cache_budget.0);
     let engine_thread = std::thread::Builder::new().name("evolora-model".into()).spawn(move || {
-        match job::model::load(&settings, Some(HashedEncoder::ID), 0) {
-            Ok(model) => {
-                let _ = model_info.set(job::model::describe(&model));
-                let engine = Engine::new(job_context, model);
+        match job::model::load_with_encoder(&settings, Some((&cache.0, cache.1))) {
+            Ok((model, encoder)) => {
+                let _ = model_info.set(job::model::describe(&model, &settings, &encoder));
+                let engine = Engine::new(job_context, model, encoder);
                 let _ = loaded_tx.send(Ok(()));
                 engine.run();
             }

@@ -134,6 +134,20 @@ pub fn first_parent_walk(repo: &Repository, since: Oid, tip: Oid) -> Result<Vec<
     Ok(walk.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Every first-parent commit from the root to `tip`, oldest first.
+pub fn first_parent_history(repo: &Repository, tip: Oid) -> Result<Vec<Oid>, GitError> {
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
+    walk.simplify_first_parent()?;
+    walk.push(tip)?;
+    Ok(walk.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The commit a revision names (`HEAD`, a branch, a hash prefix, `main~3`...).
+pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid, GitError> {
+    Ok(repo.revparse_single(rev)?.peel_to_commit()?.id())
+}
+
 /// Bounds on what one commit contributes to the encoder.
 #[derive(Debug, Clone, Copy)]
 pub struct DiffLimits {

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod encode;
 pub mod git;
 pub mod job;
 pub mod offline;

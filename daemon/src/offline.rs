@@ -10,6 +10,7 @@ use evolora_model::peft::{AdapterDtype, write_adapter_dir};
 use evolora_model::{AdapterWeights, BaseModelShapes, HyperConfig, Hypernetwork};
 
 use crate::adapters::info::{self, AdapterInfo, ModelStamp};
+use crate::job::encoder::Encoder;
 use crate::git;
 
 /// Where the model comes from.
@@ -36,19 +37,44 @@ pub struct ModelChoice {
     /// Adapter dtype: f32, bf16, f16
     #[arg(long, default_value = "f32")]
     pub dtype: AdapterDtype,
+    /// Encoder: hashed (built in) or qwen3 (needs --encoder-dir)
+    #[arg(long, value_enum, default_value = "hashed")]
+    pub encoder: crate::config::EncoderKind,
+    /// A local Qwen3-Embedding directory (config.json, safetensors, tokenizer.json)
+    #[arg(long)]
+    pub encoder_dir: Option<PathBuf>,
 }
 
 impl ModelChoice {
-    pub fn load(&self, expect_encoder: Option<&str>) -> Result<Hypernetwork> {
-        let settings = crate::config::ModelSettings {
+    fn settings(&self) -> crate::config::ModelSettings {
+        crate::config::ModelSettings {
             preset: self.preset.clone(),
             checkpoint: self.checkpoint.clone(),
             seed: self.seed,
             base: self.base.clone(),
             device: self.device.clone(),
             dtype: self.dtype,
-        };
-        Ok(crate::job::model::load(&settings, expect_encoder, self.task)?)
+            encoder: self.encoder,
+            encoder_dir: self.encoder_dir.clone(),
+        }
+    }
+
+    /// The model for any vectors (`model run`).
+    pub fn load(&self) -> Result<Hypernetwork> {
+        Ok(crate::job::model::load(&self.settings(), None, self.task)?)
+    }
+
+    /// The encoder, then the model made for or checked against it.
+    pub fn load_with_encoder(&self) -> Result<(Hypernetwork, Encoder)> {
+        let settings = self.settings();
+        let encoder = Encoder::load(&settings, None)?;
+        let model = crate::job::model::load(&settings, Some(encoder.fit()), self.task)?;
+        Ok((model, encoder))
+    }
+
+    /// The encoder alone (`evolora encode`).
+    pub fn encoder(&self) -> Result<Encoder> {
+        Ok(Encoder::load(&self.settings(), None)?)
     }
 
 }
@@ -70,7 +96,7 @@ fn publish_one_shot(choice: &ModelChoice, model: &Hypernetwork, adapter: &Adapte
 
 /// `evolora model run`: embeddings file → adapter directory (and optionally the final state).
 pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out: Option<&Path>) -> Result<()> {
-    let model = choice.load(None)?;
+    let model = choice.load()?;
     let emb = evolora_model::replay::read_embeddings(embeddings)?;
     let (state, adapter) = evolora_model::replay::run(&model, &emb)?;
     if let Some(p) = state_out {
@@ -91,21 +117,18 @@ pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out:
 
 /// `evolora snapshot`: the Static path, a repository's tip → one adapter directory.
 pub fn snapshot(choice: &ModelChoice, repo_path: &Path, out: &Path) -> Result<()> {
-    let model = choice.load(Some(HashedEncoder::ID))?;
+    let (model, mut encoder) = choice.load_with_encoder()?;
     let loc = git::locate(repo_path)?;
     let repo = git::open(&loc.git_dir)?;
     let head = repo.head().context("the repository has no commits")?.peel_to_commit().context("HEAD is not a commit")?;
-    let files = git::snapshot_files(&repo, head.id(), HashedEncoder::MAX_FILE_BYTES)?;
-    let encoded = HashedEncoder.encode_snapshot(files.iter().map(|(p, _, t)| (p.as_str(), t.as_str())));
-    let state = model.initial_state(&encoded.vector)?;
+    let snapshot = encoder.snapshot(&repo, head.id(), 1)?;
+    let state = model.initial_state(&snapshot)?;
     let adapter = model.adapter(&state)?;
     let info = AdapterInfo {
         schema: info::SCHEMA,
         source: Some("snapshot".into()),
         repo: Some(loc.git_dir.display().to_string()),
         commit: Some(head.id().to_string()),
-        files: Some(encoded.files),
-        truncated: Some(encoded.truncated),
         model: model_stamp(&model),
         ..AdapterInfo::default()
     };

@@ -18,7 +18,6 @@ use crate::context::Daemon;
 use crate::daemon::DaemonError;
 use crate::git;
 use crate::job::{self, Engine, JobContext, now_secs, vector_digest};
-use evolora_model::encoder::HashedEncoder;
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -48,9 +47,10 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
     }
     let store = StateStore::open(&db_dir)?;
     let daemon = Daemon::new(config.clone(), store.clone());
-    let model = job::model::load(&config.model, Some(HashedEncoder::ID), 0).map_err(|e| DaemonError::Model(e.to_string()))?;
+    let cache = config.embeddings_dir();
+    let (model, encoder) = job::model::load_with_encoder(&config.model, Some((&cache, config.embedding_cache_budget.0))).map_err(|e| DaemonError::Model(e.to_string()))?;
     let fingerprint = model.meta.fingerprint.clone();
-    let mut engine = Engine::new(JobContext::of(&daemon), model);
+    let mut engine = Engine::new(JobContext::of(&daemon), model, encoder);
 
     let adapters_root = config.adapters_dir();
     for entry in std::fs::read_dir(&adapters_root).into_iter().flatten().flatten() {

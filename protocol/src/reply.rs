@@ -106,6 +106,12 @@ pub struct Stopping {
 pub struct ModelInfo {
     pub architecture: String,
     pub encoder: String,
+    /// The encoder's model directory (transformer encoders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_dir: Option<String>,
+    /// The checkpoint file (none: the seeded untrained model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
     pub fingerprint: String,
     pub trained: bool,
     pub base: String,

@@ -51,11 +51,6 @@ pub struct AdapterInfo {
     pub embeddings: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commits: Option<usize>,
-    /// `snapshot`: files encoded, and whether any was cut short.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub files: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<bool>,
     /// Set when the model is untrained.
     pub warning: Option<String>,
 }
@@ -67,6 +62,12 @@ pub struct ModelStamp {
     pub architecture: String,
     pub fingerprint: String,
     pub encoder: String,
+    /// The encoder's model directory (transformer encoders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_dir: Option<String>,
+    /// The checkpoint file (none: the seeded untrained model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
     pub trained: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_policy: Option<StepPolicy>,
@@ -81,6 +82,8 @@ impl ModelStamp {
             architecture: meta.architecture.to_string(),
             fingerprint: meta.fingerprint.clone(),
             encoder: meta.encoder.clone(),
+            encoder_dir: None,
+            checkpoint: None,
             trained: meta.trained,
             step_policy: None,
             config: None,

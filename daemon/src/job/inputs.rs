@@ -14,13 +14,23 @@ use super::steps::{self, Planned, Step};
 use crate::git::{self, DiffLimits, GitError};
 use crate::parallel::ordered_map;
 
+/// What a stepping commit feeds the GRU, as far as the encode threads take it.
+#[derive(Debug)]
+pub enum StepInput {
+    /// Encoded already (the hashed encoder).
+    Vector(Vec<f32>),
+    /// The recipe's diff text, for a transformer encoder on the model thread; `base` is
+    /// the diff's other end (None: the empty tree).
+    Text { base: Option<Oid>, text: String },
+}
+
 /// One commit, ready for the GRU.
 #[derive(Debug)]
 pub struct Prepared {
     pub oid: Oid,
     pub manifest_changed: bool,
     /// The GRU input, absent for a commit the policy does not step on.
-    pub vector: Option<Vec<f32>>,
+    pub input: Option<StepInput>,
     /// The diff was cut at the byte limit.
     pub truncated: bool,
 }
@@ -31,11 +41,13 @@ pub struct Worker {
     encoder: HashedEncoder,
     /// Threads one commit's files are spread over (a lone commit has the CPUs to itself).
     file_threads: usize,
+    /// Produce the recipe's diff text instead of hashed vectors.
+    text: bool,
 }
 
 impl Worker {
-    pub fn open(git_dir: &Path, file_threads: usize) -> Self {
-        Worker { repo: git::open(git_dir), encoder: HashedEncoder, file_threads }
+    pub fn open(git_dir: &Path, file_threads: usize, text: bool) -> Self {
+        Worker { repo: git::open(git_dir), encoder: HashedEncoder, file_threads, text }
     }
 
     fn repo(&self) -> Result<&Repository, GitError> {
@@ -58,6 +70,9 @@ impl Worker {
 
     /// Diffs and encodes one planned commit.
     pub fn prepare(&self, plan: &Planned, globs: &[String]) -> Result<Prepared, GitError> {
+        if self.text {
+            return self.prepare_text(plan, globs);
+        }
         let repo = self.repo()?;
         let limits = DiffLimits::default();
         let (input, manifest_changed) = match plan.step {
@@ -76,8 +91,22 @@ impl Worker {
             }
         };
         let truncated = input.as_ref().is_some_and(|i| i.truncated);
-        let vector = input.map(|i| self.encode(&i));
-        Ok(Prepared { oid: plan.oid, manifest_changed, vector, truncated })
+        let input = input.map(|i| StepInput::Vector(self.encode(&i)));
+        Ok(Prepared { oid: plan.oid, manifest_changed, input, truncated })
+    }
+
+    /// The recipe's diff text of one planned commit: from its first parent, or from the
+    /// previous stepping commit under the paper policy.
+    fn prepare_text(&self, plan: &Planned, globs: &[String]) -> Result<Prepared, GitError> {
+        let repo = self.repo()?;
+        let base = match plan.step {
+            Step::Skip => return Ok(Prepared { oid: plan.oid, manifest_changed: plan.manifest_changed.unwrap_or(false), input: None, truncated: false }),
+            Step::FirstParent => repo.find_commit(plan.oid)?.parent_ids().next(),
+            Step::Since(base) => base,
+        };
+        let (text, manifest) = super::encoder::diff_text(repo.path(), base, plan.oid, globs)?;
+        let manifest_changed = plan.manifest_changed.unwrap_or(manifest);
+        Ok(Prepared { oid: plan.oid, manifest_changed, input: Some(StepInput::Text { base, text }), truncated: false })
     }
 }
 
@@ -98,7 +127,7 @@ mod tests {
         let diff = DiffInput { files, truncated: false };
         let one = HashedEncoder.encode_diff(&diff).vector;
         for threads in [2, 3, 8, 64] {
-            let worker = Worker { repo: Err(GitError::NotARepository("unused".into())), encoder: HashedEncoder, file_threads: threads };
+            let worker = Worker { repo: Err(GitError::NotARepository("unused".into())), encoder: HashedEncoder, file_threads: threads, text: false };
             let many = worker.encode(&diff);
             assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
         }

@@ -9,10 +9,11 @@
 //! owner.
 
 pub mod embed_cache;
-mod inputs;
+pub mod encoder;
+pub mod inputs;
 pub mod model;
 mod publish;
-mod snapshot;
+pub mod snapshot;
 pub mod start;
 pub mod steps;
 pub mod triggers;
@@ -33,7 +34,7 @@ pub use crate::clock::now_secs;
 use crate::context::{Daemon, Ended, Jobs, LiveConfig, StopFlag, UNTRAINED_WARNING};
 use crate::git::{self, GitError};
 use crate::scheduler::JobFlags;
-use snapshot::Snapshots;
+use encoder::Encoder;
 use start::{Cold, Start};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub enum JobError {
     State(#[from] StateError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Encode(#[from] encoder::EncodeError),
     #[error("internal error while processing this repository (a bug; please report it): {0}")]
     Panicked(String),
 }
@@ -106,15 +109,15 @@ impl JobContext {
 pub struct Engine {
     ctx: JobContext,
     model: Hypernetwork,
-    snapshots: Snapshots,
+    encoder: Encoder,
 }
 
 impl Engine {
-    pub fn new(ctx: JobContext, model: Hypernetwork) -> Self {
+    pub fn new(ctx: JobContext, model: Hypernetwork, encoder: Encoder) -> Self {
         if !model.meta.trained {
             warn!("{UNTRAINED_WARNING}");
         }
-        Engine { ctx, model, snapshots: Snapshots::default() }
+        Engine { ctx, model, encoder }
     }
 
     /// Serves jobs until the queue closes.
@@ -152,7 +155,7 @@ impl Engine {
     /// A state started from the snapshot at `commit`, made durable before it is used.
     fn cold_state(&mut self, key: &str, repo: &Repository, refname: &str, commit: Oid) -> Result<RefState, JobError> {
         let threads = self.ctx.config.get().encode_threads();
-        let snapshot = self.snapshots.vector(repo, commit, threads)?;
+        let snapshot = self.encoder.snapshot(repo, commit, threads)?;
         let vector = self.model.initial_state(&snapshot)?;
         let state = RefState::from_snapshot(refname, vector, &commit.to_string(), &self.model.meta.fingerprint, now_secs());
         self.ctx.store.commit_steps(key, &state)?;

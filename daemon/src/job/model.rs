@@ -6,21 +6,48 @@ use evolora_protocol::reply::ModelInfo;
 
 use crate::config::ModelSettings;
 
+/// The encoder a model must fit: its id and the size of its vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderFit<'a> {
+    pub id: &'a str,
+    pub dim: usize,
+    /// Where the encoder comes from, for error messages.
+    pub source: Option<&'a std::path::Path>,
+}
+
 /// Loads the configured model (a checkpoint, or the seeded untrained preset). The daemon
-/// requires the hashed encoder it runs (`Some(HashedEncoder::ID)`); `model run` takes any
-/// vectors and passes `None`. `task` picks the row of a multi-task checkpoint.
-pub fn load(settings: &ModelSettings, expect_encoder: Option<&str>, task: usize) -> Result<Hypernetwork, ModelError> {
+/// requires the encoder it runs (`Some(fit)`): a checkpoint trained on another encoder, or
+/// on vectors of another width, is refused naming both; an untrained model is made for it.
+/// `model run` takes any vectors and passes `None`. `task` picks the row of a multi-task
+/// checkpoint.
+pub fn load(settings: &ModelSettings, encoder: Option<EncoderFit>, task: usize) -> Result<Hypernetwork, ModelError> {
     let device = evolora_model::select_device(&settings.device)?;
     let base = BaseModelShapes::resolve(&settings.base)?;
     match &settings.checkpoint {
         None => {
-            let cfg = HyperConfig::preset(&settings.preset)?;
-            Hypernetwork::untrained(cfg, base, settings.seed, HashedEncoder::ID, device)
+            let mut cfg = HyperConfig::preset(&settings.preset)?;
+            let id = match encoder {
+                Some(fit) => {
+                    cfg.input_dim = fit.dim;
+                    fit.id
+                }
+                None => HashedEncoder::ID,
+            };
+            Hypernetwork::untrained(cfg, base, settings.seed, id, device)
         }
         Some(path) => {
             let mut ck = evolora_model::checkpoint::load(path, &base)?;
-            if let Some(enc) = expect_encoder.filter(|enc| *enc != ck.meta.encoder) {
-                return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: enc.into() });
+            if let Some(fit) = encoder {
+                if fit.id != ck.meta.encoder {
+                    return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: fit.id.into() });
+                }
+                if fit.dim != ck.config.input_dim {
+                    let from = fit.source.map(|p| format!(" in {}", p.display())).unwrap_or_default();
+                    return Err(ModelError::Checkpoint {
+                        path: path.clone(),
+                        reason: format!("trained on {}-value vectors, but the {} encoder{from} makes {}-value vectors", ck.config.input_dim, fit.id, fit.dim),
+                    });
+                }
             }
             ck.meta.task = task;
             Hypernetwork::from_weights(ck.config, base, &mut ck.weights, ck.meta, device)
@@ -28,11 +55,21 @@ pub fn load(settings: &ModelSettings, expect_encoder: Option<&str>, task: usize)
     }
 }
 
+/// The configured encoder, then the model made for (or checked against) it: what the
+/// daemon, `state rebuild` and `evolora snapshot` run.
+pub fn load_with_encoder(settings: &ModelSettings, cache: Option<(&std::path::Path, u64)>) -> Result<(Hypernetwork, super::encoder::Encoder), ModelError> {
+    let encoder = super::encoder::Encoder::load(settings, cache)?;
+    let model = load(settings, Some(encoder.fit()), 0)?;
+    Ok((model, encoder))
+}
+
 /// What `status` says about a loaded model.
-pub fn describe(model: &Hypernetwork) -> ModelInfo {
+pub fn describe(model: &Hypernetwork, settings: &ModelSettings, encoder: &super::encoder::Encoder) -> ModelInfo {
     ModelInfo {
         architecture: model.meta.architecture.to_string(),
         encoder: model.meta.encoder.clone(),
+        encoder_dir: encoder.dir().map(|d| d.display().to_string()),
+        checkpoint: settings.checkpoint.as_ref().map(|c| c.display().to_string()),
         fingerprint: model.meta.fingerprint.clone(),
         trained: model.meta.trained,
         base: model.base.name.clone(),

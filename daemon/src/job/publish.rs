@@ -44,7 +44,11 @@ impl Engine {
             commits_walked: Some(walked),
             trigger: Some(trigger.to_owned()),
             created_at: Some(now_secs()),
-            model: ModelStamp::of(&self.model),
+            model: ModelStamp {
+                encoder_dir: self.encoder.dir().map(|d| d.display().to_string()),
+                checkpoint: cfg.model.checkpoint.as_ref().map(|c| c.display().to_string()),
+                ..ModelStamp::of(&self.model)
+            },
             state_sha256: Some(vector_digest(&state.vector)),
             warning: (!meta.trained).then(|| UNTRAINED_WARNING.to_owned()),
             ..AdapterInfo::default()

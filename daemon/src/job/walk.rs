@@ -5,7 +5,7 @@ use evolora_state::{Folded, RefState};
 use git2::{Oid, Repository};
 use tracing::warn;
 
-use super::inputs::{Prepared, Worker};
+use super::inputs::{Prepared, StepInput, Worker};
 use super::{Engine, JobError, Outcome, now_secs, steps};
 use crate::config::Config;
 use crate::git::DiffLimits;
@@ -43,6 +43,7 @@ impl Engine {
         let plan = steps::plan(&git_dir, commits, self.model.meta.step_policy, Oid::from_str(&state.step_base).ok(), globs, threads)?;
         // Commits in parallel when there are several; one commit's files in parallel when not.
         let file_threads = if plan.len() == 1 { threads } else { 1 };
+        let wants_text = self.encoder.wants_text();
         let group_len = cfg.step_group.max(1) as u64;
         let mut group: Vec<Prepared> = Vec::new();
         let mut failed: Option<JobError> = None;
@@ -51,7 +52,7 @@ impl Engine {
             &plan,
             threads,
             2 * group_len as usize,
-            || Worker::open(&git_dir, file_threads),
+            || Worker::open(&git_dir, file_threads, wants_text),
             |w, p| w.prepare(p, globs),
             |i, prepared| {
                 let prepared = match prepared {
@@ -89,10 +90,17 @@ impl Engine {
     /// Advances the state over one group of prepared commits and makes it durable.
     fn fold_group(&mut self, key: &str, state: &mut RefState, group: Vec<Prepared>, out: &mut Outcome) -> Result<(), JobError> {
         let last = group.last().expect("non-empty group").oid;
-        let stepped: Vec<(Oid, bool)> = group.iter().map(|p| (p.oid, p.vector.is_some())).collect();
+        let stepped: Vec<(Oid, bool)> = group.iter().map(|p| (p.oid, p.input.is_some())).collect();
         let manifest_changed = group.iter().any(|p| p.manifest_changed);
         let walked = group.len() as u64;
-        let diffs: Vec<Vec<f32>> = group.into_iter().filter_map(|p| p.vector).collect();
+        let mut diffs: Vec<Vec<f32>> = Vec::new();
+        for p in group {
+            match p.input {
+                Some(StepInput::Vector(v)) => diffs.push(v),
+                Some(StepInput::Text { base, text }) => diffs.push(self.encoder.diff_vector(&text, base, p.oid)?),
+                None => {}
+            }
+        }
         let steps = diffs.len() as u64;
         let vector = self.model.advance(&state.vector, &diffs, state.steps)?;
         let step_base = steps::step_base_after(self.model.meta.step_policy, &stepped).map(|o| o.to_string());
