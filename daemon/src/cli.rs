@@ -157,7 +157,10 @@ enum EncodeAction {
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
-        model: crate::offline::ModelChoice,
+        encoder: crate::offline::EncoderChoice,
+        /// cpu or cuda:N
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Tensor `diff` [D] of a commit against a base (its first parent by default)
     Diff {
@@ -169,7 +172,10 @@ enum EncodeAction {
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
-        model: crate::offline::ModelChoice,
+        encoder: crate::offline::EncoderChoice,
+        /// cpu or cuda:N
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// `snapshot` [D] at the origin and `diffs` [T, D] of every stepped commit: what
     /// `evolora model run --embeddings` takes
@@ -183,7 +189,10 @@ enum EncodeAction {
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
-        model: crate::offline::ModelChoice,
+        encoder: crate::offline::EncoderChoice,
+        /// cpu or cuda:N
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 
@@ -376,10 +385,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Snapshot { path, out, model } => crate::offline::snapshot(&model, &absolute(&path)?, &out)?,
         Command::Encode { action } => match action {
-            EncodeAction::Snapshot { repo, commit, out, model } => crate::encode::snapshot(&model, &absolute(&repo)?, Some(&commit), &out)?,
-            EncodeAction::Diff { repo, commit, base, out, model } => crate::encode::diff(&model, &absolute(&repo)?, &commit, base.as_deref(), &out)?,
-            EncodeAction::History { repo, refname, step_policy, out, model } => {
-                crate::encode::history(&model, &absolute(&repo)?, refname.as_deref(), step_policy, &out)?
+            EncodeAction::Snapshot { repo, commit, out, encoder, device } => crate::encode::snapshot(&encoder, &device, &absolute(&repo)?, Some(&commit), &out)?,
+            EncodeAction::Diff { repo, commit, base, out, encoder, device } => {
+                crate::encode::diff(&encoder, &device, &absolute(&repo)?, &commit, base.as_deref(), &out)?
+            }
+            EncodeAction::History { repo, refname, step_policy, out, encoder, device } => {
+                crate::encode::history(&encoder, &device, &absolute(&repo)?, refname.as_deref(), step_policy, &out)?
             }
         },
         Command::Model { action } => match action {

@@ -15,7 +15,7 @@ use crate::git::{self, DiffLimits};
 use crate::job::encoder::Encoder;
 use crate::job::inputs::{StepInput, Worker};
 use crate::job::steps;
-use crate::offline::ModelChoice;
+use crate::offline::EncoderChoice;
 
 fn open(repo_path: &Path) -> Result<Repository> {
     let loc = git::locate(repo_path)?;
@@ -44,8 +44,8 @@ fn metadata(encoder: &Encoder, pairs: &[(&str, String)]) -> HashMap<String, Stri
 }
 
 /// `encode snapshot`: tensor `snapshot` [D] at `commit` (HEAD by default).
-pub fn snapshot(choice: &ModelChoice, repo_path: &Path, commit: Option<&str>, out: &Path) -> Result<()> {
-    let mut encoder = choice.encoder()?;
+pub fn snapshot(choice: &EncoderChoice, device: &str, repo_path: &Path, commit: Option<&str>, out: &Path) -> Result<()> {
+    let mut encoder = choice.load(device)?;
     let repo = open(repo_path)?;
     let commit = git::resolve_commit(&repo, commit.unwrap_or("HEAD"))?;
     let v = encoder.snapshot(&repo, commit, threads())?;
@@ -54,8 +54,8 @@ pub fn snapshot(choice: &ModelChoice, repo_path: &Path, commit: Option<&str>, ou
 
 /// `encode diff`: tensor `diff` [D] of `commit` against `base` (its first parent, or the
 /// empty tree for a root commit, by default).
-pub fn diff(choice: &ModelChoice, repo_path: &Path, commit: &str, base: Option<&str>, out: &Path) -> Result<()> {
-    let encoder = choice.encoder()?;
+pub fn diff(choice: &EncoderChoice, device: &str, repo_path: &Path, commit: &str, base: Option<&str>, out: &Path) -> Result<()> {
+    let encoder = choice.load(device)?;
     let repo = open(repo_path)?;
     let commit = git::resolve_commit(&repo, commit)?;
     let base = match base {
@@ -82,8 +82,8 @@ fn diff_vector(encoder: &Encoder, repo: &Repository, base: Option<Oid>, commit: 
 /// stepping commit under `paper`) and `diffs` [T, D] for every commit the policy steps from
 /// the origin itself (its diff against the empty tree) to the tip; the commits in the
 /// metadata, comma-separated.
-pub fn history(choice: &ModelChoice, repo_path: &Path, refname: Option<&str>, policy: StepPolicy, out: &Path) -> Result<()> {
-    let mut encoder = choice.encoder()?;
+pub fn history(choice: &EncoderChoice, device: &str, repo_path: &Path, refname: Option<&str>, policy: StepPolicy, out: &Path) -> Result<()> {
+    let mut encoder = choice.load(device)?;
     let repo = open(repo_path)?;
     let tip = git::resolve_commit(&repo, refname.unwrap_or("HEAD"))?;
     let commits = git::first_parent_history(&repo, tip)?;

@@ -37,12 +37,32 @@ pub struct ModelChoice {
     /// Adapter dtype: f32, bf16, f16
     #[arg(long, default_value = "f32")]
     pub dtype: AdapterDtype,
+    #[command(flatten)]
+    pub encoder: EncoderChoice,
+}
+
+/// Which encoder, as the daemon's `[model]` settings name it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EncoderChoice {
     /// Encoder: hashed (built in) or qwen3 (needs --encoder-dir)
     #[arg(long, value_enum, default_value = "hashed")]
     pub encoder: crate::config::EncoderKind,
     /// A local Qwen3-Embedding directory (config.json, safetensors, tokenizer.json)
     #[arg(long)]
     pub encoder_dir: Option<PathBuf>,
+}
+
+impl EncoderChoice {
+    /// The encoder on `device` (cpu or cuda:N).
+    pub fn load(&self, device: &str) -> Result<Encoder> {
+        let settings = crate::config::ModelSettings {
+            encoder: self.encoder,
+            encoder_dir: self.encoder_dir.clone(),
+            device: device.to_owned(),
+            ..Default::default()
+        };
+        Ok(Encoder::load(&settings, None)?)
+    }
 }
 
 impl ModelChoice {
@@ -54,8 +74,8 @@ impl ModelChoice {
             base: self.base.clone(),
             device: self.device.clone(),
             dtype: self.dtype,
-            encoder: self.encoder,
-            encoder_dir: self.encoder_dir.clone(),
+            encoder: self.encoder.encoder,
+            encoder_dir: self.encoder.encoder_dir.clone(),
         }
     }
 
@@ -71,12 +91,6 @@ impl ModelChoice {
         let model = crate::job::model::load(&settings, Some(encoder.fit()), self.task)?;
         Ok((model, encoder))
     }
-
-    /// The encoder alone (`evolora encode`).
-    pub fn encoder(&self) -> Result<Encoder> {
-        Ok(Encoder::load(&self.settings(), None)?)
-    }
-
 }
 
 fn model_stamp(model: &Hypernetwork) -> ModelStamp {

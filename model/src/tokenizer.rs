@@ -63,6 +63,25 @@ impl QwenTokenizer {
     }
 }
 
+/// The Qwen3-Embedding form of a Qwen `tokenizer.json`: its post-processor followed by a
+/// template appending `<|endoftext|>` to every sequence, as the embedding model's own file
+/// does (the chat and base models' files append nothing).
+pub fn with_appended_eos(tokenizer_json: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut json: serde_json::Value = serde_json::from_slice(tokenizer_json)?;
+    let eos = "<|endoftext|>";
+    let eos_id = json["added_tokens"].as_array().and_then(|t| t.iter().find(|t| t["content"] == eos)).map(|t| t["id"].clone()).unwrap_or(151643.into());
+    let template = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": eos, "type_id": 1}}],
+        "special_tokens": {eos: {"id": eos, "ids": [eos_id], "tokens": [eos]}},
+    });
+    let previous = json["post_processor"].take();
+    json["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [previous, template]});
+    serde_json::to_vec(&json)
+}
+
 impl Tokenize for QwenTokenizer {
     fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
         Ok(self.plain.encode(text, add_special_tokens).map_err(|e| self.fail(e))?.get_ids().to_vec())

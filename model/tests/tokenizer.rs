@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use evolora_model::ModelError;
 use evolora_model::encoder::qwen3::{self, Tokenize};
-use evolora_model::tokenizer::QwenTokenizer;
+use evolora_model::tokenizer::{QwenTokenizer, with_appended_eos};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -21,22 +21,10 @@ fn qwen_tokenizer_json() -> PathBuf {
     path
 }
 
-/// The Qwen3-Embedding variant: the file's post-processor, then a template appending
-/// `<|endoftext|>` (as the golden script derives it).
+/// The Qwen3-Embedding variant (as the golden script derives it).
 fn embedding_variant(dir: &Path) -> PathBuf {
-    let mut json: Value = serde_json::from_slice(&std::fs::read(qwen_tokenizer_json()).unwrap()).unwrap();
-    let eos = "<|endoftext|>";
-    let template = serde_json::json!({
-        "type": "TemplateProcessing",
-        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}},
-                 {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": eos, "type_id": 1}}],
-        "special_tokens": {eos: {"id": eos, "ids": [151643], "tokens": [eos]}},
-    });
-    let previous = json["post_processor"].take();
-    json["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [previous, template]});
     let path = dir.join("tokenizer.json");
-    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    std::fs::write(&path, with_appended_eos(&std::fs::read(qwen_tokenizer_json()).unwrap()).unwrap()).unwrap();
     path
 }
 

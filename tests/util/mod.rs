@@ -17,6 +17,9 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     extra: Vec<String>,
+    /// Start with the tests' small model (`--preset tiny --base qwen2.5-coder-0.5b`) unless
+    /// the configuration chooses its own.
+    small_model: bool,
     /// RLIMIT_FSIZE for the daemon: writes past it fail as on a full disk.
     pub file_size_limit: Option<u64>,
     child: Option<Child>,
@@ -43,6 +46,25 @@ impl Daemon {
             socket: root.join("run/evolora.sock"),
             log: root.join("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            small_model: true,
+            file_size_limit: None,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// A daemon whose model comes entirely from `config` (no test defaults).
+    pub fn start_configured(root: &Path, config: &str) -> Daemon {
+        std::fs::create_dir_all(root).unwrap();
+        let file = root.join("evolora.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut d = Daemon {
+            state_dir: root.join("state"),
+            socket: root.join("run/evolora.sock"),
+            log: root.join("daemon.log"),
+            extra: vec!["--config".into(), file.display().to_string()],
+            small_model: false,
             file_size_limit: None,
             child: None,
         };
@@ -72,7 +94,7 @@ impl Daemon {
             .arg(&self.state_dir)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--preset", "tiny", "--base", "qwen2.5-coder-0.5b"])
+            .args(if self.small_model { &["--preset", "tiny", "--base", "qwen2.5-coder-0.5b"][..] } else { &[] })
             .args(&self.extra)
             .env("RUST_LOG", "info,sled=warn")
             .env_remove("EVOLORA_SOCKET")
