@@ -1,0 +1,93 @@
+//! The Qwen3-Embedding encoder against this machine's measured matrix-multiply rate
+//! (results go to docs/BENCHMARKS.md).
+//!
+//! cargo bench -p evolora-model --bench encoder [-- --layers N --windows W --window-len T]
+//!
+//! The model is Qwen3-Embedding-0.6B's shape (hidden 1024, 16 heads / 8 KV heads, head_dim
+//! 128, intermediate 3072) with seeded weights; `--layers` below 28 shortens the run and
+//! scales the floor with it. Floor: 2 × body parameters × tokens ÷ the FLOP rate burn's own
+//! matmul reaches on this machine (the best of a few [T, 1024] × [1024, 3072] products,
+//! the MLP's shape), plus the attention products.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use evolora_model::nn::Seeded;
+use evolora_model::transformer::{Family, Head, Qwen, QwenConfig};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// FLOP/s of burn's matmul on [m, k] × [k, n], best of five.
+fn matmul_rate(device: &Device, m: usize, k: usize, n: usize) -> f64 {
+    let a = Tensor::<2>::from_data(TensorData::new((0..m * k).map(|i| (i % 13) as f32 * 0.01).collect::<Vec<_>>(), [m, k]), device);
+    let b = Tensor::<2>::from_data(TensorData::new((0..k * n).map(|i| (i % 7) as f32 * 0.01).collect::<Vec<_>>(), [k, n]), device);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let _ = c.into_data();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (m * k * n) as f64 / best
+}
+
+fn main() {
+    let layers = arg("--layers", 28);
+    let windows = arg("--windows", 8);
+    let len = arg("--window-len", 512);
+    let device = Device::flex();
+    let cfg = QwenConfig {
+        family: Family::Qwen3,
+        hidden_size: 1024,
+        intermediate_size: 3072,
+        num_hidden_layers: layers,
+        num_attention_heads: 16,
+        num_key_value_heads: 8,
+        head_dim: 128,
+        vocab_size: 151_669,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        tie_word_embeddings: true,
+        qkv_bias: false,
+        o_bias: false,
+        max_position_embeddings: 32_768,
+    };
+    let t = Instant::now();
+    let model = Qwen::new(&cfg, Head::None, &mut Seeded::new(7), &device).unwrap();
+    let load = t.elapsed().as_secs_f64();
+    let weights_mib = (cfg.body_parameters() + cfg.vocab_size * cfg.hidden_size) as f64 * 4.0 / (1 << 20) as f64;
+
+    let rate = matmul_rate(&device, windows * len, 1024, 3072);
+    let tokens = windows * len;
+    let ids: Vec<u32> = (0..tokens).map(|i| (i * 7919 % 151_000) as u32).collect();
+    // Warm-up (first-touch allocations), then the best of three.
+    let _ = model.forward(&ids[..len], 1, None, None).into_data();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let _ = model.forward(&ids, windows, None, None).into_data();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    // Matmul work: the projections and MLP (2 × body parameters per token) and, per layer,
+    // QKᵀ and AV over the causal half of each window.
+    let attention = 2.0 * 2.0 * (layers * cfg.num_attention_heads * cfg.head_dim) as f64 * (len as f64 / 2.0);
+    let flop_per_token = 2.0 * cfg.body_parameters() as f64 + attention;
+    let floor = flop_per_token * tokens as f64 / rate;
+    println!("Qwen3-Embedding-0.6B shape, {layers} layers, {windows} windows × {len} tokens, flex CPU backend");
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!("| measured matmul rate ([{}, 1024] × [1024, 3072], best of 5) | {:.1} GFLOP/s |", windows * len, rate / 1e9);
+    println!("| forward, {tokens} tokens | {best:.2} s ({:.0} tokens/s) |", tokens as f64 / best);
+    println!("| floor: {:.2} GFLOP/token × {tokens} tokens ÷ matmul rate | {floor:.2} s ({:.0} tokens/s) |", flop_per_token / 1e9, tokens as f64 / floor);
+    println!("| ratio to the floor | **{:.2}** |", best / floor);
+    println!("| seeded model build | {load:.1} s |");
+    println!("| peak RSS | {:.0} MiB, weights {weights_mib:.0} MiB f32 ({:.2}×) |", peak_rss_mib(), peak_rss_mib() / weights_mib);
+}
