@@ -50,6 +50,10 @@ pub struct EncoderChoice {
     /// A local Qwen3-Embedding directory (config.json, safetensors, tokenizer.json)
     #[arg(long)]
     pub encoder_dir: Option<PathBuf>,
+    /// Keep transformer vectors in this embedding cache (the daemon's is
+    /// `<state_dir>/embeddings`; stop the daemon or use another directory)
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl EncoderChoice {
@@ -61,7 +65,8 @@ impl EncoderChoice {
             device: device.to_owned(),
             ..Default::default()
         };
-        Ok(Encoder::load(&settings, None)?)
+        let budget = crate::config::Config::default().embedding_cache_budget.0;
+        Ok(Encoder::load(&settings, self.cache_dir.as_deref().map(|d| (d, budget)))?)
     }
 }
 
