@@ -127,41 +127,51 @@ fn released_checkpoint_adapters_on_qwen3_vectors_equal_the_offline_pipeline() {
     assert!(!d.log_text().contains("hashed"), "no hashed-encoder fallback:\n{}", d.log_text());
 }
 
-/// A broken encoder directory stops the start with a message naming what is wrong.
+/// A broken encoder directory is named in `status` and in `adapter` replies, and the daemon
+/// keeps serving the adapters it had published.
 #[test]
-fn broken_encoder_directories_are_refused_by_name() {
+fn broken_encoder_directories_are_named_and_published_adapters_still_served() {
     let tmp = tempfile::tempdir().unwrap();
-    let start = |name: &str, enc: &Path| -> String {
-        let root = tmp.path().join(name);
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("evolora.toml"), config(enc)).unwrap();
-        let out = Command::new(BIN)
-            .args(["daemon", "--state-dir", root.join("state").to_str().unwrap(), "--socket", root.join("s.sock").to_str().unwrap(), "--config", root.join("evolora.toml").to_str().unwrap()])
-            .env_remove("EVOLORA_SOCKET")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{name}: the daemon started");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+    let enc = encoder_dir(&tmp.path().join("qwen3"), 12);
+    let repo = Repo::with_file(&tmp.path().join("repo"), "pkg/core.py", "def add(a, b):\n    return a + b\n");
+    let mut d = Daemon::start_configured(&tmp.path().join("d"), &config(&enc));
+    d.register_and_wait(&repo);
+    let before = d.repo_status(&repo.path)["refs"][0]["adapter"].as_str().unwrap().to_owned();
+    d.signal_and_wait(libc::SIGTERM, std::time::Duration::from_secs(30));
+
+    let tokenizer = enc.join("tokenizer.json");
+    let whole = std::fs::read(&tokenizer).unwrap();
+    std::fs::write(&tokenizer, &whole[..whole.len() / 3]).unwrap();
+    d.restart();
+    let reply = d.request(serde_json::json!({"op": "status"}));
+    let err = reply["model_error"].as_str().unwrap_or_default();
+    assert!(err.contains("tokenizer.json"), "{reply}");
+    let served = d.request(serde_json::json!({"op": "adapter", "repo": repo.path}));
+    assert_eq!(served["path"].as_str(), Some(before.as_str()), "the published adapter is still served: {served}");
+    repo.write("pkg/more.py", "X = 1\n");
+    repo.commit("more");
+    let waited = d.request(serde_json::json!({"op": "adapter", "repo": repo.path, "wait_ms": 30000}));
+    assert!(waited["error"]["message"].as_str().unwrap_or_default().contains("tokenizer.json"), "a wait ends at once, naming the failure: {waited}");
+    std::fs::write(&tokenizer, &whole).unwrap();
+
+    let status_error = |name: &str, enc: &Path| -> String {
+        let d = Daemon::start_configured(&tmp.path().join(name), &config(enc));
+        let reply = d.request(serde_json::json!({"op": "status"}));
+        reply["model_error"].as_str().unwrap_or_default().to_owned()
     };
     let wide = encoder_dir(&tmp.path().join("wide"), 8);
-    let err = start("width", &wide);
+    let err = status_error("width", &wide);
     assert!(err.contains("evo.pt") && err.contains("24-value") && err.contains("16-value"), "{err}");
-
-    let torn = encoder_dir(&tmp.path().join("torn"), 12);
-    let tok = std::fs::read(torn.join("tokenizer.json")).unwrap();
-    std::fs::write(torn.join("tokenizer.json"), &tok[..tok.len() / 3]).unwrap();
-    let err = start("tokenizer", &torn);
-    assert!(err.contains("tokenizer.json"), "{err}");
 
     let corrupt = encoder_dir(&tmp.path().join("corrupt"), 12);
     let weights = std::fs::read(corrupt.join("model.safetensors")).unwrap();
     std::fs::write(corrupt.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    let err = start("weights", &corrupt);
+    let err = status_error("weights", &corrupt);
     assert!(err.contains("model.safetensors"), "{err}");
 
     let unknown = encoder_dir(&tmp.path().join("unknown"), 12);
     let cfg = std::fs::read_to_string(unknown.join("config.json")).unwrap();
     std::fs::write(unknown.join("config.json"), cfg.replace("\"qwen3\"", "\"bert\"").replace("Qwen3Model", "BertModel")).unwrap();
-    let err = start("architecture", &unknown);
+    let err = status_error("architecture", &unknown);
     assert!(err.contains("unsupported model") && err.contains("bert"), "{err}");
 }

@@ -452,6 +452,9 @@ fn print_status(reply: &Status) {
             println!("  encoder directory {d}");
         }
     }
+    if let Some(e) = &reply.model_error {
+        println!("model: NOT LOADED: {e}");
+    }
     if reply.repos.is_empty() {
         println!("no repositories registered; add one with `evolora register <path>`");
     }

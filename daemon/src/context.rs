@@ -162,6 +162,9 @@ pub struct Daemon {
     pub adapters: Arc<Adapters>,
     /// The loaded model, described for clients; set once before the daemon is ready.
     pub model: Arc<OnceLock<ModelInfo>>,
+    /// Why the model did not load, when it did not: no job runs, published adapters are
+    /// still served.
+    pub model_error: OnceLock<String>,
     /// Client paths → repositories.
     pub repos: RepoCache,
     /// The ref watcher, once started (absent where the platform cannot watch).
@@ -183,6 +186,7 @@ impl Daemon {
             jobs: Arc::default(),
             adapters: Arc::new(adapters),
             model: Arc::default(),
+            model_error: OnceLock::new(),
             repos: RepoCache::default(),
             watcher: OnceLock::new(),
             stop: StopFlag::default(),

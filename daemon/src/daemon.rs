@@ -90,8 +90,10 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     };
     let socket_path = config.socket.clone();
 
-    // The model loads on its own thread, which then serves jobs; startup waits for the load
-    // so that a bad checkpoint fails the start rather than every later request.
+    // The model loads on its own thread, which then serves jobs; startup waits for the load.
+    // A model that cannot load (a torn checkpoint, tokenizer or weights file) leaves the
+    // daemon up without a model thread: adapters already published are still served, and
+    // `status` and every `adapter` reply name the failure.
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let job_context = JobContext::of(&daemon);
     let model_info = daemon.model.clone();
@@ -110,16 +112,14 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
             }
         }
     })?;
-    match loaded_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let _ = std::fs::remove_file(&socket_path);
-            return Err(DaemonError::Model(e));
-        }
-        Err(_) => {
-            let _ = std::fs::remove_file(&socket_path);
-            return Err(DaemonError::Model("the model thread died while loading".into()));
-        }
+    let load_error = match loaded_rx.recv() {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("the model thread died while loading".to_owned()),
+    };
+    if let Some(e) = load_error {
+        error!(error = %e, "the model did not load: serving the adapters already published, generating none until the configuration is fixed and the daemon restarted");
+        let _ = daemon.model_error.set(e);
     }
 
     let repos = store.repos()?;

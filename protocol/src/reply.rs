@@ -127,6 +127,9 @@ pub struct Status {
     /// Repositories waiting for the model thread.
     pub queued: usize,
     pub model: Option<ModelInfo>,
+    /// Why the model did not load (no adapter is generated until it does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<String>,
     pub state_dir: String,
 }
 

@@ -34,9 +34,14 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
         let state = if refname.is_empty() { None } else { daemon.store.ref_state(&rec.key, &refname).map_err(internal)? };
         let current = state.as_ref().and_then(|s| s.adapter()).map(|(dir, commit)| (dir.to_owned(), commit.to_owned()));
         let covers_tip = matches!((&current, &tip), (Some((_, c)), Some(t)) if c == t);
-        if covers_tip || wait_ms == 0 || tokio::time::Instant::now() >= deadline {
+        // Without a model nothing new will come: no point waiting.
+        let stalled = daemon.model_error.get().is_some();
+        if covers_tip || wait_ms == 0 || stalled || tokio::time::Instant::now() >= deadline {
             let Some((dir, commit)) = current else {
                 let why = match (&tip, daemon.jobs.last_error(&rec.key)) {
+                    _ if daemon.model_error.get().is_some() => {
+                        format!("no adapter yet for {repo}: the model did not load: {}", daemon.model_error.get().expect("checked"))
+                    }
                     (_, Some(err)) => format!("no adapter yet for {repo}: last job failed: {err}"),
                     (None, _) => format!("no adapter yet for {repo}: the repository has no commits on a branch"),
                     _ if wait_ms > 0 => format!("no adapter yet for {repo} after waiting {wait_ms} ms"),
@@ -46,10 +51,11 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
                 return Err(OpError::new(code, why));
             };
             if wait_ms > 0 && !covers_tip {
-                return Err(OpError::new(
-                    ErrorCode::Timeout,
-                    format!("the adapter for {repo} still covers {commit}, not the tip; waited {wait_ms} ms"),
-                ));
+                let why = match daemon.model_error.get() {
+                    Some(e) => format!("the adapter for {repo} still covers {commit}, not the tip, and the model did not load: {e}"),
+                    None => format!("the adapter for {repo} still covers {commit}, not the tip; waited {wait_ms} ms"),
+                };
+                return Err(OpError::new(ErrorCode::Timeout, why));
             }
             daemon.adapters.touch(&rec.key, &dir, crate::job::now_secs());
             let trained = daemon.model.get().is_some_and(|m| m.trained);

@@ -66,5 +66,11 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
             refs,
         });
     }
-    Ok(Status { repos, queued: daemon.jobs.queued(), model: daemon.model.get().cloned(), state_dir: daemon.state_dir().display().to_string() })
+    Ok(Status {
+        repos,
+        queued: daemon.jobs.queued(),
+        model: daemon.model.get().cloned(),
+        model_error: daemon.model_error.get().cloned(),
+        state_dir: daemon.state_dir().display().to_string(),
+    })
 }
