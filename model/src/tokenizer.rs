@@ -49,6 +49,28 @@ impl QwenTokenizer {
         self.plain.get_vocab_size(true)
     }
 
+    /// Text of `ids`, special tokens left out or kept.
+    pub fn decode_with(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
+        self.plain.decode(ids, skip_special_tokens).map_err(|e| self.fail(e))
+    }
+
+    /// [`Tokenize::encode`] of several texts, on the `tokenizers` crate's thread pool.
+    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>, ModelError> {
+        let encodings = self.plain.encode_batch_fast(texts.to_vec(), add_special_tokens).map_err(|e| self.fail(e))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// [`Tokenize::encode_truncated`] of several texts, on the `tokenizers` crate's thread pool.
+    pub fn encode_truncated_batch(&self, texts: &[&str], max_length: usize) -> Result<Vec<Vec<u32>>, ModelError> {
+        let encodings = self.truncating(max_length)?.encode_batch_fast(texts.to_vec(), true).map_err(|e| self.fail(e))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// [`QwenTokenizer::decode_with`] of several id sequences.
+    pub fn decode_batch(&self, ids: &[&[u32]], skip_special_tokens: bool) -> Result<Vec<String>, ModelError> {
+        self.plain.decode_batch(ids, skip_special_tokens).map_err(|e| self.fail(e))
+    }
+
     fn truncating(&self, max_length: usize) -> Result<Arc<Tokenizer>, ModelError> {
         let mut cache = self.truncating.lock().expect("tokenizer lock");
         if let Some(t) = cache.get(&max_length) {
@@ -84,16 +106,16 @@ pub fn with_appended_eos(tokenizer_json: &[u8]) -> Result<Vec<u8>, serde_json::E
 
 impl Tokenize for QwenTokenizer {
     fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
-        Ok(self.plain.encode(text, add_special_tokens).map_err(|e| self.fail(e))?.get_ids().to_vec())
+        Ok(self.plain.encode_fast(text, add_special_tokens).map_err(|e| self.fail(e))?.get_ids().to_vec())
     }
 
     /// With special tokens, the text's own tokens cut so that all fit in `max_length`, as
     /// Python's `tokenizer(text, truncation=True, max_length=N)` does.
     fn encode_truncated(&self, text: &str, max_length: usize) -> Result<Vec<u32>, ModelError> {
-        Ok(self.truncating(max_length)?.encode(text, true).map_err(|e| self.fail(e))?.get_ids().to_vec())
+        Ok(self.truncating(max_length)?.encode_fast(text, true).map_err(|e| self.fail(e))?.get_ids().to_vec())
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.plain.decode(ids, true).map_err(|e| self.fail(e))
+        self.decode_with(ids, true)
     }
 }

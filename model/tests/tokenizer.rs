@@ -39,7 +39,10 @@ fn token_ids_equal_python_tokenizers_on_real_code() {
     let tmp = tempfile::tempdir().unwrap();
     let embed = QwenTokenizer::from_file(&embedding_variant(tmp.path())).unwrap();
     let files = golden["files"].as_object().unwrap();
-    assert!(files.len() >= 8);
+    assert!(files.len() >= 30, "{} corpus files", files.len());
+    let mut corpus: Vec<String> = std::fs::read_dir(root().join("tests/fixtures/tokenizer/corpus")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    corpus.sort();
+    assert_eq!(corpus, files.keys().cloned().collect::<Vec<_>>(), "every corpus file has golden ids (regenerate with tests/reference/make_tokenizer_golden.py)");
     let mut tokens = 0;
     for (name, want) in files {
         let bytes = std::fs::read(root().join("tests/fixtures/tokenizer/corpus").join(name)).unwrap();
@@ -86,4 +89,28 @@ fn missing_and_truncated_files_are_named_errors() {
     std::fs::write(&torn, &bytes[..bytes.len() / 2]).unwrap();
     let err = QwenTokenizer::from_file(&torn).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("tokenizer.json") && err.contains("not a readable"), "{err}");
+}
+
+#[test]
+fn batches_give_the_ids_of_single_texts_and_decode_can_keep_special_tokens() {
+    let golden: Value = serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/tokenizer/golden.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let embed = QwenTokenizer::from_file(&embedding_variant(tmp.path())).unwrap();
+    let files = golden["files"].as_object().unwrap();
+    let texts: Vec<String> = files.keys().map(|name| String::from_utf8_lossy(&std::fs::read(root().join("tests/fixtures/tokenizer/corpus").join(name)).unwrap()).into_owned()).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = |key: &str| files.values().map(|w| ids(&w[key])).collect::<Vec<_>>();
+    assert_eq!(embed.encode_batch(&texts, false).unwrap(), want("plain"));
+    assert_eq!(embed.encode_batch(&texts, true).unwrap(), want("embedding"));
+    assert_eq!(embed.encode_truncated_batch(&texts, 64).unwrap(), want("truncated_64"));
+    let plain = want("plain");
+    let slices: Vec<&[u32]> = plain.iter().map(Vec::as_slice).collect();
+    let decoded = embed.decode_batch(&slices, true).unwrap();
+    for (text, got) in texts.iter().zip(&decoded) {
+        assert_eq!(got, &embed.decode(&embed.encode(text, false).unwrap()).unwrap());
+    }
+
+    let with_eos = embed.encode("x = 1", true).unwrap();
+    assert_eq!(embed.decode_with(&with_eos, false).unwrap(), "x = 1<|endoftext|>");
+    assert_eq!(embed.decode_with(&with_eos, true).unwrap(), "x = 1");
 }

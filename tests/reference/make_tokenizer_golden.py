@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/tokenizer/golden.json: token ids that Hugging Face's own
 `tokenizers` (the Python package, Rust core with the onig regex engine) gives for the
-corpus in tests/fixtures/tokenizer/corpus/, with the genuine Qwen tokenizer.json.
+corpus in tests/fixtures/tokenizer/corpus/ (sources in tests/fixtures/tokenizer/SOURCES.md),
+with the genuine Qwen tokenizer.json.
 
 Needs the `tokenizers` package only to regenerate (the tests read the committed file):
     python3 -m venv /tmp/tokenv && /tmp/tokenv/bin/pip install tokenizers==0.23.3
