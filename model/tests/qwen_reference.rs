@@ -157,7 +157,7 @@ fn decoding_with_the_cache_equals_a_full_forward() {
     let mut cache = model.cache();
     // Rows of 9: a prefix of 5 at once, then one token at a time.
     let rows = |from: usize, to: usize| -> Vec<u32> { (0..2).flat_map(|r| ids[r * 9 + from..r * 9 + to].to_vec()).collect() };
-    let mut stepped = vec![Vec::new(), Vec::new()];
+    let mut stepped = [Vec::new(), Vec::new()];
     let mut push = |out: Vec<f32>, len: usize| {
         for (r, row) in stepped.iter_mut().enumerate() {
             row.extend_from_slice(&out[r * len * h..(r + 1) * len * h]);

@@ -30,6 +30,16 @@ pub enum PublishError {
     State(#[from] StateError),
 }
 
+/// What goes into a version's adapter files.
+#[derive(Clone, Copy)]
+pub struct Contents<'a> {
+    pub weights: &'a AdapterWeights,
+    pub base: &'a BaseModelShapes,
+    pub dtype: AdapterDtype,
+    /// Its `evolora.json`.
+    pub info: &'a AdapterInfo,
+}
+
 /// Retention settings in force for one publish.
 #[derive(Debug, Clone, Copy)]
 pub struct Keep {
@@ -80,19 +90,11 @@ impl Adapters {
         }
     }
 
-    /// Publishes `weights` as a new version of `state`'s ref: writes the directory (with
-    /// `info` as its `evolora.json`) under a fresh name, points `current` at it, records it
-    /// with the state that now names it, then applies retention. Returns the directory.
-    pub fn publish(
-        &self,
-        repo_key: &str,
-        state: &mut RefState,
-        weights: &AdapterWeights,
-        base: &BaseModelShapes,
-        dtype: AdapterDtype,
-        info: &AdapterInfo,
-        keep: Keep,
-    ) -> Result<PathBuf, PublishError> {
+    /// Publishes `contents` as a new version of `state`'s ref: writes the directory under a
+    /// fresh name, points `current` at it, records it with the state that now names it,
+    /// then applies retention. Returns the directory.
+    pub fn publish(&self, repo_key: &str, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
+        let Contents { weights, base, dtype, info } = contents;
         let repo_dir = self.repo_dir(repo_key);
         let io = |source| PublishError::Io { path: repo_dir.clone(), source };
         std::fs::create_dir_all(&repo_dir).map_err(io)?;

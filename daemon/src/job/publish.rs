@@ -6,7 +6,7 @@ use evolora_state::RefState;
 
 use super::triggers::{self, Since};
 use super::{Engine, JobError, now_secs, vector_digest};
-use crate::adapters::{AdapterInfo, Keep, ModelStamp, SCHEMA};
+use crate::adapters::{AdapterInfo, Contents, Keep, ModelStamp, SCHEMA};
 use crate::config::Config;
 use crate::context::UNTRAINED_WARNING;
 use crate::scheduler::JobFlags;
@@ -54,7 +54,8 @@ impl Engine {
             ..AdapterInfo::default()
         };
         let keep = Keep { newest: cfg.keep_adapters, disk_budget: cfg.adapter_disk_budget.0 };
-        Ok(self.ctx.adapters.publish(key, state, &weights, &self.model.base, cfg.model.dtype, &info, keep)?)
+        let contents = Contents { weights: &weights, base: &self.model.base, dtype: cfg.model.dtype, info: &info };
+        Ok(self.ctx.adapters.publish(key, state, contents, keep)?)
     }
 }
 

@@ -94,12 +94,12 @@ impl QwenConfig {
         }
         let heads = raw.num_attention_heads;
         let kv_heads = raw.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(fail(format!("{heads} attention heads cannot share {kv_heads} key/value heads")));
         }
         let head_dim = match (family, raw.head_dim) {
             (_, Some(d)) => d,
-            (Family::Qwen2, None) if raw.hidden_size % heads == 0 => raw.hidden_size / heads,
+            (Family::Qwen2, None) if raw.hidden_size.is_multiple_of(heads) => raw.hidden_size / heads,
             (Family::Qwen2, None) => return Err(fail(format!("hidden_size {} is not a multiple of {heads} heads", raw.hidden_size))),
             // transformers' Qwen3Config default.
             (Family::Qwen3, None) => 128,
