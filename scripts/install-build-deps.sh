@@ -9,8 +9,11 @@ command -v cc >/dev/null 2>&1 || need_apt="$need_apt build-essential"
 command -v git >/dev/null 2>&1 || need_apt="$need_apt git"
 command -v python3 >/dev/null 2>&1 || need_apt="$need_apt python3 python3-pip"
 command -v systemd-analyze >/dev/null 2>&1 || need_apt="$need_apt systemd"
-# npm fetches the genuine Qwen tokenizer the tests encode real code with.
-command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
+# npm fetches the genuine Qwen tokenizer the tests encode real code with (tests only, like
+# numpy: EVOLORA_SKIP_PYTHON=1 skips both).
+if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ]; then
+    command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
+fi
 
 if [ -n "$need_apt" ]; then
     if command -v apt-get >/dev/null 2>&1; then
