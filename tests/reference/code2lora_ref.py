@@ -14,57 +14,13 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 
+from safetensors_io import st_read, st_write
+
 TYPES = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
-DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
-
-
-# ---- safetensors, by hand (8-byte little-endian header length, JSON header, raw data) ----
-
-def st_read(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if info["dtype"] == "BF16":
-            lo, hi = info["data_offsets"]
-            bits = np.frombuffer(raw[base + lo:base + hi], dtype="<u2").astype(np.uint32) << 16
-            arr = bits.view(np.float32)
-        else:
-            lo, hi = info["data_offsets"]
-            arr = np.frombuffer(raw[base + lo:base + hi], dtype=np.dtype(DTYPES[info["dtype"]]).newbyteorder("<"))
-        out[name] = arr.reshape(info["shape"]).astype(np.float64)
-    return out, meta
-
-
-def st_write(path, tensors, meta=None, dtype=np.float32):
-    names = sorted(tensors)
-    header = {}
-    blobs = []
-    offset = 0
-    code = {np.float32: "F32", np.float16: "F16"}[dtype]
-    for name in names:
-        b = np.ascontiguousarray(tensors[name], dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
-        header[name] = {"dtype": code, "shape": list(np.shape(tensors[name])), "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
-        blobs.append(b)
-    if meta:
-        header["__metadata__"] = meta
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 # ---- the model ----
@@ -179,7 +135,7 @@ def make(args):
     st_write(os.path.join(args.dir, "checkpoint.safetensors"), w,
              {"format": "pt", "evolora.alpha": "8", "evolora.encoder": "reference"})
     emb = {"snapshot": rng.normal(size=D), "diffs": rng.normal(size=(5, D))}
-    st_write(os.path.join(args.dir, "embeddings.safetensors"), emb, dtype=np.float16 if args.f16 else np.float32)
+    st_write(os.path.join(args.dir, "embeddings.safetensors"), emb, code="F16" if args.f16 else "F32")
 
 
 def rel_err(got, want):

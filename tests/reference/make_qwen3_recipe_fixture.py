@@ -14,7 +14,6 @@ tokenizer's special tokens and truncation, masked mean of last_hidden_state in b
 """
 import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -28,6 +27,7 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "qwen3-recipe")
 CORPUS = os.path.join(ROOT, "tests", "fixtures", "tokenizer", "corpus")
 sys.path.insert(0, HERE)
 from make_tokenizer_golden import embedding_variant, windows  # noqa: E402
+from safetensors_io import st_write  # noqa: E402
 
 BATCH = 8
 
@@ -65,19 +65,6 @@ def file_vector(model, tok, text):
     if n == 0:
         return None, 0
     return w.mean(0).numpy().astype(np.float32), n
-
-
-def st_write(path, tensors, metadata):
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, arr in tensors.items():
-        data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
 def read(name):
