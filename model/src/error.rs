@@ -21,6 +21,8 @@ pub enum ModelError {
     CheckpointMetadata { path: PathBuf, key: &'static str, source: Box<ModelError> },
     #[error("checkpoint {path}: its metadata says {claimed}, its tensors are those of {found}")]
     ArchitectureMismatch { path: PathBuf, claimed: &'static str, found: &'static str },
+    #[error("this model was loaded without its language-model head, so it has no logits")]
+    NoLmHead,
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
     #[error("model directory {dir}: {reason}")]

@@ -154,11 +154,7 @@ impl Encoder {
 /// `.py`/`.md`/`.rst` sections; also whether a changed path matches `manifests`.
 pub fn diff_text(git_dir: &Path, base: Option<Oid>, commit: Oid, manifests: &[String]) -> Result<(String, bool), GitError> {
     let raw = git::cli_diff(git_dir, base, commit)?;
-    let manifest = raw
-        .lines()
-        .filter_map(|l| l.strip_prefix("diff --git a/"))
-        .filter_map(|rest| rest.split_once(" b/").map(|(_, new)| new))
-        .any(|p| git::matches_any(p, manifests));
+    let manifest = qwen3::diff_sections(&raw).filter_map(|(new, _)| new).any(|path| git::matches_any(path, manifests));
     Ok((qwen3::filter_diff(&raw), manifest))
 }
 

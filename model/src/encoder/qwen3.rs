@@ -164,16 +164,19 @@ pub fn snapshot_selection(candidates: &[(&str, u64)]) -> Vec<usize> {
 /// The part of `git diff` output the recipe embeds: the per-file sections (each starting at a
 /// line `diff --git a/OLD b/NEW`) whose new path is kept, joined as they were.
 pub fn filter_diff(diff: &str) -> String {
+    diff_sections(diff).filter(|(new, _)| new.is_some_and(keeps_diff_path)).map(|(_, section)| section).collect()
+}
+
+/// The per-file sections of `git diff` output, each with its new path as the authors' pattern
+/// reads it (None where it does not match, e.g. a quoted path). Text before the first
+/// section is not part of any.
+pub fn diff_sections(diff: &str) -> impl Iterator<Item = (Option<&str>, &str)> {
     let mut starts: Vec<usize> = diff.match_indices("diff --git ").map(|(i, _)| i).filter(|&i| i == 0 || diff.as_bytes()[i - 1] == b'\n').collect();
     starts.push(diff.len());
-    let mut kept = String::new();
-    for pair in starts.windows(2) {
-        let section = &diff[pair[0]..pair[1]];
-        if section_new_path(section).is_some_and(keeps_diff_path) {
-            kept.push_str(section);
-        }
-    }
-    kept
+    (0..starts.len() - 1).map(move |k| {
+        let section = &diff[starts[k]..starts[k + 1]];
+        (section_new_path(section), section)
+    })
 }
 
 /// The new path of a section's header line, read as the authors' pattern

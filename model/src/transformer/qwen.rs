@@ -202,7 +202,7 @@ impl Qwen {
     /// Logits `[batch, len, vocab]` of hidden states from [`Qwen::forward`].
     pub fn logits(&self, hidden: Tensor<3>) -> Result<Tensor<3>, ModelError> {
         if !self.has_head {
-            return Err(ModelError::ModelConfig { path: "config.json".into(), reason: "this model was loaded without a language-model head".into() });
+            return Err(ModelError::NoLmHead);
         }
         Ok(match &self.lm_head {
             Some(head) => head.forward(hidden),
