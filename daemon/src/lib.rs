@@ -5,7 +5,7 @@
 //! it: reads the new commits through [`git`], folds them into the ref's GRU state in
 //! evolora-state, and publishes adapters through [`adapters`], which also decides what stays
 //! on disk. [`daemon`] owns the lifecycle and [`signals`]; [`context`] holds what the parts
-//! share; [`cli`] is the binary; [`rebuild`] and [`offline`] run without a daemon.
+//! share; [`cli`] is the binary; [`rebuild`], [`offline`] and [`encode`] run without a daemon.
 
 pub mod adapters;
 pub mod cli;
