@@ -289,9 +289,10 @@ pub fn cli_diff(git_dir: &Path, base: Option<Oid>, commit: Oid) -> Result<String
 }
 
 /// The Python files of a commit's tree the Qwen3 snapshot takes (see
-/// `evolora_model::encoder::qwen3::snapshot_selection`): (path, blob, text), largest first
-/// when there are more than 400.
-pub fn snapshot_py_files(repo: &Repository, commit: Oid) -> Result<Vec<(String, Oid, String)>, GitError> {
+/// `evolora_model::encoder::qwen3::snapshot_selection`): (path, blob), largest first when
+/// there are more than 400. Their text is read by the caller, only where no vector is
+/// cached.
+pub fn snapshot_py_files(repo: &Repository, commit: Oid) -> Result<Vec<(String, Oid)>, GitError> {
     use evolora_model::encoder::qwen3;
     let tree = repo.find_commit(commit)?.tree()?;
     let mut candidates: Vec<(String, Oid, u64)> = Vec::new();
@@ -307,13 +308,7 @@ pub fn snapshot_py_files(repo: &Repository, commit: Oid) -> Result<Vec<(String, 
         git2::TreeWalkResult::Ok
     })?;
     let refs: Vec<(&str, u64)> = candidates.iter().map(|(p, _, s)| (p.as_str(), *s)).collect();
-    let mut out = Vec::new();
-    for i in qwen3::snapshot_selection(&refs) {
-        let (path, blob, _) = &candidates[i];
-        let text = String::from_utf8_lossy(repo.find_blob(*blob)?.content()).into_owned();
-        out.push((path.clone(), *blob, text));
-    }
-    Ok(out)
+    Ok(qwen3::snapshot_selection(&refs).into_iter().map(|i| (candidates[i].0.clone(), candidates[i].1)).collect())
 }
 
 /// Whether `path`'s file name matches one of `globs` (`*` and `?` wildcards).
@@ -374,7 +369,7 @@ mod tests {
         let root = cli_diff(&dir.join(".git"), None, first).unwrap();
         assert!(root.starts_with("diff --git a/a.py b/a.py\nnew file mode 100644"), "{root}");
         let files = snapshot_py_files(&git2::Repository::open(&dir).unwrap(), second).unwrap();
-        assert_eq!(files.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["b.py"]);
+        assert_eq!(files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["b.py"]);
     }
 
     #[test]

@@ -114,13 +114,14 @@ impl Encoder {
             Encoder::Hashed(snapshots) => Ok(snapshots.vector(repo, commit, threads)?),
             Encoder::Qwen3(q) => {
                 let mut vectors = Vec::new();
-                for (_, blob, text) in git::snapshot_py_files(repo, commit)? {
+                for (_, blob) in git::snapshot_py_files(repo, commit)? {
                     let key = blob.to_string();
                     let key = Key::File { blob: &key };
                     if let Some(v) = q.cache.as_ref().and_then(|c| c.get(key)) {
                         vectors.push(v);
                         continue;
                     }
+                    let text = String::from_utf8_lossy(repo.find_blob(blob)?.content()).into_owned();
                     if let Some(v) = q.encoder.file_vector(&text)? {
                         if let Some(c) = &q.cache {
                             c.put(key, &v);
