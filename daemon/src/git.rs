@@ -1,6 +1,8 @@
-//! Read-only git access through libgit2: object database and refs only. The daemon never
-//! touches a work tree, an index or HEAD, and never depends on the user's git config for
-//! diffs (no external diff drivers, no textconv, fixed context).
+//! Read-only git access: object database and refs only, through libgit2, except the Qwen3
+//! recipe's diff text, which must be git's own bytes and so comes from the git CLI
+//! ([`cli_diff`]). The daemon never touches a work tree, an index or HEAD, and never depends
+//! on the user's git config for diffs (no external diff drivers, no textconv, fixed context;
+//! the CLI runs with git's defaults pinned). About 330 lines of code, and its tests.
 
 use std::path::{Path, PathBuf};
 
