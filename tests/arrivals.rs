@@ -1,8 +1,8 @@
 //! Every way a commit arrives: hooks in working and bare repositories (with a foreign hook
 //! present), the watcher for what hooks miss (update-ref, reset), rewritten history (rebase,
 //! amend, reset), merges, branch switches, and commits made while the daemon was down.
-//! Final states are checked against git's own count of first-parent commits and, where the
-//! path was indirect, against a fresh daemon walking the same history in one go.
+//! Final states are checked against git's own count of first-parent commits from the root
+//! and, where the path was indirect, against a fresh daemon walking the same history.
 
 mod util;
 
@@ -25,8 +25,9 @@ fn register(daemon: &Daemon, path: &Path) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn first_parent_count(repo: &Repo, from: &str, to: &str) -> u64 {
-    repo.git(&["rev-list", "--first-parent", "--count", &format!("{from}..{to}")]).parse().unwrap()
+/// First-parent commits from the root to `tip`: the steps of a history-faithful state.
+fn history_len(repo: &Repo, tip: &str) -> u64 {
+    repo.git(&["rev-list", "--first-parent", "--count", tip]).parse().unwrap()
 }
 
 fn adapter_dirs(daemon: &Daemon) -> usize {
@@ -67,7 +68,7 @@ fn a_foreign_hook_keeps_running_beside_ours() {
     repo.write("pkg/more.py", "import os\n");
     let tip = repo.commit("more");
     let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
-    assert_eq!(r["steps"], 1);
+    assert_eq!(r["steps"], 2, "the root and the new commit");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n", "the foreign hook ran once");
     let out = daemon.cli(&["hooks", "uninstall", repo.path.to_str().unwrap()]);
     assert!(out.status.success());
@@ -101,8 +102,9 @@ fn a_rebase_of_ten_commits_is_one_walk_and_one_adapter() {
     let r2 = daemon.settled(&repo.path, "refs/heads/feature", &tip);
     assert_eq!(r, r2, "late wake-ups change nothing");
     assert_eq!(adapter_dirs(&daemon), before + 1, "one regeneration for the whole rebase");
-    assert_eq!(r["origin_commit"], base.as_str(), "rebuilt from the merge base");
-    assert_eq!(r["steps"], first_parent_count(&repo, &base, &tip));
+    assert_eq!(r["origin_commit"], base.as_str(), "walked afresh from the root: no restore point is on the rebased history");
+    assert_eq!(r["walk"]["start"], "snapshot", "{r}");
+    assert_eq!(r["steps"], history_len(&repo, &tip));
     assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &repo, &base, &tip));
 }
 
@@ -119,8 +121,10 @@ fn an_amend_rebuilds_from_the_parent() {
     let tip = repo.head();
     let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
     let parent = repo.git(&["rev-parse", "HEAD~1"]);
-    assert_eq!(r["origin_commit"], parent.as_str());
-    assert_eq!(r["steps"], 1);
+    assert_eq!((r["walk"]["start"].as_str(), r["walk"]["from_commit"].as_str()), (Some("restored"), Some(parent.as_str())), "restored at the parent's restore point: {r}");
+    assert_eq!(r["walk"]["walked"], 1, "only the amended commit is walked again");
+    assert_eq!(r["steps"], 2);
+    assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &repo, &parent, &tip));
 }
 
 #[test]
@@ -136,8 +140,8 @@ fn a_merge_steps_once_on_the_first_parent_line() {
     repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
     let tip = repo.head();
     let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
-    assert_eq!(r["steps"], 1, "the merge commit is one step; side commits are not walked");
-    assert_eq!(r["steps"], first_parent_count(&repo, &origin, &tip));
+    assert_eq!(r["steps"], 2, "the root, then the merge commit as one step; side commits are not walked");
+    assert_eq!(r["steps"], history_len(&repo, &tip));
     assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &repo, &origin, &tip));
 }
 
@@ -156,13 +160,14 @@ fn the_watcher_sees_update_ref_and_reset_that_no_hook_reports() {
     }
     repo.git(&["update-ref", "refs/heads/main", &parent]);
     let r = daemon.settled(&repo.path, "refs/heads/main", &parent);
-    assert_eq!(r["steps"], 4);
+    assert_eq!(r["steps"], 5);
 
     repo.git(&["reset", "-q", "--hard", "HEAD~3"]);
     let tip = repo.head();
     let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
-    assert_eq!(r["origin_commit"], tip.as_str(), "history went backwards: rebuilt at the new tip");
-    assert_eq!(r["steps"], 0);
+    assert_eq!(r["origin_commit"], origin.as_str(), "history went backwards: restored, not started afresh");
+    assert_eq!((r["walk"]["start"].as_str(), r["walk"]["from_commit"].as_str()), (Some("restored"), Some(origin.as_str())), "{r}");
+    assert_eq!(r["steps"], 2);
 }
 
 #[test]
@@ -178,12 +183,13 @@ fn branches_keep_their_own_state_and_a_new_branch_forks_from_its_parent() {
     let topic_tip = repo.commit("on topic");
     let topic = daemon.settled(&repo.path, "refs/heads/topic", &topic_tip);
     assert_eq!(topic["origin_commit"], main_state["origin_commit"], "forked from main's state, not a new snapshot");
-    assert_eq!(topic["steps"], 2);
+    assert_eq!(topic["steps"], 3);
+    assert!(daemon.log_text().contains("new branch: continuing the state at its fork point"), "forked, not walked afresh");
 
     repo.git(&["checkout", "-q", "main"]);
     let back = daemon.settled(&repo.path, "refs/heads/main", &main_tip);
     assert_eq!(back["state_sha256"], main_state["state_sha256"], "switching back redoes nothing");
-    assert_eq!(back["steps"], 1);
+    assert_eq!(back["steps"], 2);
     let reply = daemon.request(json!({"op": "adapter", "repo": repo.path}));
     assert_eq!(reply["commit"], main_tip.as_str(), "the adapter follows the checked-out branch: {reply}");
 }
@@ -204,7 +210,7 @@ fn commits_made_while_the_daemon_is_down_are_caught_up_at_start() {
     let tip = repo.head();
     daemon.restart();
     let r = daemon.settled(&repo.path, "refs/heads/main", &tip);
-    assert_eq!(r["steps"], 3);
+    assert_eq!(r["steps"], 4);
 }
 
 #[test]
@@ -226,7 +232,7 @@ fn a_push_to_a_bare_repository_arrives_through_post_receive() {
     let tip = work.head();
     work.git(&["push", "-q", "server", "main"]);
     let r = daemon.settled(&server, "refs/heads/main", &tip);
-    assert_eq!(r["steps"], 2);
+    assert_eq!(r["steps"], 3);
     assert_eq!(r["state_sha256"].as_str().unwrap(), reference_digest(tmp.path(), &work, &origin, &tip));
 }
 
@@ -244,7 +250,8 @@ fn a_linked_worktree_follows_its_own_branch() {
     wt_repo.write("pkg/wt.py", "W = 1\n");
     let tip = wt_repo.commit("in the worktree"); // the shared hooks directory fires
     let r = daemon.settled(&repo.path, "refs/heads/wt-branch", &tip);
-    assert_eq!(r["steps"], 1, "forked from main's state: {r}");
+    assert_eq!(r["steps"], 2, "forked from main's state: {r}");
+    assert!(daemon.log_text().contains("new branch: continuing the state at its fork point"), "forked, not walked afresh");
     let reply = daemon.request(json!({"op": "adapter", "repo": wt_repo.path}));
     assert_eq!(reply["commit"], tip.as_str(), "asking from the worktree gives its branch's adapter: {reply}");
     let reply = daemon.request(json!({"op": "adapter", "repo": repo.path}));
@@ -270,7 +277,7 @@ fn a_fetch_then_fast_forward_arrives_once() {
     assert_eq!(daemon.repo_status(&work.path)["refs"][0]["last_commit"], origin.as_str(), "a fetch moves no followed ref");
     work.git(&["merge", "-q", "--ff-only", "origin/main"]);
     let r = daemon.settled(&work.path, "refs/heads/main", &tip);
-    assert_eq!(r["steps"], 3);
+    assert_eq!(r["steps"], 4);
 }
 
 #[test]
@@ -290,7 +297,7 @@ fn a_git_server_can_follow_configured_refs() {
     let fix = work.commit("release fix");
     work.git(&["push", "-q", server.to_str().unwrap(), "release"]);
     let r = daemon.settled(&server, "refs/heads/release", &fix);
-    assert_eq!(r["steps"], 1);
+    assert_eq!(r["steps"], 2);
     let reply = daemon.request(json!({"op": "adapter", "repo": server, "ref": "refs/heads/release"}));
     assert_eq!(reply["commit"], fix.as_str(), "{reply}");
     let main = daemon.request(json!({"op": "adapter", "repo": server, "ref": "refs/heads/main"}));

@@ -101,7 +101,7 @@ fn three_commits_reach_an_adapter_and_survive_a_restart() {
     assert_eq!(ref_state["ref"], "refs/heads/main");
     assert_eq!(ref_state["last_commit"], tip.as_str());
     assert_eq!(ref_state["origin_commit"], origin.as_str());
-    assert_eq!(ref_state["steps"], 3, "one GRU step per commit after registration");
+    assert_eq!(ref_state["steps"], 4, "one GRU step per commit from the root");
     assert_eq!(ref_state["state_sha256"].as_str().map(str::len), Some(64));
 
     let out = daemon.cli(&["adapter", repo.path.to_str().unwrap()]);
@@ -111,7 +111,7 @@ fn three_commits_reach_an_adapter_and_survive_a_restart() {
     assert!(Path::new(&path).is_absolute(), "{path}");
     let info = check_adapter_dir(Path::new(&path));
     assert_eq!(info["commit"], tip.as_str());
-    assert_eq!(info["steps"], 3);
+    assert_eq!(info["steps"], 4);
     assert_eq!(info["model"]["trained"], false);
     assert_eq!(info["state_sha256"], ref_state["state_sha256"]);
 
@@ -128,7 +128,7 @@ fn three_commits_reach_an_adapter_and_survive_a_restart() {
     });
     let ref_after = &after["refs"][0];
     assert_eq!(ref_after["last_commit"], tip.as_str());
-    assert_eq!(ref_after["steps"], 3, "no commit is walked twice");
+    assert_eq!(ref_after["steps"], 4, "no commit is walked twice");
     assert_eq!(ref_after["state_sha256"], ref_state["state_sha256"], "the GRU state survives bit for bit");
     let reply = daemon.request(json!({"id": 1, "op": "adapter", "repo": repo.path}));
     assert_eq!(reply["path"], path.as_str(), "{reply}");
@@ -232,7 +232,7 @@ fn paper_policy_steps_only_where_assertions_change_and_still_reaches_the_tip() {
         let s = daemon.repo_status(&repo.path);
         (s["refs"][0]["last_commit"] == tip.as_str() && s["pending"] == false).then_some(s)
     });
-    assert_eq!(s["refs"][0]["steps"], 1, "only the assertion commit steps the GRU: {s}");
+    assert_eq!(s["refs"][0]["steps"], 2, "only the assertion commits step the GRU (the root, the first kept, and the new assertion): {s}");
     let reply = daemon.request(json!({"op": "adapter", "repo": repo.path, "wait_ms": 30000}));
     assert_eq!(reply["commit"], tip.as_str(), "{reply}");
     assert_ne!(kept, tip);

@@ -56,11 +56,6 @@ fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     out
 }
 
-fn vector(path: &Path, name: &str) -> Vec<f32> {
-    let (_, _, data) = tensors(path).into_iter().find(|(n, _, _)| n == name).unwrap();
-    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
 #[test]
 fn released_checkpoint_adapters_on_qwen3_vectors_equal_the_offline_pipeline() {
     let tmp = tempfile::tempdir().unwrap();
@@ -72,8 +67,8 @@ fn released_checkpoint_adapters_on_qwen3_vectors_equal_the_offline_pipeline() {
     let d = Daemon::start_configured(&tmp.path().join("d"), &config(&enc));
     d.register_and_wait(&repo);
 
-    // Under the released checkpoint's paper policy: c2 and c4 add assertions and step (c4 on
-    // the diff since c2); c3 only walks.
+    // Under the released checkpoint's paper policy: c1, c2 and c4 add assertions and step (c2
+    // on the diff since c1, c4 since c2); the root and c3 only walk.
     repo.write("pkg/core.py", "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    \"\"\"Product.\"\"\"\n    return a * b\n");
     repo.write("tests/test_core.py", "from pkg.core import add, mul\n\ndef test_add():\n    assert add(1, 2) == 3\n\ndef test_mul():\n    assert mul(2, 3) == 6\n");
     let c2 = repo.commit("mul");
@@ -85,29 +80,21 @@ fn released_checkpoint_adapters_on_qwen3_vectors_equal_the_offline_pipeline() {
     let out = d.cli(&["notify", "--repo", repo.path.to_str().unwrap()]);
     assert!(out.status.success());
     let status = d.settled(&repo.path, "refs/heads/main", &c4);
-    assert_eq!(status["steps"], 2, "{status}");
+    assert_eq!(status["steps"], 3, "c1 (the first kept commit, against the empty tree), c2 and c4: {status}");
     let adapter = PathBuf::from(status["adapter"].as_str().unwrap());
 
     // The same vectors offline, then the hypernetwork on them.
     let enc_args = ["--encoder", "qwen3", "--encoder-dir", enc.to_str().unwrap()];
     let repo_path = repo.path.to_str().unwrap();
-    let snap = tmp.path().join("snap.safetensors");
-    evolora(&[&["encode", "snapshot", repo_path, "--commit", &c1, "--out", snap.to_str().unwrap()][..], &enc_args].concat());
-    let mut diffs = Vec::new();
-    for (base, commit) in [(&c1, &c2), (&c2, &c4)] {
-        let f = tmp.path().join(format!("diff-{commit}.safetensors"));
-        evolora(&[&["encode", "diff", repo_path, "--commit", commit, "--base", base, "--out", f.to_str().unwrap()][..], &enc_args].concat());
-        diffs.extend(vector(&f, "diff"));
-    }
-    let snapshot = vector(&snap, "snapshot");
-    assert_eq!(snapshot.len(), 24);
-    let emb = tmp.path().join("embeddings.safetensors");
-    let (sb, db): (Vec<u8>, Vec<u8>) = (snapshot.iter().flat_map(|v| v.to_le_bytes()).collect(), diffs.iter().flat_map(|v| v.to_le_bytes()).collect());
-    let views = vec![
-        ("snapshot", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![24], &sb).unwrap()),
-        ("diffs", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 24], &db).unwrap()),
-    ];
-    safetensors::serialize_to_file(views, None, &emb).unwrap();
+    // The whole stepped history offline: h₀ at c1 (the first kept commit), then c1 against
+    // the empty tree, c2 since c1 and c4 since c2.
+    let emb = tmp.path().join("history.safetensors");
+    evolora(&[&["encode", "history", repo_path, "--step-policy", "paper", "--out", emb.to_str().unwrap()][..], &enc_args].concat());
+    let diffs = tensors(&emb).into_iter().find(|(n, _, _)| n == "diffs").unwrap();
+    assert_eq!(diffs.1, vec![3, 24], "three stepped commits");
+    let metadata = safetensors::SafeTensors::read_metadata(&std::fs::read(&emb).unwrap()).unwrap().1;
+    let listed = metadata.metadata().as_ref().and_then(|m| m.get("commits").cloned()).unwrap();
+    assert_eq!(listed, [c1.as_str(), c2.as_str(), c4.as_str()].join(","));
     let offline = tmp.path().join("offline-adapter");
     let fx = fixtures();
     evolora(&["model", "run", "--checkpoint", fx.join("evo.pt").to_str().unwrap(), "--base", fx.join("base").to_str().unwrap(), "--embeddings", emb.to_str().unwrap(), "--out", offline.to_str().unwrap()]);

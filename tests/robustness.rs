@@ -197,7 +197,8 @@ fn state_rebuild_recreates_the_database_from_git_and_the_adapters() {
     let next = a.commit("after rebuild");
     let reply = daemon.request(json!({"op": "adapter", "repo": a.path, "wait_ms": 30000}));
     assert_eq!(reply["commit"], next.as_str(), "{reply}");
-    assert_eq!(daemon.repo_status(&a.path)["refs"][0]["steps"], 5);
+    let history: u64 = a.git(&["rev-list", "--first-parent", "--count", "HEAD"]).parse().unwrap();
+    assert_eq!(daemon.repo_status(&a.path)["refs"][0]["steps"], history, "one step per commit from the root");
 }
 
 #[test]
@@ -212,7 +213,7 @@ fn a_different_model_rebuilds_states_from_snapshots_instead_of_mixing() {
         let s = daemon.repo_status(&a.path);
         (s["refs"][0]["adapter_commit"] == tip.as_str() && s["pending"] == false).then_some(s)
     });
-    assert_eq!(before["refs"][0]["steps"], 1);
+    assert_eq!(before["refs"][0]["steps"], 2, "the root and one commit");
     daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
 
     // Same preset, another seed: another model.
@@ -223,7 +224,9 @@ fn a_different_model_rebuilds_states_from_snapshots_instead_of_mixing() {
         (s["pending"] == false && s["refs"][0]["model_fingerprint"] != before["refs"][0]["model_fingerprint"]).then_some(s)
     });
     let r = &after["refs"][0];
-    assert_eq!(r["steps"], 0, "no vector from the old model is carried over: {r}");
-    assert_eq!(r["origin_commit"], tip.as_str(), "rebuilt from a snapshot of the tip");
+    let root = a.git(&["rev-list", "--max-parents=0", "HEAD"]);
+    assert_eq!((r["walk"]["start"].as_str(), r["origin_commit"].as_str()), (Some("snapshot"), Some(root.as_str())), "no vector from the old model is carried over: walked afresh from the root: {r}");
+    assert_eq!(r["steps"], before["refs"][0]["steps"]);
+    assert_eq!(r["restore_points"], 1, "the old model's restore points went with its state: {r}");
     assert_ne!(r["adapter"], before["refs"][0]["adapter"], "a new adapter from the new model");
 }

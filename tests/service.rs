@@ -43,7 +43,7 @@ fn a_burst_of_500_commits_is_500_steps_and_one_adapter() {
     let before = adapter_count(&daemon);
     let tip = repo.append_history(500); // one ref move, seen by the watcher
     let r = idle(&daemon, &repo, &tip);
-    assert_eq!(r["steps"], 500);
+    assert_eq!(r["steps"], 501, "the root and the 500 new commits");
     assert_eq!(r["adapter_commit"], tip.as_str());
     assert_eq!(adapter_count(&daemon), before + 1, "one regeneration for the whole burst");
 }
@@ -60,14 +60,14 @@ fn sigterm_during_a_catch_up_exits_zero_and_the_walk_resumes_bit_identically() {
     // SIGTERM as soon as the walk is under way.
     daemon.wait_for(Duration::from_secs(60), "the walk to start", || {
         let steps = daemon.repo_status(&repo.path)["refs"][0]["steps"].as_u64().unwrap();
-        (steps > 0).then_some(())
+        (steps > 1).then_some(())
     });
     let exit = daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     assert!(exit.success(), "SIGTERM mid-walk exits 0, got {exit}");
     assert!(daemon.log_text().contains("stopped mid-walk for shutdown"), "the walk was cut short:\n{}", daemon.log_text());
     daemon.restart();
     let resumed = idle(&daemon, &repo, &tip);
-    assert_eq!(resumed["steps"], total as u64);
+    assert_eq!(resumed["steps"], total as u64 + 1);
 
     // The same history walked in one go by another daemon, from the same origin.
     let straight = util::reference_digest(tmp.path(), &repo, &origin, &tip);
@@ -250,16 +250,20 @@ fn per_repository_overrides_and_drift_resets() {
 
     settle(&b, &b.head());
     let origin = b.head();
+    let mut reset_at = String::new();
     for i in 1..=3 {
         b.write("b.py", &format!("B = {i}\n"));
         let tip = b.commit(&format!("b{i}"));
         let r = settle(&b, &tip);
         assert_eq!(r["adapter_commit"], tip.as_str(), "B keeps the global every-commit trigger");
-        if i < 3 {
-            assert_eq!(r["origin_commit"], origin.as_str());
-        } else {
-            assert_eq!(r["origin_commit"], tip.as_str(), "third commit since the snapshot: drift reset");
-            assert_eq!(r["walked"], 0);
+        match i {
+            1 => assert_eq!((r["origin_commit"].as_str(), r["walked"].as_u64()), (Some(origin.as_str()), Some(2)), "the root and b1"),
+            2 => {
+                assert_eq!(r["origin_commit"], tip.as_str(), "third commit walked since the snapshot: drift reset");
+                assert_eq!(r["walked"], 0);
+                reset_at = tip;
+            }
+            _ => assert_eq!((r["origin_commit"].as_str(), r["walked"].as_u64()), (Some(reset_at.as_str()), Some(1))),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use evolora_model::hypernet::StepPolicy;
 use evolora_protocol::Client;
@@ -47,6 +47,10 @@ enum Command {
         /// Follow this ref instead of the checked-out branches (repeatable)
         #[arg(long = "ref", value_name = "REF")]
         refs: Vec<String>,
+        /// Wait until the first walk of the history is done and an adapter is published,
+        /// drawing its progress
+        #[arg(long)]
+        wait: bool,
     },
     /// Stop following a repository and remove its hooks (adapter files stay)
     Unregister {
@@ -296,7 +300,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("  {s}");
             }
         }
-        Command::Register { path, no_hooks, refs } => {
+        Command::Register { path, no_hooks, refs, wait } => {
             let path = absolute(&path)?;
             let reply = client.register(&path, refs)?;
             if !no_hooks {
@@ -307,6 +311,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let already = if reply.already_registered { "already registered:" } else { "registered" };
             println!("{already} {} as {}", path.display(), reply.repo_key);
+            if wait {
+                wait_for_first_walk(&client, &path)?;
+            }
         }
         Command::Unregister { path, keep_hooks } => {
             let path = absolute(&path)?;
@@ -470,5 +477,37 @@ fn print_status(reply: &Status) {
         for a in r.adapters.iter().flatten() {
             println!("  version {}{}  {} bytes  {}", a.dir, if a.pinned { " (pinned)" } else { "" }, a.bytes, a.refname);
         }
+    }
+}
+
+/// Polls `status` until the repository's refs have adapters (or its job failed), drawing the
+/// walk's progress.
+fn wait_for_first_walk(client: &Client, path: &Path) -> Result<()> {
+    let mut bar = crate::progress::Progress::new("walking", "commits");
+    loop {
+        let status = client.status(Some(path))?;
+        let repo = status.repos.into_iter().next().context("the daemon no longer knows the repository")?;
+        if let Some(walk) = repo.refs.iter().filter_map(|r| r.walk.as_ref()).find(|w| w.running) {
+            bar.update(walk.walked, walk.to_walk, walk.eta_secs);
+        }
+        let done = !repo.refs.is_empty() && repo.refs.iter().all(|r| r.adapter.is_some() && r.walk.as_ref().is_none_or(|w| !w.running));
+        if done && !repo.pending {
+            for r in &repo.refs {
+                let walk = r.walk.as_ref().map(|w| format!(" ({} commits walked in {:.1} s)", w.walked, w.elapsed_secs)).unwrap_or_default();
+                println!("{}: {} steps over {} commits{walk}; adapter {}", r.refname, r.steps, r.walked, r.adapter.as_deref().unwrap_or("-"));
+            }
+            return Ok(());
+        }
+        if !repo.pending && repo.refs.is_empty() && repo.error.is_none() {
+            println!("nothing to walk yet: the repository has no commits on a followed branch");
+            return Ok(());
+        }
+        if let Some(e) = repo.error.filter(|_| !repo.pending) {
+            bail!("the first walk failed: {e}");
+        }
+        if let Some(e) = status.model_error {
+            bail!("the daemon has no model, so no walk runs: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -49,6 +49,91 @@ impl Default for Triggers {
     }
 }
 
+/// Where a newly registered repository's state starts, and the restore points it keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySettings {
+    /// `root`: h₀ at the first commit (the first kept one under the paper policy) and one step
+    /// per commit from there, as the paper's states are made. `tip`: h₀ at the tip, no steps.
+    pub from: HistoryFrom,
+    /// With `from = "root"`: start at most this many first-parent commits before the tip.
+    pub last: Option<u64>,
+    /// With `from = "root"`: start at the first commit committed on or after this date
+    /// (`YYYY-MM-DD`, UTC, or `YYYY-MM-DDTHH:MM:SSZ`).
+    pub since: Option<String>,
+    /// Keep a restore point every this many walked commits (0: only at published adapters).
+    pub restore_every: u64,
+    /// Most restore points per ref; older ones are thinned first.
+    pub restore_points: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryFrom {
+    #[default]
+    Root,
+    Tip,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings { from: HistoryFrom::Root, last: None, since: None, restore_every: 64, restore_points: 32 }
+    }
+}
+
+impl HistorySettings {
+    /// The `since` bound in Unix seconds, if set.
+    pub fn since_secs(&self) -> Result<Option<i64>, String> {
+        self.since.as_deref().map(parse_date).transpose()
+    }
+
+    /// Refuses settings that contradict each other, by name.
+    pub fn check(&self) -> Result<(), String> {
+        if self.from == HistoryFrom::Tip && (self.last.is_some() || self.since.is_some()) {
+            return Err("[history] `last` and `since` bound a walk from the root; they mean nothing with from = \"tip\"".into());
+        }
+        if self.last == Some(0) {
+            return Err("[history] last = 0 walks nothing; use from = \"tip\" for a state without history".into());
+        }
+        self.since_secs().map(|_| ())
+    }
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` as Unix seconds.
+fn parse_date(text: &str) -> Result<i64, String> {
+    let bad = || format!("[history] since = \"{text}\": expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (text, None),
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, m, day] = d.as_slice() else { return Err(bad()) };
+    let (y, m, day) = (num(y)?, num(m)?, num(day)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    let secs = match time {
+        None => 0,
+        Some(t) => {
+            let p: Vec<&str> = t.split(':').collect();
+            let [h, mi, se] = p.as_slice() else { return Err(bad()) };
+            let (h, mi, se) = (num(h)?, num(mi)?, num(se)?);
+            if h > 23 || mi > 59 || se > 60 {
+                return Err(bad());
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (the usual era arithmetic).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400 + secs)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
@@ -102,6 +187,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub model: ModelSettings,
     pub triggers: Triggers,
+    pub history: HistorySettings,
     /// Newest adapter versions kept per repository; current and pinned ones are kept
     /// whatever their age.
     pub keep_adapters: usize,
@@ -119,8 +205,8 @@ pub struct Config {
     pub encode_threads: usize,
     /// Most concurrent socket clients.
     pub max_clients: usize,
-    /// Per-repository trigger overrides: `[[repo]] path = "..."` with a `[repo.triggers]`
-    /// table naming only the keys that differ from the global `[triggers]`.
+    /// Per-repository overrides: `[[repo]] path = "..."` with `[repo.triggers]` and
+    /// `[repo.history]` tables naming only the keys that differ from the global ones.
     #[serde(rename = "repo")]
     pub repos: Vec<RepoOverride>,
 }
@@ -131,6 +217,8 @@ pub struct RepoOverride {
     pub path: PathBuf,
     #[serde(default)]
     pub triggers: toml::Table,
+    #[serde(default)]
+    pub history: toml::Table,
     /// `path`'s common git dir, found when the file is loaded (jobs look it up often).
     #[serde(skip)]
     pub git_dir: Option<PathBuf>,
@@ -140,18 +228,33 @@ impl Config {
     /// The triggers for the repository whose git dir is `git_dir`: the global table with the
     /// repository's overrides laid over it.
     pub fn triggers_for(&self, git_dir: &Path) -> Result<Triggers, String> {
+        self.overridden(git_dir, "triggers", &self.triggers, |o| &o.triggers)
+    }
+
+    /// The history settings for the repository whose git dir is `git_dir`.
+    pub fn history_for(&self, git_dir: &Path) -> Result<HistorySettings, String> {
+        let h: HistorySettings = self.overridden(git_dir, "history", &self.history, |o| &o.history)?;
+        h.check()?;
+        Ok(h)
+    }
+
+    /// `global` with the `[repo.<section>]` keys of `git_dir`'s override laid over it.
+    fn overridden<T>(&self, git_dir: &Path, section: &str, global: &T, table: impl Fn(&RepoOverride) -> &toml::Table) -> Result<T, String>
+    where
+        T: Serialize + serde::de::DeserializeOwned + Clone,
+    {
         let Some(o) = self.repos.iter().find(|o| match &o.git_dir {
             Some(d) => d == git_dir,
             // Not a repository when the file was loaded: look again.
             None => crate::git::locate(&o.path).map(|l| l.git_dir == git_dir).unwrap_or(false),
         }) else {
-            return Ok(self.triggers.clone());
+            return Ok(global.clone());
         };
-        let mut merged = toml::Table::try_from(&self.triggers).map_err(|e| e.to_string())?;
-        for (k, v) in &o.triggers {
+        let mut merged = toml::Table::try_from(global).map_err(|e| e.to_string())?;
+        for (k, v) in table(o) {
             merged.insert(k.clone(), v.clone());
         }
-        merged.try_into().map_err(|e: toml::de::Error| format!("[repo.triggers] for {}: {e}", o.path.display()))
+        merged.try_into().map_err(|e: toml::de::Error| format!("[repo.{section}] for {}: {e}", o.path.display()))
     }
 }
 
@@ -210,6 +313,7 @@ impl Default for Config {
             socket: default_socket(),
             model: ModelSettings::default(),
             triggers: Triggers::default(),
+            history: HistorySettings::default(),
             keep_adapters: 3,
             adapter_disk_budget: ByteSize(0),
             embedding_cache_budget: ByteSize(4 << 30),
@@ -229,6 +333,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
                 let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+                cfg.history.check().map_err(|e| format!("config {}: {e}", path.display()))?;
                 for o in &mut cfg.repos {
                     o.git_dir = crate::git::locate(&o.path).ok().map(|l| l.git_dir);
                 }
@@ -319,6 +424,25 @@ mod tests {
     fn a_mistyped_adapter_dtype_is_refused() {
         assert_eq!(toml::from_str::<Config>("[model]\ndtype = \"bf16\"\n").unwrap().model.dtype, AdapterDtype::Bf16);
         assert!(toml::from_str::<Config>("[model]\ndtype = \"bf61\"\n").is_err(), "no silent fallback to f32");
+    }
+
+    #[test]
+    fn history_settings_parse_and_contradictions_are_refused() {
+        let c: Config = toml::from_str("[history]\nlast = 500\n[[repo]]\npath = \"/nowhere\"\n[repo.history]\nfrom = \"tip\"\n").unwrap();
+        assert_eq!((c.history.from, c.history.last), (HistoryFrom::Root, Some(500)));
+        assert_eq!(c.repos[0].history.get("from").and_then(|v| v.as_str()), Some("tip"));
+        assert!(HistorySettings { from: HistoryFrom::Tip, last: Some(3), ..Default::default() }.check().is_err());
+        assert!(HistorySettings { last: Some(0), ..Default::default() }.check().is_err());
+        assert!(toml::from_str::<Config>("[history]\nfrom = \"middle\"\n").is_err());
+    }
+
+    #[test]
+    fn since_dates_are_utc_seconds() {
+        let at = |s: &str| HistorySettings { since: Some(s.into()), ..Default::default() }.since_secs();
+        assert_eq!(at("1970-01-01").unwrap(), Some(0));
+        assert_eq!(at("2000-03-01").unwrap(), Some(951_868_800));
+        assert_eq!(at("2024-02-29T12:30:05Z").unwrap(), Some(1_709_209_805));
+        assert!(at("2024-13-01").is_err() && at("yesterday").is_err() && at("2024-01-01T10:00").is_err());
     }
 
     #[test]

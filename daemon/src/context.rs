@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use evolora_protocol::reply::ModelInfo;
+use evolora_protocol::reply::{ModelInfo, WalkProgress};
 use evolora_state::StateStore;
 use tokio::sync::watch;
 
@@ -85,11 +85,25 @@ pub struct Jobs {
     progress: watch::Sender<u64>,
     /// Last job error per repository key (cleared by a successful job).
     errors: Mutex<HashMap<String, String>>,
+    /// Each ref's current (or last) walk, by (repository key, ref name).
+    walks: Mutex<HashMap<(String, String), Walk>>,
+}
+
+/// A walk as the model thread records it; [`Jobs::walk`] reports it.
+#[derive(Debug, Clone)]
+struct Walk {
+    start: &'static str,
+    from_commit: String,
+    to_walk: u64,
+    walked: u64,
+    first: bool,
+    began: std::time::Instant,
+    ended: Option<std::time::Instant>,
 }
 
 impl Default for Jobs {
     fn default() -> Self {
-        Jobs { scheduler: Scheduler::default(), progress: watch::channel(0).0, errors: Mutex::default() }
+        Jobs { scheduler: Scheduler::default(), progress: watch::channel(0).0, errors: Mutex::default(), walks: Mutex::default() }
     }
 }
 
@@ -120,6 +134,53 @@ impl Jobs {
         }
         self.scheduler.done();
         self.progress.send_modify(|g| *g += 1);
+    }
+
+    /// A ref's walk begins: `to_walk` commits from `from_commit`, started as `start` says.
+    /// `first`: the ref has no adapter yet.
+    pub fn walk_began(&self, repo: &str, refname: &str, start: &'static str, from_commit: String, to_walk: u64, first: bool) {
+        let walk = Walk { start, from_commit, to_walk, walked: 0, first, began: std::time::Instant::now(), ended: None };
+        self.walks.lock().expect("walks lock").insert((repo.to_owned(), refname.to_owned()), walk);
+    }
+
+    /// `walked` commits of the ref's walk are folded and durable.
+    pub fn walk_advanced(&self, repo: &str, refname: &str, walked: u64) {
+        if let Some(w) = self.walks.lock().expect("walks lock").get_mut(&(repo.to_owned(), refname.to_owned())) {
+            w.walked = walked;
+        }
+        self.progress.send_modify(|g| *g += 1);
+    }
+
+    /// The ref's walk stopped (finished, failed or interrupted).
+    pub fn walk_ended(&self, repo: &str, refname: &str) {
+        if let Some(w) = self.walks.lock().expect("walks lock").get_mut(&(repo.to_owned(), refname.to_owned())) {
+            w.ended.get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// The ref's current walk, or its last since the daemon started.
+    pub fn walk(&self, repo: &str, refname: &str) -> Option<WalkProgress> {
+        let walks = self.walks.lock().expect("walks lock");
+        let w = walks.get(&(repo.to_owned(), refname.to_owned()))?;
+        let elapsed = w.ended.unwrap_or_else(std::time::Instant::now).duration_since(w.began).as_secs_f64();
+        let running = w.ended.is_none();
+        // The rate so far, once something is folded.
+        let eta = (running && w.walked > 0).then(|| elapsed / w.walked as f64 * w.to_walk.saturating_sub(w.walked) as f64);
+        Some(WalkProgress {
+            start: w.start.to_owned(),
+            from_commit: w.from_commit.clone(),
+            to_walk: w.to_walk,
+            walked: w.walked,
+            running,
+            first: w.first,
+            elapsed_secs: elapsed,
+            eta_secs: eta,
+        })
+    }
+
+    /// Forgets a ref's walk record (the ref or the repository is gone).
+    pub fn forget_walks(&self, repo: &str) {
+        self.walks.lock().expect("walks lock").retain(|(r, _), _| r != repo);
     }
 
     pub fn last_error(&self, repo: &str) -> Option<String> {

@@ -98,7 +98,7 @@ pub fn history(choice: &EncoderChoice, device: &str, repo_path: &Path, refname: 
     let total = stepped.len();
     let mut diffs = Vec::with_capacity(total * encoder.dim());
     let mut ids = Vec::with_capacity(total);
-    let started = std::time::Instant::now();
+    let mut bar = crate::progress::Progress::new("encoding", "commits");
     for (i, p) in stepped.iter().enumerate() {
         // The origin's own step is against the empty tree: it is the root under
         // `every-commit`, and the plan starts `paper` from the empty tree.
@@ -110,7 +110,7 @@ pub fn history(choice: &EncoderChoice, device: &str, repo_path: &Path, refname: 
         };
         diffs.extend_from_slice(&v);
         ids.push(p.oid.to_string());
-        progress(i + 1, total, started);
+        bar.update(i as u64 + 1, total as u64, None);
     }
     let dim = encoder.dim();
     let md = metadata(&encoder, &[("origin", origin.to_string()), ("commits", ids.join(",")), ("step_policy", policy.to_string())]);
@@ -119,22 +119,4 @@ pub fn history(choice: &EncoderChoice, device: &str, repo_path: &Path, refname: 
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
-}
-
-/// A bar on a terminal, a line every 10 % otherwise.
-fn progress(done: usize, total: usize, started: std::time::Instant) {
-    use std::io::{IsTerminal, Write};
-    let secs = started.elapsed().as_secs_f64();
-    let eta = if done > 0 { secs / done as f64 * (total - done) as f64 } else { 0.0 };
-    if std::io::stderr().is_terminal() {
-        let width = 30;
-        let filled = width * done / total.max(1);
-        eprint!("\rencoding [{}{}] {done}/{total} commits, {secs:.0} s, about {eta:.0} s left ", "#".repeat(filled), " ".repeat(width - filled));
-        if done == total {
-            eprintln!();
-        }
-        let _ = std::io::stderr().flush();
-    } else if done == total || (done * 10 / total.max(1)) != ((done - 1) * 10 / total.max(1)) {
-        eprintln!("encoded {done}/{total} commits in {secs:.1} s");
-    }
 }

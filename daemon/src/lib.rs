@@ -19,6 +19,7 @@ pub mod job;
 pub mod offline;
 pub mod ops;
 pub mod parallel;
+pub mod progress;
 pub mod rebuild;
 pub mod repo_cache;
 pub mod scheduler;

@@ -87,7 +87,7 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
         let state = match (replayable, commits) {
             (true, (Ok(origin), Ok(upto))) => {
                 let refname = info.refname.as_deref().unwrap_or_default();
-                match engine.replay(&key, &loc.git_dir, refname, origin, upto) {
+                match engine.replay(&key, &loc.git_dir, refname, origin, info.walked, upto) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         report.skipped.push(format!("{key}: state not replayed ({e}); it restarts from a snapshot"));

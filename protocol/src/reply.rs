@@ -15,6 +15,9 @@ pub enum ErrorCode {
     NotARepository,
     NotRegistered,
     NoAdapter,
+    /// No adapter yet: the ref's first walk of its history is under way (the message says
+    /// how far it is).
+    FirstWalk,
     Timeout,
     Busy,
     ShuttingDown,
@@ -147,6 +150,9 @@ pub struct RepoStatus {
     /// Only when one repository was asked about: bytes of its versions on record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter_bytes: Option<u64>,
+    /// Only when one repository was asked about: bytes its refs' restore points take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_point_bytes: Option<u64>,
     /// Only when one repository was asked about: its versions, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapters: Option<Vec<AdapterVersion>>,
@@ -168,6 +174,40 @@ pub struct RefStatus {
     pub adapter: Option<String>,
     pub adapter_commit: Option<String>,
     pub model_fingerprint: String,
+    /// The ref's current walk, or its last one since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk: Option<WalkProgress>,
+    /// Restore points kept for this ref.
+    #[serde(default)]
+    pub restore_points: usize,
+}
+
+/// How far a ref's walk is, and where it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalkProgress {
+    /// `snapshot` (h₀ from a new snapshot), `resumed`, `restored` (a restore point, after a
+    /// rewrite) or `forked` (another branch's state).
+    pub start: String,
+    /// The commit the walk continues from (the snapshot's for `snapshot`).
+    pub from_commit: String,
+    /// Commits this walk has to fold, and has folded.
+    pub to_walk: u64,
+    pub walked: u64,
+    pub running: bool,
+    /// The ref had no adapter when the walk began.
+    pub first: bool,
+    /// Seconds the walk has run, and an estimate of those left while it runs.
+    pub elapsed_secs: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<f64>,
+}
+
+impl WalkProgress {
+    /// "1,200 of 2,663 commits walked, about 40 s left".
+    pub fn describe(&self) -> String {
+        let eta = self.eta_secs.map(|s| format!(", about {s:.0} s left")).unwrap_or_default();
+        format!("{} of {} commits walked{eta}", self.walked, self.to_walk)
+    }
 }
 
 /// One adapter version on record.

@@ -8,10 +8,12 @@
 //! | `repos`    | repo key                              | [`RepoRecord`]   |
 //! | `refs`     | repo key, 0x00, ref name              | [`RefState`]     |
 //! | `adapters` | repo key, 0x00, sequence (u64 BE)     | [`AdapterRecord`]|
+//! | `restore_points` | repo key, 0x00, ref name, 0x00, walked (u64 BE) | [`RefState`] |
 //!
 //! Git is the event log: a [`RefState`] remembers only the last commit folded into its GRU
 //! vector, so every write here is "the state after commit X", applied in one transaction and
-//! flushed before it is acknowledged.
+//! flushed before it is acknowledged. Restore points are earlier states of a ref, each exact
+//! for its own commit, kept so a rewritten history re-walks only what changed.
 
 mod error;
 pub mod records;
@@ -19,4 +21,4 @@ mod store;
 
 pub use error::StateError;
 pub use records::{AdapterRecord, Folded, RefState, RepoRecord};
-pub use store::{AdapterKey, SCHEMA_VERSION, StateStore};
+pub use store::{AdapterKey, SCHEMA_VERSION, StateStore, thin};

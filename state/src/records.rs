@@ -114,6 +114,33 @@ impl RefState {
         }
     }
 
+    /// h₀ from the snapshot at `origin`, with the origin's own step still to come: the walk
+    /// starts at `origin` itself (its diff against the empty tree), as the paper's states do.
+    /// Until then `last_commit` and `step_base` are empty.
+    pub fn before_origin(refname: &str, vector: Vec<f32>, origin: &str, model_fingerprint: &str, now: u64) -> Self {
+        RefState { last_commit: String::new(), step_base: String::new(), ..Self::from_snapshot(refname, vector, origin, model_fingerprint, now) }
+    }
+
+    /// Nothing is folded yet, not even the origin (see [`RefState::before_origin`]).
+    pub fn origin_pending(&self) -> bool {
+        self.last_commit.is_empty()
+    }
+
+    /// An earlier state of this ref (a restore point) taking over after a rewrite: its vector
+    /// and counters, and the adapter `current` published, which stays current until the
+    /// next one is.
+    pub fn restored(mut point: RefState, current: Option<&RefState>) -> Self {
+        point.steps_since_adapter = 0;
+        point.manifest_changed = false;
+        match current {
+            Some(c) => point.keeping_adapter_of(c),
+            None => {
+                let refname = point.refname.clone();
+                point.forked_for(&refname)
+            }
+        }
+    }
+
     /// A rebuilt state still points at the adapter `old` published, until a new one is.
     pub fn keeping_adapter_of(mut self, old: &RefState) -> Self {
         self.current_adapter = old.current_adapter.clone();

@@ -20,6 +20,8 @@ pub struct StateStore {
     repos: sled::Tree,
     refs: sled::Tree,
     adapters: sled::Tree,
+    /// Restore points: exact earlier states of each ref, keyed by ref then commits walked.
+    restore: sled::Tree,
     /// Our own lock on the directory, held while any clone lives (see [`lock_dir`]).
     _lock: std::sync::Arc<std::fs::File>,
 }
@@ -39,6 +41,14 @@ fn ref_key(repo: &str, refname: &str) -> Vec<u8> {
 
 fn repo_prefix(repo: &str) -> Vec<u8> {
     let mut k = repo.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// A ref's restore points share this prefix; the walked count (u64 BE) follows, so a scan
+/// returns them oldest first.
+fn restore_prefix(repo: &str, refname: &str) -> Vec<u8> {
+    let mut k = ref_key(repo, refname);
     k.push(0);
     k
 }
@@ -95,6 +105,7 @@ impl StateStore {
             repos: db.open_tree("repos")?,
             refs: db.open_tree("refs")?,
             adapters: db.open_tree("adapters")?,
+            restore: db.open_tree("restore_points")?,
             db,
             _lock: std::sync::Arc::new(lock),
         })
@@ -136,14 +147,18 @@ impl StateStore {
         let prefix = repo_prefix(key);
         let ref_keys: Vec<_> = self.refs.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
         let adapter_keys: Vec<_> = self.adapters.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
-        (&self.repos, &self.refs, &self.adapters)
-            .transaction(|(repos, refs, adapters)| {
+        let restore_keys: Vec<_> = self.restore.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        (&self.repos, &self.refs, &self.adapters, &self.restore)
+            .transaction(|(repos, refs, adapters, restore)| {
                 repos.remove(key.as_bytes())?;
                 for k in &ref_keys {
                     refs.remove(k.clone())?;
                 }
                 for k in &adapter_keys {
                     adapters.remove(k.clone())?;
+                }
+                for k in &restore_keys {
+                    restore.remove(k.clone())?;
                 }
                 Ok::<_, ConflictableTransactionError<StateError>>(())
             })
@@ -172,7 +187,61 @@ impl StateStore {
     /// Forgets one ref's state (the ref was deleted); its adapter records stay.
     pub fn remove_ref_state(&self, repo: &str, refname: &str) -> Result<(), StateError> {
         self.refs.remove(ref_key(repo, refname))?;
+        self.clear_restore_points(repo, refname)?;
         self.flush()
+    }
+
+    /// Keeps `state` as a restore point of its ref (replacing one at the same walked count),
+    /// then thins the ref's points to at most `keep` (see [`thin`]). Durable with the next
+    /// flush: a point is an exact earlier state, so losing the newest one in a crash costs
+    /// only a longer re-walk.
+    pub fn put_restore_point(&self, repo: &str, state: &RefState, keep: usize) -> Result<(), StateError> {
+        let prefix = restore_prefix(repo, &state.refname);
+        let mut key = prefix.clone();
+        key.extend_from_slice(&state.walked.to_be_bytes());
+        self.restore.insert(key, state.to_bytes())?;
+        let walked: Vec<u64> = self
+            .restore
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| k.map(|k| walked_of(&k, prefix.len())))
+            .collect::<Result<_, _>>()?;
+        for w in thin(&walked, keep) {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&w.to_be_bytes());
+            self.restore.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// A ref's restore points, oldest first.
+    pub fn restore_points(&self, repo: &str, refname: &str) -> Result<Vec<RefState>, StateError> {
+        self.restore.scan_prefix(restore_prefix(repo, refname)).values().map(|v| RefState::from_bytes(&v?)).collect()
+    }
+
+    /// How many restore points a ref has, from the keys alone.
+    pub fn restore_point_count(&self, repo: &str, refname: &str) -> usize {
+        self.restore.scan_prefix(restore_prefix(repo, refname)).keys().count()
+    }
+
+    /// Every restore point of a repository's refs.
+    pub fn repo_restore_points(&self, repo: &str) -> Result<Vec<RefState>, StateError> {
+        self.restore.scan_prefix(repo_prefix(repo)).values().map(|v| RefState::from_bytes(&v?)).collect()
+    }
+
+    /// Bytes the restore points of one repository take (keys and values, before sled's own
+    /// overhead).
+    pub fn restore_point_bytes(&self, repo: &str) -> Result<u64, StateError> {
+        self.restore.scan_prefix(repo_prefix(repo)).map(|kv| kv.map(|(k, v)| (k.len() + v.len()) as u64)).sum::<Result<u64, _>>().map_err(Into::into)
+    }
+
+    /// Forgets a ref's restore points (its state starts over from a new snapshot).
+    pub fn clear_restore_points(&self, repo: &str, refname: &str) -> Result<(), StateError> {
+        let keys: Vec<_> = self.restore.scan_prefix(restore_prefix(repo, refname)).keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            self.restore.remove(k)?;
+        }
+        Ok(())
     }
 
     /// Stores the state after one step (or one group of steps) and makes it durable before
@@ -251,6 +320,31 @@ impl StateStore {
         self.adapters.remove(key.0.as_slice())?;
         Ok(())
     }
+}
+
+fn walked_of(key: &[u8], prefix_len: usize) -> u64 {
+    key.get(prefix_len..prefix_len + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes)
+}
+
+/// Which restore points (by walked count, ascending) to drop so at most `keep` remain. The
+/// newest and the oldest stay; each drop removes the point whose neighbours are closest
+/// together relative to its distance from the newest, so spacing grows with age: recent
+/// history (what rebases and amends rewrite) keeps dense points, old history sparse ones.
+pub fn thin(walked: &[u64], keep: usize) -> Vec<u64> {
+    let mut kept = walked.to_vec();
+    let mut dropped = Vec::new();
+    while kept.len() > keep.max(2) {
+        let newest = kept[kept.len() - 1];
+        let crowding = |i: usize| (kept[i + 1] - kept[i - 1]) as f64 / (newest - kept[i]) as f64;
+        let i = (1..kept.len() - 1).min_by(|&a, &b| crowding(a).total_cmp(&crowding(b)).then(kept[a].cmp(&kept[b]))).expect("more than two points");
+        dropped.push(kept.remove(i));
+    }
+    if keep < kept.len() {
+        // `keep` of 0 or 1: only the newest (or nothing).
+        let n = kept.len() - keep;
+        dropped.extend(kept.drain(..n));
+    }
+    dropped
 }
 
 /// Takes an exclusive lock on `<dir>/evolora.lock` before sled opens the database. sled
@@ -379,11 +473,58 @@ mod tests {
         let rec = AdapterRecord { refname: st.refname.clone(), commit: "c".into(), dir: "d".into(), trigger: "t".into(), created_at: 0, pinned: false, steps: 1, bytes: 0, last_queried: 0 };
         s.record_adapter("a", &st, &rec).unwrap();
         s.record_adapter("ab", &st, &rec).unwrap();
+        s.put_restore_point("a", &st, 4).unwrap();
+        s.put_restore_point("ab", &st, 4).unwrap();
         let all = s.all_adapters().unwrap();
         assert_eq!(all.iter().map(|(r, _, _)| r.as_str()).collect::<Vec<_>>(), ["a", "ab"]);
         s.remove_repo("a").unwrap();
         assert!(s.ref_states("a").unwrap().is_empty());
         assert!(s.adapters("a").unwrap().is_empty());
+        assert!(s.repo_restore_points("a").unwrap().is_empty());
+        assert_eq!(s.repo_restore_points("ab").unwrap().len(), 1, "a repository whose key extends another's keeps its points");
         assert_eq!(s.ref_states("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn restore_points_are_kept_per_ref_oldest_first_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        for walked in (0..=400).step_by(16) {
+            s.put_restore_point("a", &state("refs/heads/main", walked), 8).unwrap();
+        }
+        s.put_restore_point("a", &state("refs/heads/main2", 5), 8).unwrap();
+        let points = s.restore_points("a", "refs/heads/main").unwrap();
+        let walked: Vec<u64> = points.iter().map(|p| p.walked).collect();
+        assert_eq!(walked.len(), 8, "{walked:?}");
+        assert_eq!((walked[0], walked[7]), (0, 400), "the oldest and the newest stay: {walked:?}");
+        assert!(walked.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(points[7], state("refs/heads/main", 400), "a point reads back exactly");
+        assert_eq!(s.repo_restore_points("a").unwrap().len(), 9);
+        assert!(s.restore_point_bytes("a").unwrap() > 0);
+        s.remove_ref_state("a", "refs/heads/main").unwrap();
+        assert!(s.restore_points("a", "refs/heads/main").unwrap().is_empty());
+        assert_eq!(s.restore_points("a", "refs/heads/main2").unwrap().len(), 1, "another ref sharing the name's prefix keeps its points");
+    }
+
+    #[test]
+    fn thinning_keeps_recent_points_dense_and_old_ones_sparse() {
+        let walked: Vec<u64> = (0..100).map(|i| i * 10).collect();
+        let dropped = thin(&walked, 10);
+        let kept: Vec<u64> = walked.iter().copied().filter(|w| !dropped.contains(w)).collect();
+        assert_eq!(kept.len(), 10);
+        assert_eq!((kept[0], kept[9]), (0, 990));
+        // Each new point is added at the end and thinned at once, as the daemon does.
+        let mut live: Vec<u64> = Vec::new();
+        for w in walked {
+            live.push(w);
+            let gone = thin(&live, 10);
+            live.retain(|x| !gone.contains(x));
+        }
+        assert_eq!(live.len(), 10);
+        let gaps: Vec<u64> = live.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps.last(), Some(&10), "the newest points keep their spacing: {live:?}");
+        assert!(gaps.windows(2).all(|g| g[0] >= g[1]), "spacing grows with age: {live:?}");
+        assert_eq!(thin(&[1, 2, 3], 1), vec![2, 1], "one point: the newest");
+        assert_eq!(thin(&[1, 2, 3], 0).len(), 3);
     }
 }

@@ -35,6 +35,10 @@ pub struct AdapterInfo {
     pub origin_commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<u64>,
+    /// Commits folded since the origin (the origin's own step included when it was taken:
+    /// a replay tells the two walks apart by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walked: Option<u64>,
     /// Commits walked by the job that published it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commits_walked: Option<u64>,

@@ -82,6 +82,11 @@ impl Worker {
                 let manifest = plan.manifest_changed.unwrap_or_else(|| d.paths.iter().any(|p| git::matches_any(p, globs)));
                 (Some(d.input), manifest)
             }
+            Step::Whole => {
+                let d = git::tree_diff(repo, None, &repo.find_commit(plan.oid)?.tree()?, limits)?;
+                let manifest = plan.manifest_changed.unwrap_or_else(|| d.paths.iter().any(|p| git::matches_any(p, globs)));
+                (Some(d.input), manifest)
+            }
             Step::Since(base) => {
                 let old_tree = base.and_then(|b| repo.find_commit(b).ok()).map(|c| c.tree()).transpose()?;
                 let new_tree = repo.find_commit(plan.oid)?.tree()?;
@@ -102,6 +107,7 @@ impl Worker {
         let base = match plan.step {
             Step::Skip => return Ok(Prepared { oid: plan.oid, manifest_changed: plan.manifest_changed.unwrap_or(false), input: None, truncated: false }),
             Step::FirstParent => repo.find_commit(plan.oid)?.parent_ids().next(),
+            Step::Whole => None,
             Step::Since(base) => base,
         };
         let (text, manifest) = super::encoder::diff_text(repo.path(), base, plan.oid, globs)?;

@@ -35,7 +35,8 @@ use crate::context::{Daemon, Ended, Jobs, LiveConfig, StopFlag, UNTRAINED_WARNIN
 use crate::git::{self, GitError};
 use crate::scheduler::JobFlags;
 use encoder::Encoder;
-use start::{Cold, Start};
+use crate::config::Config;
+use start::{Cold, How, Start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -152,23 +153,38 @@ impl Engine {
         }
     }
 
-    /// A state started from the snapshot at `commit`, made durable before it is used.
-    fn cold_state(&mut self, key: &str, repo: &Repository, refname: &str, commit: Oid) -> Result<RefState, JobError> {
+    /// A state started from the snapshot at `commit`, made durable before it is used. With
+    /// `step_origin` the commit's own step is still to come (the paper's walk); without, the
+    /// snapshot stands for everything up to it. The ref's restore points belong to the state
+    /// being replaced and go with it.
+    fn cold_state(&mut self, key: &str, repo: &Repository, refname: &str, commit: Oid, step_origin: bool) -> Result<RefState, JobError> {
         let threads = self.ctx.config.get().encode_threads();
         let snapshot = self.encoder.snapshot(repo, commit, threads)?;
         let vector = self.model.initial_state(&snapshot)?;
-        let state = RefState::from_snapshot(refname, vector, &commit.to_string(), &self.model.meta.fingerprint, now_secs());
+        let fingerprint = &self.model.meta.fingerprint;
+        let state = if step_origin {
+            RefState::before_origin(refname, vector, &commit.to_string(), fingerprint, now_secs())
+        } else {
+            RefState::from_snapshot(refname, vector, &commit.to_string(), fingerprint, now_secs())
+        };
+        self.ctx.store.clear_restore_points(key, refname)?;
         self.ctx.store.commit_steps(key, &state)?;
         Ok(state)
     }
 
     /// Rebuilds a ref's state as it was when the adapter at `upto` was published: h₀ from the
-    /// snapshot at `origin`, then the same walk the daemon made. Used by `state rebuild`.
-    pub fn replay(&mut self, key: &str, git_dir: &Path, refname: &str, origin: Oid, upto: Oid) -> Result<RefState, JobError> {
+    /// snapshot at `origin`, then the same walk the daemon made: from the origin itself when
+    /// the adapter's state had `walked` one commit more than the commits after the origin.
+    /// Used by `state rebuild`.
+    pub fn replay(&mut self, key: &str, git_dir: &Path, refname: &str, origin: Oid, walked: Option<u64>, upto: Oid) -> Result<RefState, JobError> {
         let cfg = self.ctx.config.get();
         let repo = git::open(git_dir).map_err(|_| JobError::Missing(git_dir.display().to_string()))?;
-        let mut state = self.cold_state(key, &repo, refname, origin)?;
-        let commits = if origin == upto { Vec::new() } else { git::first_parent_walk(&repo, origin, upto)? };
+        let mut commits = if origin == upto { Vec::new() } else { git::first_parent_walk(&repo, origin, upto)? };
+        let origin_stepped = walked == Some(commits.len() as u64 + 1);
+        let mut state = self.cold_state(key, &repo, refname, origin, origin_stepped)?;
+        if origin_stepped {
+            commits.insert(0, origin);
+        }
         self.walk(&cfg, key, &repo, &mut state, &commits, &mut Outcome::default())?;
         Ok(state)
     }
@@ -216,24 +232,65 @@ impl Engine {
         Ok(())
     }
 
-    /// Where `refname`'s walk starts: its state as stored, a forked one, or a snapshot.
-    /// Returns the state and whether it was started from a snapshot.
-    fn starting_state(&mut self, key: &str, repo: &Repository, refname: &str, tip: Oid, reset: bool) -> Result<(RefState, bool), JobError> {
+    /// Where `refname`'s walk starts and what it walks (see [`start`]). Returns the state,
+    /// the commits to fold (oldest first), and whether the state was restarted (a snapshot or
+    /// a restore point: the served adapter no longer stands for the history).
+    fn starting_state(&mut self, cfg: &Config, key: &str, repo: &Repository, refname: &str, tip: Oid, reset: bool) -> Result<(RefState, Vec<Oid>, bool), JobError> {
         let previous = self.ctx.store.ref_state(key, refname)?;
-        let others = if previous.is_none() { self.ctx.store.ref_states(key)? } else { Vec::new() };
-        match start::choose(refname, previous, others, &self.model.meta.fingerprint, reset, tip, repo)? {
-            Start::Resume(s) | Start::Fork(s) => Ok((s, false)),
-            Start::Snapshot { at, why, previous } => {
-                if why == Cold::Rewritten {
-                    warn!(repo = %key, %refname, "last processed commit is no longer an ancestor of the tip; rebuilding from {at}");
-                }
-                let fresh = self.cold_state(key, repo, refname, at)?;
-                Ok((match previous {
-                    Some(old) => fresh.keeping_adapter_of(&old),
-                    None => fresh,
-                }, true))
+        let restore_points = if previous.is_some() { self.ctx.store.restore_points(key, refname)? } else { Vec::new() };
+        let others = if previous.is_none() {
+            let mut o = self.ctx.store.ref_states(key)?;
+            o.extend(self.ctx.store.repo_restore_points(key)?);
+            o
+        } else {
+            Vec::new()
+        };
+        let had_adapter = previous.as_ref().is_some_and(|p| p.adapter().is_some());
+        let known = start::Known { previous, restore_points, others };
+        let policy = self.model.meta.step_policy;
+        let (git_dir, globs, threads) = (repo.path().to_path_buf(), cfg.triggers.manifest_globs.clone(), cfg.encode_threads());
+        let mut first_stepping = |commits: &[Oid]| -> Result<Option<usize>, GitError> {
+            if commits.is_empty() {
+                return Ok(None);
             }
+            Ok(steps::plan(&git_dir, commits, policy, None, &globs, threads)?.iter().position(|p| !matches!(p.step, steps::Step::Skip)))
+        };
+        let origin = start::Origin { settings: &cfg.history, first_stepping: &mut first_stepping };
+        let fingerprint = self.model.meta.fingerprint.clone();
+        let (state, commits, restarted, how, from) = match start::choose(refname, known, &fingerprint, reset, tip, repo, origin)? {
+            Start::Continue { state, how, commits } => {
+                let from = if state.origin_pending() { state.origin_commit.clone() } else { state.last_commit.clone() };
+                match how {
+                    How::Restored => info!(repo = %key, %refname, from = %from, walked = state.walked, "history rewritten: restored the state at a restore point; re-walking {} commits", commits.len()),
+                    How::Forked => info!(repo = %key, %refname, from = %from, "new branch: continuing the state at its fork point; walking {} commits", commits.len()),
+                    How::Resumed => {}
+                }
+                // A restored or forked ref has no adapter for its history yet: publish one.
+                (state, commits, how != How::Resumed, how.name(), from)
+            }
+            Start::Snapshot { at, why, step_at, commits, previous } => {
+                match why {
+                    Cold::Rewritten => warn!(repo = %key, %refname, "history rewritten and no restore point is on it: walking it afresh from {at}"),
+                    Cold::LostCommit => warn!(repo = %key, %refname, "the last processed commit is gone and no restore point is on the history: walking it afresh from {at}"),
+                    Cold::New if commits.len() > 1 => info!(repo = %key, %refname, origin = %at, "first walk of the history: {} commits", commits.len()),
+                    _ => {}
+                }
+                if repo.is_shallow() && step_at {
+                    warn!(repo = %key, %refname, origin = %at, "shallow clone: the walk starts at the oldest commit present, not at the repository's root");
+                }
+                let fresh = self.cold_state(key, repo, refname, at, step_at)?;
+                let state = match &previous {
+                    Some(old) => fresh.keeping_adapter_of(old),
+                    None => fresh,
+                };
+                (state, commits, true, "snapshot", at.to_string())
+            }
+        };
+        // A resumed ref with nothing new did nothing worth reporting: keep the last walk's.
+        if !(commits.is_empty() && how == How::Resumed.name()) {
+            self.ctx.jobs.walk_began(key, refname, how, from, commits.len() as u64, !had_adapter);
         }
+        Ok((state, commits, restarted))
     }
 
     fn sync_ref(&mut self, key: &str, git_dir: &Path, repo: &Repository, refname: &str, tip: Oid, flags: JobFlags) -> Result<Outcome, JobError> {
@@ -242,12 +299,15 @@ impl Engine {
             Ok(t) => cfg.triggers = t,
             Err(e) => warn!(repo = %key, "ignoring its trigger overrides: {e}"),
         }
+        match cfg.history_for(git_dir) {
+            Ok(h) => cfg.history = h,
+            Err(e) => warn!(repo = %key, "ignoring its history overrides: {e}"),
+        }
         let mut out = Outcome::default();
-        let (mut state, mut cold) = self.starting_state(key, repo, refname, tip, flags.reset)?;
-
-        let since = Oid::from_str(&state.last_commit)?;
-        let commits = if since == tip { Vec::new() } else { git::first_parent_walk(repo, since, tip)? };
-        if !self.walk(&cfg, key, repo, &mut state, &commits, &mut out)? {
+        let (mut state, commits, mut restarted) = self.starting_state(&cfg, key, repo, refname, tip, flags.reset)?;
+        let walked = self.walk(&cfg, key, repo, &mut state, &commits, &mut out);
+        self.ctx.jobs.walk_ended(key, refname);
+        if !walked? {
             // Shutting down: the state is durable up to the last group; the rest is walked
             // after restart.
             out.interrupted = true;
@@ -258,12 +318,15 @@ impl Engine {
         let drift = cfg.triggers.drift_reset_every;
         if drift > 0 && state.walked >= drift {
             info!(repo = %key, %refname, walked = state.walked, "drift reset: new snapshot at the tip");
-            state = self.cold_state(key, repo, refname, tip)?.keeping_adapter_of(&state);
-            cold = true;
+            state = self.cold_state(key, repo, refname, tip, false)?.keeping_adapter_of(&state);
+            restarted = true;
         }
 
-        if let Some(trigger) = publish::due(&cfg, &state, flags, cold, now_secs()) {
+        if let Some(trigger) = publish::due(&cfg, &state, flags, restarted, now_secs()) {
             out.published = Some(self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?);
+            // The published state is a restore point: a rewrite lands back on it exactly.
+            self.ctx.store.put_restore_point(key, &state, cfg.history.restore_points)?;
+            self.ctx.store.flush()?;
         }
         Ok(out)
     }

@@ -41,6 +41,7 @@ impl Engine {
             commit: Some(state.last_commit.clone()),
             origin_commit: Some(state.origin_commit.clone()),
             steps: Some(state.steps),
+            walked: Some(state.walked),
             commits_walked: Some(walked),
             trigger: Some(trigger.to_owned()),
             created_at: Some(now_secs()),

@@ -19,6 +19,9 @@ use crate::parallel::ordered_map;
 pub enum Step {
     /// Its diff against its first parent (every-commit policy).
     FirstParent,
+    /// Its whole tree against the empty tree: the origin's own step under the every-commit
+    /// policy (for a root commit the same as `FirstParent`).
+    Whole,
     /// The production-code diff since `base`, the previous stepping commit (paper policy;
     /// `None`: since the empty tree).
     Since(Option<Oid>),

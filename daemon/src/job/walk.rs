@@ -25,6 +25,7 @@ impl Engine {
         let mut start = 0;
         while start < commits.len() {
             let to_boundary = group_len - (state.walked % group_len as u64) as usize;
+            // Windows end on a group boundary; groups may end earlier (see `group_ends_at`).
             let end = (start + to_boundary + (WINDOW_GROUPS - 1) * group_len).min(commits.len());
             if !self.walk_window(cfg, key, repo, state, &commits[start..end], out)? || self.ctx.stop.is_set() {
                 return Ok(false);
@@ -40,18 +41,25 @@ impl Engine {
         let git_dir = repo.path().to_path_buf();
         let threads = cfg.encode_threads();
         let globs = &cfg.triggers.manifest_globs;
-        let plan = steps::plan(&git_dir, commits, self.model.meta.step_policy, Oid::from_str(&state.step_base).ok(), globs, threads)?;
+        let mut plan = steps::plan(&git_dir, commits, self.model.meta.step_policy, Oid::from_str(&state.step_base).ok(), globs, threads)?;
+        // The origin's own step is against the empty tree (the paper's plan starts there
+        // already: its step base is empty).
+        if state.origin_pending()
+            && let Some(first) = plan.first_mut()
+            && matches!(first.step, steps::Step::FirstParent)
+        {
+            first.step = steps::Step::Whole;
+        }
         // Commits in parallel when there are several; one commit's files in parallel when not.
         let file_threads = if plan.len() == 1 { threads } else { 1 };
         let wants_text = self.encoder.wants_text();
-        let group_len = cfg.step_group.max(1) as u64;
         let mut group: Vec<Prepared> = Vec::new();
         let mut failed: Option<JobError> = None;
         let mut finished = true;
         ordered_map(
             &plan,
             threads,
-            2 * group_len as usize,
+            2 * cfg.step_group.max(1),
             || Worker::open(&git_dir, file_threads, wants_text),
             |w, p| w.prepare(p, globs),
             |i, prepared| {
@@ -66,11 +74,11 @@ impl Engine {
                     warn!(repo = %key, commit = %prepared.oid, "diff larger than {} bytes: encoded its first part only", DiffLimits::default().max_bytes);
                 }
                 group.push(prepared);
-                let at_boundary = (state.walked + group.len() as u64).is_multiple_of(group_len);
+                let at_boundary = group_ends_at(cfg, state.walked + group.len() as u64);
                 if !(at_boundary || i + 1 == plan.len()) {
                     return true;
                 }
-                if let Err(e) = self.fold_group(key, state, std::mem::take(&mut group), out) {
+                if let Err(e) = self.fold_group(cfg, key, state, std::mem::take(&mut group), out) {
                     failed = Some(e);
                     return false;
                 }
@@ -87,8 +95,9 @@ impl Engine {
         }
     }
 
-    /// Advances the state over one group of prepared commits and makes it durable.
-    fn fold_group(&mut self, key: &str, state: &mut RefState, group: Vec<Prepared>, out: &mut Outcome) -> Result<(), JobError> {
+    /// Advances the state over one group of prepared commits and makes it durable, with a
+    /// restore point when the group crosses a multiple of `restore_every` walked commits.
+    fn fold_group(&mut self, cfg: &Config, key: &str, state: &mut RefState, group: Vec<Prepared>, out: &mut Outcome) -> Result<(), JobError> {
         let last = group.last().expect("non-empty group").oid;
         let stepped: Vec<(Oid, bool)> = group.iter().map(|p| (p.oid, p.input.is_some())).collect();
         let manifest_changed = group.iter().any(|p| p.manifest_changed);
@@ -104,10 +113,24 @@ impl Engine {
         let steps = diffs.len() as u64;
         let vector = self.model.advance(&state.vector, &diffs, state.steps)?;
         let step_base = steps::step_base_after(self.model.meta.step_policy, &stepped).map(|o| o.to_string());
+        let before = state.walked;
         state.fold(Folded { vector, last_commit: last.to_string(), step_base, walked, steps, manifest_changed }, now_secs());
+        let every = cfg.history.restore_every;
+        if every > 0 && before / every != state.walked / every {
+            self.ctx.store.put_restore_point(key, state, cfg.history.restore_points)?;
+        }
         self.ctx.store.commit_steps(key, state)?;
         out.steps += steps;
         out.commits += walked;
+        self.ctx.jobs.walk_advanced(key, &state.refname, out.commits);
         Ok(())
     }
+}
+
+/// Whether a group ends after `walked` commits since the origin: at multiples of
+/// `step_group` (so a walk cut short resumes on the same boundaries) and of `restore_every`
+/// (so restore points sit exactly there).
+fn group_ends_at(cfg: &Config, walked: u64) -> bool {
+    let every = cfg.history.restore_every;
+    walked.is_multiple_of(cfg.step_group.max(1) as u64) || (every > 0 && walked.is_multiple_of(every))
 }

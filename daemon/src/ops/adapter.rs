@@ -38,6 +38,12 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
         let stalled = daemon.model_error.get().is_some();
         if covers_tip || wait_ms == 0 || stalled || tokio::time::Instant::now() >= deadline {
             let Some((dir, commit)) = current else {
+                // No adapter is served while the first walk runs: a state part way through the
+                // history stands for an old commit, and would be handed out as the tip's.
+                if let Some(walk) = daemon.jobs.walk(&rec.key, &refname).filter(|w| w.running && w.first) {
+                    let why = format!("no adapter yet for {repo}: the first walk of its history is under way ({})", walk.describe());
+                    return Err(OpError::new(ErrorCode::FirstWalk, why));
+                }
                 let why = match (&tip, daemon.jobs.last_error(&rec.key)) {
                     _ if daemon.model_error.get().is_some() => {
                         format!("no adapter yet for {repo}: the model did not load: {}", daemon.model_error.get().expect("checked"))

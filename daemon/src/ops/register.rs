@@ -9,8 +9,9 @@ use crate::context::Daemon;
 use crate::job::now_secs;
 use crate::scheduler::JobFlags;
 
-/// Registers a repository and queues its first job (snapshot → h₀ → first adapter). An
-/// empty repository is accepted; its state starts with its first commit.
+/// Registers a repository and queues its first job (the walk of its history from the origin
+/// `[history]` gives → first adapter). An empty repository is accepted; its state starts
+/// with its first commit.
 pub async fn register(daemon: &Arc<Daemon>, repo: &str, refs: Vec<String>) -> Result<Registered, OpError> {
     if let Some(bad) = refs.iter().find(|r| !r.starts_with("refs/")) {
         return Err(OpError::new(ErrorCode::BadRequest, format!("`{bad}` is not a full ref name (refs/heads/...)")));
@@ -50,6 +51,7 @@ pub async fn unregister(daemon: &Arc<Daemon>, repo: &str) -> Result<Unregistered
     let store = daemon.store.clone();
     let key = rec.key.clone();
     super::blocking(move || store.remove_repo(&key).map_err(internal)).await?;
+    daemon.jobs.forget_walks(&rec.key);
     if let Some(w) = daemon.watcher.get() {
         w.remove(std::path::Path::new(&rec.git_dir));
     }

@@ -23,6 +23,8 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
             .map_err(internal)?
             .into_iter()
             .map(|s| RefStatus {
+                walk: daemon.jobs.walk(&rec.key, &s.refname),
+                restore_points: daemon.store.restore_point_count(&rec.key, &s.refname),
                 state_sha256: vector_digest(&s.vector),
                 adapter: s.current_adapter.as_ref().map(|d| daemon.adapters.path(&rec.key, d).display().to_string()),
                 refname: s.refname,
@@ -41,7 +43,12 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
             Some(_) => Some(daemon.adapters.versions(&rec.key).map_err(internal)?),
             None => None,
         };
+        let restore_point_bytes = match repo {
+            Some(_) => Some(daemon.store.restore_point_bytes(&rec.key).map_err(internal)?),
+            None => None,
+        };
         repos.push(RepoStatus {
+            restore_point_bytes,
             pending: daemon.jobs.is_busy(&rec.key),
             error: daemon.jobs.last_error(&rec.key),
             adapter_bytes: versions.as_ref().map(|v| v.iter().map(|r| r.bytes).sum()),
