@@ -29,5 +29,6 @@ else
     done
     echo "daemon started (log: $state/daemon.log)"
 fi
-"$bin" register "$repo"
-echo "next: $bin adapter $repo --wait 60"
+# The first walk folds the repository's whole history; --wait shows its progress.
+"$bin" register --wait "$repo"
+echo "next: $bin adapter $repo"

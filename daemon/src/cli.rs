@@ -471,8 +471,23 @@ fn print_status(reply: &Status) {
             println!("  error: {e}");
         }
         for s in &r.refs {
-            let last = &s.last_commit[..s.last_commit.len().min(12)];
-            println!("  {}: {} steps, last {last} , adapter {}", s.refname, s.steps, s.adapter.as_deref().unwrap_or("none yet"));
+            let last = if s.last_commit.is_empty() { "(origin pending)" } else { &s.last_commit[..s.last_commit.len().min(12)] };
+            let origin = &s.origin_commit[..s.origin_commit.len().min(12)];
+            println!(
+                "  {}: {} steps over {} commits from {origin}, last {last}, adapter {}",
+                s.refname,
+                s.steps,
+                s.walked,
+                s.adapter.as_deref().unwrap_or("none yet")
+            );
+            match &s.walk {
+                Some(w) if w.running => println!("    walking ({}): {}", w.start, w.describe()),
+                Some(w) if w.start != "resumed" => println!("    last walk: {} from {}, {} commits in {:.1} s", w.start, &w.from_commit[..w.from_commit.len().min(12)], w.walked, w.elapsed_secs),
+                _ => {}
+            }
+        }
+        if let Some(b) = r.restore_point_bytes {
+            println!("  restore points: {b} bytes");
         }
         for a in r.adapters.iter().flatten() {
             println!("  version {}{}  {} bytes  {}", a.dir, if a.pinned { " (pinned)" } else { "" }, a.bytes, a.refname);
