@@ -77,7 +77,7 @@ pub enum HistoryFrom {
 
 impl Default for HistorySettings {
     fn default() -> Self {
-        HistorySettings { from: HistoryFrom::Root, last: None, since: None, restore_every: 64, restore_points: 32 }
+        HistorySettings { from: HistoryFrom::Root, last: None, since: None, restore_every: 16, restore_points: 32 }
     }
 }
 
