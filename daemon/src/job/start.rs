@@ -98,12 +98,14 @@ pub struct Known {
     pub others: Vec<RefState>,
 }
 
+/// Index of the first commit the step policy steps on among `commits` (oldest first);
+/// `None` when none does.
+pub type FirstStepping<'a> = dyn FnMut(&[Oid]) -> Result<Option<usize>, GitError> + 'a;
+
 /// Where a fresh walk of a history starts.
 pub struct Origin<'a> {
     pub settings: &'a HistorySettings,
-    /// Index of the first commit the step policy steps on among `commits` (oldest first);
-    /// `None` when none does.
-    pub first_stepping: &'a mut dyn FnMut(&[Oid]) -> Result<Option<usize>, GitError>,
+    pub first_stepping: &'a mut FirstStepping<'a>,
 }
 
 /// Decides how `refname` (tip `tip`) starts this job. `fingerprint` is the loaded model's;
