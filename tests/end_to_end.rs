@@ -225,6 +225,7 @@ fn paper_policy_steps_only_where_assertions_change_and_still_reaches_the_tip() {
     repo.commit("production only");
     repo.write("tests/test_core.py", "from pkg import add\nfrom pkg.core import sub\n\n\ndef test_add():\n    assert add(1, 2) == 3\n\n\ndef test_sub():\n    assert sub(3, 2) == 1\n");
     let kept = repo.commit("new assertion");
+    daemon.settled(&repo.path, "refs/heads/main", &kept);
     repo.write("pkg/core.py", "import math\n\n\ndef add(a, b):\n    return a + b\n");
     let tip = repo.commit("production only again");
 
@@ -233,7 +234,10 @@ fn paper_policy_steps_only_where_assertions_change_and_still_reaches_the_tip() {
         (s["refs"][0]["last_commit"] == tip.as_str() && s["pending"] == false).then_some(s)
     });
     assert_eq!(s["refs"][0]["steps"], 2, "only the assertion commits step the GRU (the root, the first kept, and the new assertion): {s}");
+    // The last commit does not step: no new adapter, and the one made at the kept commit,
+    // from the same state, covers the tip.
     let reply = daemon.request(json!({"op": "adapter", "repo": repo.path, "wait_ms": 30000}));
-    assert_eq!(reply["commit"], tip.as_str(), "{reply}");
+    assert_eq!((reply["covers_tip"].as_bool(), reply["tip"].as_str()), (Some(true), Some(tip.as_str())), "{reply}");
+    assert_eq!(reply["commit"], kept.as_str(), "{reply}");
     assert_ne!(kept, tip);
 }

@@ -81,6 +81,8 @@ pub struct AdapterReply {
     pub refname: String,
     /// The ref's tip now.
     pub tip: Option<String>,
+    /// The adapter reflects every commit up to the tip: made there, or made from the same
+    /// state (the commits since did not step the GRU, as most do not under the paper policy).
     pub covers_tip: bool,
     pub trained: bool,
     /// Set when the model is untrained.

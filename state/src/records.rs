@@ -141,12 +141,22 @@ impl RefState {
         }
     }
 
-    /// A rebuilt state still points at the adapter `old` published, until a new one is.
+    /// A rebuilt state still points at the adapter `old` published, until a new one is. That
+    /// adapter was not made from this state's vector: it counts as at least one step behind.
     pub fn keeping_adapter_of(mut self, old: &RefState) -> Self {
         self.current_adapter = old.current_adapter.clone();
         self.adapter_commit = old.adapter_commit.clone();
         self.adapter_at = old.adapter_at;
+        if self.current_adapter.is_some() {
+            self.steps_since_adapter = self.steps_since_adapter.max(1);
+        }
         self
+    }
+
+    /// The current adapter was made from this very vector: only commits that did not step
+    /// (under the paper policy) were walked since.
+    pub fn adapter_is_current(&self) -> bool {
+        self.current_adapter.is_some() && self.steps_since_adapter == 0
     }
 
     /// This state continued by another ref (a new branch): it has no adapter of its own yet.

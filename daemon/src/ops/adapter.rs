@@ -33,7 +33,10 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
         };
         let state = if refname.is_empty() { None } else { daemon.store.ref_state(&rec.key, &refname).map_err(internal)? };
         let current = state.as_ref().and_then(|s| s.adapter()).map(|(dir, commit)| (dir.to_owned(), commit.to_owned()));
-        let covers_tip = matches!((&current, &tip), (Some((_, c)), Some(t)) if c == t);
+        // The adapter covers the tip when it was made there, or made from the same vector: the
+        // commits walked since did not step the GRU (the paper policy skips most commits).
+        let unchanged_since = |t: &str| state.as_ref().is_some_and(|s| s.last_commit == t && s.adapter_is_current());
+        let covers_tip = matches!((&current, &tip), (Some((_, c)), Some(t)) if c == t || unchanged_since(t));
         // Without a model nothing new will come: no point waiting.
         let stalled = daemon.model_error.get().is_some();
         if covers_tip || wait_ms == 0 || stalled || tokio::time::Instant::now() >= deadline {
