@@ -1,8 +1,9 @@
 //! Read-only git access: object database and refs only, through libgit2, except the Qwen3
-//! recipe's diff text, which must be git's own bytes and so comes from the git CLI
-//! ([`cli_diff`]). The daemon never touches a work tree, an index or HEAD, and never depends
+//! recipe's diff text, which must be git's own bytes, and the paper policy's renames, which
+//! must be git's own detection: both come from the git CLI ([`cli_diff`],
+//! [`first_parent_changes`]). The daemon never touches a work tree, an index or HEAD, and never depends
 //! on the user's git config for diffs (no external diff drivers, no textconv, fixed context;
-//! the CLI runs with git's defaults pinned). About 330 lines of code, and its tests.
+//! the CLI runs with git's defaults pinned).
 
 use std::path::{Path, PathBuf};
 
