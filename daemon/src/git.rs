@@ -1,8 +1,9 @@
 //! Read-only git access: object database and refs only, through libgit2, except the Qwen3
-//! recipe's diff text, which must be git's own bytes and so comes from the git CLI
-//! ([`cli_diff`]). The daemon never touches a work tree, an index or HEAD, and never depends
+//! recipe's diff text, which must be git's own bytes, and the paper policy's renames, which
+//! must be git's own detection: both come from the git CLI ([`cli_diff`],
+//! [`first_parent_changes`]). The daemon never touches a work tree, an index or HEAD, and never depends
 //! on the user's git config for diffs (no external diff drivers, no textconv, fixed context;
-//! the CLI runs with git's defaults pinned). About 330 lines of code, and its tests.
+//! the CLI runs with git's defaults pinned).
 
 use std::path::{Path, PathBuf};
 
@@ -258,9 +259,20 @@ pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 /// and libgit2's patch text differs from git's in details. `base` None: the empty tree.
 pub fn cli_diff(git_dir: &Path, base: Option<Oid>, commit: Oid) -> Result<String, GitError> {
     let base = base.map_or_else(|| EMPTY_TREE.to_owned(), |b| b.to_string());
+    let mut cmd = pinned_git(git_dir);
+    cmd.args(["diff", "--no-color", "--no-ext-diff", "--no-textconv", "-U3"]).arg(&base).arg(commit.to_string());
+    let out = cmd.output().map_err(|e| GitError::Cli(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(GitError::Cli(format!("git diff {base} {commit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The git CLI on `git_dir` with the settings a configuration could change in a diff pinned
+/// to git's defaults, and no user, system or environment configuration.
+fn pinned_git(git_dir: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new("git");
     cmd.arg("--git-dir").arg(git_dir);
-    // Settings a configuration could change in `git diff`'s text, pinned to git's defaults.
     for setting in [
         "diff.renames=true",
         "diff.noprefix=false",
@@ -278,16 +290,110 @@ pub fn cli_diff(git_dir: &Path, base: Option<Oid>, commit: Oid) -> Result<String
     ] {
         cmd.arg("-c").arg(setting);
     }
-    cmd.args(["diff", "--no-color", "--no-ext-diff", "--no-textconv", "-U3"]).arg(&base).arg(commit.to_string());
     cmd.env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
     for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_EXTERNAL_DIFF", "GIT_DIFF_OPTS", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT"] {
         cmd.env_remove(var);
     }
-    let out = cmd.output().map_err(|e| GitError::Cli(format!("cannot run git: {e}")))?;
-    if !out.status.success() {
-        return Err(GitError::Cli(format!("git diff {base} {commit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    cmd
+}
+
+/// One file changed between a commit's first parent and the commit, as `git diff --raw`
+/// reports it with rename detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeChange {
+    /// `A`dded, `M`odified, `D`eleted, `R`enamed, `T`ype changed (a copy `C` is not
+    /// detected under `-M`).
+    pub status: u8,
+    pub old_mode: u32,
+    pub new_mode: u32,
+    /// The zero id where there is no old (new) side.
+    pub old_blob: Oid,
+    pub new_blob: Oid,
+    /// The path before a rename; the path itself otherwise.
+    pub old_path: String,
+    pub path: String,
+}
+
+/// The mode of a submodule's entry: its id is a commit, not a blob.
+pub const GITLINK_MODE: u32 = 0o160000;
+
+/// Each commit's changes against its first parent (the empty tree for a root commit), as
+/// `git log --first-parent --raw -M` shows them: the git CLI's rename detection with git's
+/// defaults (similarity 50 %, limit 1000), which libgit2's does not reproduce. `parents[i]`
+/// is `commits[i]`'s first parent. One `git diff-tree --stdin` per thread.
+pub fn first_parent_changes(git_dir: &Path, commits: &[Oid], parents: &[Option<Oid>], threads: usize) -> Result<Vec<Vec<TreeChange>>, GitError> {
+    let pairs: Vec<(Oid, Option<Oid>)> = commits.iter().copied().zip(parents.iter().copied()).collect();
+    let chunk = pairs.len().div_ceil(threads.max(1)).max(1);
+    let results: Vec<Result<Vec<Vec<TreeChange>>, GitError>> =
+        std::thread::scope(|scope| pairs.chunks(chunk).map(|part| scope.spawn(move || diff_tree_batch(git_dir, part))).collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap_or_else(|_| Err(GitError::Cli("git diff-tree reader panicked".into())))).collect());
+    let mut all = Vec::with_capacity(commits.len());
+    for r in results {
+        all.extend(r?);
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(all)
+}
+
+/// `git diff-tree --stdin` over (commit, first parent) pairs: a line `COMMIT PARENT` diffs
+/// the commit against that parent alone (a merge's other parents are not read), a root
+/// commit's line is the commit alone (`--root`: against the empty tree). Each section of the
+/// output starts with the commit.
+fn diff_tree_batch(git_dir: &Path, pairs: &[(Oid, Option<Oid>)]) -> Result<Vec<Vec<TreeChange>>, GitError> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = pinned_git(git_dir);
+    cmd.args(["diff-tree", "--stdin", "--root", "--always", "-r", "-M", "--raw", "--no-abbrev", "-z"]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| GitError::Cli(format!("cannot run git: {e}")))?;
+    let mut input = String::with_capacity(pairs.len() * 82);
+    for (commit, parent) in pairs {
+        match parent {
+            Some(p) => input.push_str(&format!("{commit} {p}\n")),
+            None => input.push_str(&format!("{commit}\n")),
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // Written from another thread: git answers line by line and would block on a full pipe.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().map_err(|e| GitError::Cli(format!("git diff-tree: {e}")))?;
+    let written = writer.join().map_err(|_| GitError::Cli("git diff-tree writer panicked".into()))?;
+    if !out.status.success() {
+        return Err(GitError::Cli(format!("git diff-tree: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    written.map_err(|e| GitError::Cli(format!("git diff-tree: {e}")))?;
+    parse_raw_batch(&out.stdout, pairs)
+}
+
+/// Splits `diff-tree -z --stdin` output into each pair's changes, checking each section's
+/// header against the pair it answers.
+fn parse_raw_batch(out: &[u8], pairs: &[(Oid, Option<Oid>)]) -> Result<Vec<Vec<TreeChange>>, GitError> {
+    let bad = |what: &str| GitError::Cli(format!("unexpected git diff-tree output: {what}"));
+    let mut fields = out.split(|&b| b == 0).map(|f| String::from_utf8_lossy(f).into_owned());
+    let mut all: Vec<Vec<TreeChange>> = Vec::with_capacity(pairs.len());
+    let mut pending: Option<String> = fields.next();
+    for (commit, _) in pairs {
+        let header = pending.take().ok_or_else(|| bad("too few sections"))?;
+        let expected = commit.to_string();
+        if header.trim() != expected {
+            return Err(bad(&format!("section {header:?} where {expected} was due")));
+        }
+        let mut changes = Vec::new();
+        loop {
+            pending = fields.next();
+            let Some(meta) = pending.as_deref().and_then(|f| f.strip_prefix(':')) else { break };
+            let parts: Vec<&str> = meta.split(' ').collect();
+            let [old_mode, new_mode, old_blob, new_blob, status] = parts[..] else { return Err(bad(meta)) };
+            let mode = |m: &str| u32::from_str_radix(m, 8).map_err(|_| bad(meta));
+            let id = |b: &str| Oid::from_str(b).map_err(|_| bad(meta));
+            let status = *status.as_bytes().first().ok_or_else(|| bad(meta))?;
+            let first = fields.next().ok_or_else(|| bad("a change without a path"))?;
+            let (old_path, path) = if matches!(status, b'R' | b'C') { (first, fields.next().ok_or_else(|| bad("a rename without its new path"))?) } else { (first.clone(), first) };
+            changes.push(TreeChange { status, old_mode: mode(old_mode)?, new_mode: mode(new_mode)?, old_blob: id(old_blob)?, new_blob: id(new_blob)?, old_path, path });
+        }
+        all.push(changes);
+    }
+    if pending.as_deref().is_some_and(|rest| !rest.is_empty()) || fields.any(|f| !f.is_empty()) {
+        return Err(bad("more sections than commits"));
+    }
+    Ok(all)
 }
 
 /// The Python files of a commit's tree the Qwen3 snapshot takes (see

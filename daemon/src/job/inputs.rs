@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use evolora_model::encoder::{DiffInput, HashedEncoder};
+use evolora_model::encoder::{qwen3, DiffInput, HashedEncoder};
 use git2::{Oid, Repository};
 
-use super::steps::{self, Planned, Step};
+use super::steps::{Planned, Step};
 use crate::git::{self, DiffLimits, GitError};
 use crate::parallel::ordered_map;
 
@@ -91,7 +91,7 @@ impl Worker {
                 let old_tree = base.and_then(|b| repo.find_commit(b).ok()).map(|c| c.tree()).transpose()?;
                 let new_tree = repo.find_commit(plan.oid)?.tree()?;
                 let mut span = git::tree_diff(repo, old_tree.as_ref(), &new_tree, limits)?.input;
-                span.files.retain(|f| steps::is_production_file(&f.path));
+                span.files.retain(|f| qwen3::keeps_diff_path(&f.path));
                 (Some(span), plan.manifest_changed.unwrap_or(false))
             }
         };
