@@ -249,11 +249,17 @@ impl Engine {
         let known = start::Known { previous, restore_points, others };
         let policy = self.model.meta.step_policy;
         let (git_dir, globs, threads) = (repo.path().to_path_buf(), cfg.triggers.manifest_globs.clone(), cfg.encode_threads());
+        // Planned a window at a time, stopping at the first stepping commit: a commit's plan
+        // depends only on it and its first parent, and the walk plans the rest anyway.
         let mut first_stepping = |commits: &[Oid]| -> Result<Option<usize>, GitError> {
-            if commits.is_empty() {
-                return Ok(None);
+            let window = 64 * threads.max(1);
+            for (w, chunk) in commits.chunks(window).enumerate() {
+                let plan = steps::plan(&git_dir, chunk, policy, None, &globs, threads)?;
+                if let Some(i) = plan.iter().position(|p| !matches!(p.step, steps::Step::Skip)) {
+                    return Ok(Some(w * window + i));
+                }
             }
-            Ok(steps::plan(&git_dir, commits, policy, None, &globs, threads)?.iter().position(|p| !matches!(p.step, steps::Step::Skip)))
+            Ok(None)
         };
         let origin = start::Origin { settings: &cfg.history, first_stepping: &mut first_stepping };
         let fingerprint = self.model.meta.fingerprint.clone();

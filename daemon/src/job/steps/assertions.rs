@@ -117,7 +117,7 @@ pub fn mine(source: &str) -> Option<Vec<Assertion>> {
         parser.parse(source, None)?
     };
     let root = tree.root_node();
-    if root.has_error() {
+    if root.has_error() || ambiguous_tabs(root, source) {
         return None;
     }
     let miner = Miner { source };
@@ -152,6 +152,70 @@ pub fn mine(source: &str) -> Option<Vec<Assertion>> {
 
 /// Python 2 syntax tree-sitter-python parses without an error: print and exec statements,
 /// `<>`, `except E, name:`, `raise E, value`, `0777` and `10L` literals, `ur''` strings.
+/// Python's `TabError`: the indentation of logical lines, read with tabs to multiples of 8
+/// and again with tabs as one column, must order the lines the same way (its tokenizer keeps
+/// both stacks). tree-sitter accepts what this rejects. Logical lines at bracket depth 0 are
+/// the statements of modules and blocks and the clauses (`else:`, `except:`...) that begin a
+/// line.
+fn ambiguous_tabs(root: Node, source: &str) -> bool {
+    if !source.contains('\t') {
+        return false;
+    }
+    const CLAUSES: [&str; 6] = ["elif_clause", "else_clause", "except_clause", "except_group_clause", "finally_clause", "case_clause"];
+    let mut starts = Vec::new();
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        let mut cursor = node.walk();
+        for child in node.named_children(&mut cursor) {
+            let parent_is_suite = matches!(node.kind(), "module" | "block");
+            if (parent_is_suite && child.kind() != "comment") || CLAUSES.contains(&child.kind()) {
+                starts.push(child.start_byte());
+            }
+            stack.push(child);
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    let (mut cols, mut alts) = (vec![0usize], vec![0usize]);
+    for start in starts {
+        let line_start = source[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
+        let lead = &source[line_start..start];
+        // A statement after `;` or a clause on its header's line begins no line.
+        if !lead.chars().all(|c| c == ' ' || c == '\t' || c == '\x0c') {
+            continue;
+        }
+        let (mut col, mut alt) = (0, 0);
+        for c in lead.chars() {
+            match c {
+                ' ' => (col, alt) = (col + 1, alt + 1),
+                '\t' => (col, alt) = ((col / 8 + 1) * 8, alt + 1),
+                _ => (col, alt) = (0, 0),
+            }
+        }
+        let top = cols.len() - 1;
+        if col == cols[top] {
+            if alt != alts[top] {
+                return true;
+            }
+        } else if col > cols[top] {
+            if alt <= alts[top] {
+                return true;
+            }
+            cols.push(col);
+            alts.push(alt);
+        } else {
+            while cols.len() > 1 && col < cols[cols.len() - 1] {
+                cols.pop();
+                alts.pop();
+            }
+            if col == cols[cols.len() - 1] && alt != alts[alts.len() - 1] {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn python2_only(node: Node, source: &str) -> bool {
     let kind = node.kind();
     if PYTHON2_NODES.contains(&kind) {
@@ -443,6 +507,15 @@ impl<'s> PrefixCuts<'s> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tabs_and_spaces_python_cannot_order_make_a_file_unparsable() {
+        // Each verdict is Python 3.11's (`ast.parse`): TabError, fine, TabError, TabError.
+        assert_eq!(mine("def f():\n\tx = 1\n        y = 2\n"), None);
+        assert!(mine("def f():\n\tx = 1\n\tif x:\n\t\ty = 2\n    \n").is_some());
+        assert_eq!(mine("def test_a():\n        x = 1\n\tassert x == 1\n"), None);
+        assert_eq!(mine("if x:\n  if y:\n\tpass\n"), None, "deeper at tab width 8, not at tab width 1");
+    }
+
     use super::*;
 
     /// The (kind, inline prefix, target) triples of a source, in any order.
