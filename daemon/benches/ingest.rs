@@ -14,30 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{arg, request, start_daemon};
+use common::{arg, bandwidth_gbs, request, start_daemon};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("-C").arg(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn bandwidth_gbs() -> f64 {
-    let n = 128 << 20;
-    let buf: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let mut acc = [0.0f32; 8];
-        for c in buf.chunks_exact(8) {
-            for k in 0..8 {
-                acc[k] += c[k];
-            }
-        }
-        std::hint::black_box(acc);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (n * 4) as f64 / best / 1e9
 }
 
 /// Registers `repo` at `root` with a fresh daemon, then moves the branch to `tip` (one ref
