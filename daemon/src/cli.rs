@@ -88,7 +88,8 @@ enum Command {
     },
     /// Publish a new adapter now, whatever the triggers say
     Regenerate { path: PathBuf },
-    /// Rebuild a repository's state from a fresh snapshot of its tip, then publish
+    /// Rebuild a repository's state from a fresh snapshot at its origin (`[history]`) and a
+    /// new walk to the tip, then publish
     Reset { path: PathBuf },
     /// Keep an adapter version through every retention rule (disk budget included)
     Pin {
