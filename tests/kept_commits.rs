@@ -22,14 +22,19 @@ fn clone_fixture(into: &Path) -> PathBuf {
     repo
 }
 
+/// The fixture cloned under `into`: its work tree, git dir and first-parent history.
+fn fixture_history(into: &Path) -> (PathBuf, PathBuf, Vec<git2::Oid>) {
+    let work = clone_fixture(into);
+    let git_dir = work.join(".git");
+    let repo = git::open(&git_dir).unwrap();
+    let commits = git::first_parent_history(&repo, repo.head().unwrap().target().unwrap()).unwrap();
+    (work, git_dir, commits)
+}
+
 #[test]
 fn the_paper_policy_keeps_what_the_reference_keeps_on_cachecontrol() {
     let dir = tempfile::tempdir().unwrap();
-    let work = clone_fixture(dir.path());
-    let git_dir = work.join(".git");
-    let repo = git::open(&git_dir).unwrap();
-    let tip = repo.head().unwrap().target().unwrap();
-    let commits = git::first_parent_history(&repo, tip).unwrap();
+    let (work, git_dir, commits) = fixture_history(dir.path());
     assert_eq!(commits.len(), 456);
 
     let plan = steps::plan(&git_dir, &commits, StepPolicy::Paper, None, &[], 4).unwrap();
@@ -50,10 +55,7 @@ fn the_paper_policy_keeps_what_the_reference_keeps_on_cachecontrol() {
 #[test]
 fn windows_of_the_history_planned_on_their_own_agree_with_the_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let work = clone_fixture(dir.path());
-    let git_dir = work.join(".git");
-    let repo = git::open(&git_dir).unwrap();
-    let commits = git::first_parent_history(&repo, repo.head().unwrap().target().unwrap()).unwrap();
+    let (_, git_dir, commits) = fixture_history(dir.path());
     let whole = steps::kept_commits(&git_dir, &commits, 2).unwrap();
     let mut pieces = Vec::new();
     for window in commits.chunks(37) {

@@ -129,16 +129,10 @@ impl RefState {
     /// An earlier state of this ref (a restore point) taking over after a rewrite: its vector
     /// and counters, and the adapter `current` published, which stays current until the
     /// next one is.
-    pub fn restored(mut point: RefState, current: Option<&RefState>) -> Self {
+    pub fn restored(mut point: RefState, current: &RefState) -> Self {
         point.steps_since_adapter = 0;
         point.manifest_changed = false;
-        match current {
-            Some(c) => point.keeping_adapter_of(c),
-            None => {
-                let refname = point.refname.clone();
-                point.forked_for(&refname)
-            }
-        }
+        point.keeping_adapter_of(current)
     }
 
     /// A rebuilt state still points at the adapter `old` published, until a new one is. That

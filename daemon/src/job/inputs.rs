@@ -77,13 +77,11 @@ impl Worker {
         let limits = DiffLimits::default();
         let (input, manifest_changed) = match plan.step {
             Step::Skip => (None, plan.manifest_changed.unwrap_or(false)),
-            Step::FirstParent => {
-                let d = git::commit_diff(repo, plan.oid, limits)?;
-                let manifest = plan.manifest_changed.unwrap_or_else(|| d.paths.iter().any(|p| git::matches_any(p, globs)));
-                (Some(d.input), manifest)
-            }
-            Step::Whole => {
-                let d = git::tree_diff(repo, None, &repo.find_commit(plan.oid)?.tree()?, limits)?;
+            Step::FirstParent | Step::Whole => {
+                let d = match plan.step {
+                    Step::Whole => git::tree_diff(repo, None, &repo.find_commit(plan.oid)?.tree()?, limits)?,
+                    _ => git::commit_diff(repo, plan.oid, limits)?,
+                };
                 let manifest = plan.manifest_changed.unwrap_or_else(|| d.paths.iter().any(|p| git::matches_any(p, globs)));
                 (Some(d.input), manifest)
             }

@@ -272,7 +272,7 @@ impl Engine {
                     How::Resumed => {}
                 }
                 // A restored or forked ref has no adapter for its history yet: publish one.
-                (state, commits, how != How::Resumed, how.name(), from)
+                (state, commits, how != How::Resumed, Some(how), from)
             }
             Start::Snapshot { at, why, step_at, commits, previous } => {
                 match why {
@@ -289,12 +289,13 @@ impl Engine {
                     Some(old) => fresh.keeping_adapter_of(old),
                     None => fresh,
                 };
-                (state, commits, true, "snapshot", at.to_string())
+                (state, commits, true, None, at.to_string())
             }
         };
         // A resumed ref with nothing new did nothing worth reporting: keep the last walk's.
-        if !(commits.is_empty() && how == How::Resumed.name()) {
-            self.ctx.jobs.walk_began(key, refname, how, from, commits.len() as u64, !had_adapter);
+        if !(commits.is_empty() && how == Some(How::Resumed)) {
+            let start = how.map_or("snapshot", How::name);
+            self.ctx.jobs.walk_began(key, refname, start, from, commits.len() as u64, !had_adapter);
         }
         Ok((state, commits, restarted))
     }

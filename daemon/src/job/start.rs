@@ -129,15 +129,18 @@ pub fn choose(refname: &str, known: Known, fingerprint: &str, reset: bool, tip: 
             at.entry(c).or_insert((state, how, inclusive));
         }
     };
-    if let Some(prev) = &previous {
-        offer(prev.clone(), How::Resumed);
-    }
-    for p in restore_points {
-        offer(p, How::Restored);
-    }
-    if previous.is_none() {
-        for o in others {
-            offer(o, How::Forked);
+    match &previous {
+        // A ref's own restore points stand only beside its state (they go when it goes).
+        Some(prev) => {
+            offer(prev.clone(), How::Resumed);
+            for p in restore_points {
+                offer(p, How::Restored);
+            }
+        }
+        None => {
+            for o in others {
+                offer(o, How::Forked);
+            }
         }
     }
 
@@ -156,7 +159,7 @@ pub fn choose(refname: &str, known: Known, fingerprint: &str, reset: bool, tip: 
     }
     let state = match how {
         How::Resumed => state,
-        How::Restored => RefState::restored(state, previous.as_ref()),
+        How::Restored => RefState::restored(state, previous.as_ref().expect("restore points are offered only beside a state")),
         How::Forked => state.forked_for(refname),
     };
     Ok(Start::Continue { state, how, commits })

@@ -77,9 +77,8 @@ pub fn plan(git_dir: &Path, commits: &[Oid], policy: StepPolicy, step_base: Opti
 /// The commits the paper policy keeps among `commits` (each decided against its first
 /// parent), in order: for tests, benchmarks and the reference comparison.
 pub fn kept_commits(git_dir: &Path, commits: &[Oid], threads: usize) -> Result<Vec<Oid>, GitError> {
-    let changes = first_parent_changes(git_dir, commits, threads)?;
-    let keys = KeySets::of_changes(git_dir, &changes, threads)?;
-    Ok(commits.iter().zip(&changes).filter(|(_, changed)| keys.kept(changed)).map(|(&oid, _)| oid).collect())
+    let planned = plan(git_dir, commits, StepPolicy::Paper, None, &[], threads)?;
+    Ok(planned.into_iter().filter(|p| matches!(p.step, Step::Since(_))).map(|p| p.oid).collect())
 }
 
 fn first_parent_changes(git_dir: &Path, commits: &[Oid], threads: usize) -> Result<Vec<Vec<TreeChange>>, GitError> {
