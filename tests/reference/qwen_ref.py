@@ -21,6 +21,7 @@ evolora's Rust code. Everything is computed in float64 from the weights as store
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -77,11 +78,39 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def rope(T, d, theta):
+def rope(positions, d, theta):
+    """cos, sin [B, 1, T, d] for positions [B, T] (or [T], shared by every row)."""
     inv_freq = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
-    ang = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
-    emb = np.concatenate([ang, ang], axis=-1)
+    pos = np.atleast_2d(np.asarray(positions, dtype=np.float64))
+    ang = pos[..., None] * inv_freq
+    emb = np.concatenate([ang, ang], axis=-1)[:, None]
     return np.cos(emb), np.sin(emb)
+
+
+def load_lora(d):
+    """A PEFT LoRA directory as {module path: (A [r, in], B [out, r])} and its scale (alpha/r, or
+    alpha/sqrt(r) with rsLoRA). Module paths are those of load_weights, e.g. 'layers.0.self_attn.q_proj'."""
+    with open(os.path.join(d, "adapter_config.json")) as f:
+        c = json.load(f)
+    r, alpha = c["r"], c["lora_alpha"]
+    scale = alpha / (r ** 0.5 if c.get("use_rslora") else r)
+    tensors, _ = st_read(os.path.join(d, "adapter_model.safetensors"))
+    pairs = {}
+    for name, t in tensors.items():
+        m = re.fullmatch(r"base_model\.model\.model\.(.+)\.lora_([AB])\.weight", name)
+        if not m:
+            sys.exit(f"{name}: not a LoRA factor of a decoder layer")
+        pairs.setdefault(m.group(1), {})[m.group(2)] = t
+    return {k: (v["A"], v["B"]) for k, v in pairs.items()}, scale
+
+
+def projection(x, w, p, lora):
+    """The Linear p (weight, optional bias) with its LoRA branch, when lora holds one: W x + b + s B A x."""
+    y = linear(x, w[p + ".weight"], w.get(p + ".bias"))
+    if lora is not None and p in lora[0]:
+        a, b = lora[0][p]
+        y = y + lora[1] * ((x @ a.T) @ b.T)
+    return y
 
 
 def rotate_half(x):
@@ -89,14 +118,13 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
-def attention(x, w, p, cfg, cos, sin, allowed):
+def attention(x, w, p, cfg, cos, sin, allowed, lora=None):
     B, T, _ = x.shape
     nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
     eps = cfg["rms_norm_eps"]
-    g = lambda n: w.get(p + n)
-    q = linear(x, g("q_proj.weight"), g("q_proj.bias")).reshape(B, T, nh, hd)
-    k = linear(x, g("k_proj.weight"), g("k_proj.bias")).reshape(B, T, nkv, hd)
-    v = linear(x, g("v_proj.weight"), g("v_proj.bias")).reshape(B, T, nkv, hd)
+    q = projection(x, w, p + "q_proj", lora).reshape(B, T, nh, hd)
+    k = projection(x, w, p + "k_proj", lora).reshape(B, T, nkv, hd)
+    v = projection(x, w, p + "v_proj", lora).reshape(B, T, nkv, hd)
     if p + "q_norm.weight" in w:
         # Qwen3: per-head RMSNorm over head_dim, before RoPE.
         q = rms_norm(q, w[p + "q_norm.weight"], eps)
@@ -117,23 +145,24 @@ def attention(x, w, p, cfg, cos, sin, allowed):
     # A query with no visible key (a left-pad position) gets zeros; it is never compared.
     a = (e / np.where(den > 0, den, 1.0)) @ v
     a = a.transpose(0, 2, 1, 3).reshape(B, T, nh * hd)
-    return linear(a, g("o_proj.weight"), g("o_proj.bias"))
+    return projection(a, w, p + "o_proj", lora)
 
 
-def forward(w, cfg, input_ids, attention_mask):
-    """Returns (last_hidden_state [B,T,H], logits [B,T,V]) in float64; positions are arange(T)."""
+def forward(w, cfg, input_ids, attention_mask, lora=None, positions=None):
+    """Returns (last_hidden_state [B,T,H], logits [B,T,V]) in float64; positions are arange(T)
+    unless given per row ([B, T]); lora is load_lora's result or None."""
     B, T = input_ids.shape
     eps = cfg["rms_norm_eps"]
-    cos, sin = rope(T, head_dim(cfg), rope_theta(cfg))
+    cos, sin = rope(np.arange(T) if positions is None else positions, head_dim(cfg), rope_theta(cfg))
     causal = np.tril(np.ones((T, T), dtype=bool))
     allowed = causal[None] & (attention_mask[:, None, :] != 0)  # [B, query, key]
     x = w["embed_tokens.weight"][input_ids]
     for i in range(cfg["num_hidden_layers"]):
         p = f"layers.{i}."
-        x = x + attention(rms_norm(x, w[p + "input_layernorm.weight"], eps), w, p + "self_attn.", cfg, cos, sin, allowed)
+        x = x + attention(rms_norm(x, w[p + "input_layernorm.weight"], eps), w, p + "self_attn.", cfg, cos, sin, allowed, lora)
         y = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        x = x + linear(silu(linear(y, w[p + "mlp.gate_proj.weight"])) * linear(y, w[p + "mlp.up_proj.weight"]),
-                       w[p + "mlp.down_proj.weight"])
+        m = p + "mlp."
+        x = x + projection(silu(projection(y, w, m + "gate_proj", lora)) * projection(y, w, m + "up_proj", lora), w, m + "down_proj", lora)
     h = rms_norm(x, w["norm.weight"], eps)
     head = w.get("lm_head.weight", w["embed_tokens.weight"])
     return h, h @ head.T
@@ -148,6 +177,48 @@ def outputs(w, cfg, input_ids, attention_mask, logits=True):
     if logits:
         out["logits"] = lg * m[..., None]
     return out
+
+
+def greedy(w, cfg, prompt, max_new, eos, lora=None):
+    """Greedy continuation of one prompt (a list of ids), recomputing the whole sequence at each
+    step (no cache); stops after an eos id, which is kept. The first maximum wins a tie."""
+    ids = list(prompt)
+    out = []
+    for _ in range(max_new):
+        x = np.array([ids], dtype=np.int64)
+        _, lg = forward(w, cfg, x, np.ones_like(x), lora)
+        nxt = int(np.argmax(lg[0, -1]))
+        out.append(nxt)
+        ids.append(nxt)
+        if nxt in eos:
+            break
+    return out
+
+
+def lm_verify(args):
+    """The LM fixture (make_lm_fixtures.py's output): logits with and without each adapter and
+    the greedy generations, recomputed here and compared."""
+    d = args.dir
+    base = os.path.join(d, "base")
+    cfg, w = load_config(base), load_weights(base)
+    exp, _ = st_read(os.path.join(d, "expected.safetensors"))
+    with open(os.path.join(d, "generations.json")) as f:
+        gens = json.load(f)
+    ids, mask = exp["input_ids"], exp["attention_mask"]
+    failures = []
+    for name in ["base"] + gens["adapters"]:
+        lora = None if name == "base" else load_lora(os.path.join(d, "adapters", name))
+        _, lg = forward(w, cfg, ids, mask, lora)
+        failures += compare({f"logits.{name}": lg * (mask != 0)[..., None]}, exp, mask, args.tol, "")
+        for i, prompt in enumerate(gens["prompts"]):
+            got = greedy(w, cfg, prompt["ids"], gens["max_new_tokens"], gens["eos"], lora)
+            want = gens["greedy"][name][i]
+            if got != want:
+                failures.append(f"greedy {name} prompt {i}: numpy {got}, fixture {want}")
+        print(f"{name}: greedy generations agree" if not failures else f"{name}: checked")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        sys.exit(1)
 
 
 # ---- random checkpoints ----
@@ -339,8 +410,11 @@ def main():
     v = sub.add_parser("verify")
     v.add_argument("dir")
     v.add_argument("--tol", type=float, default=1e-5)
+    lv = sub.add_parser("lm-verify")
+    lv.add_argument("dir")
+    lv.add_argument("--tol", type=float, default=1e-5)
     args = p.parse_args()
-    {"make": make, "check": check, "verify": verify}[args.cmd](args)
+    {"make": make, "check": check, "verify": verify, "lm-verify": lm_verify}[args.cmd](args)
 
 
 if __name__ == "__main__":
