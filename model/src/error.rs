@@ -45,6 +45,10 @@ pub enum ModelError {
     Device(String, String),
     #[error("writing adapter to {path}: {source}")]
     AdapterIo { path: PathBuf, source: std::io::Error },
+    #[error("adapter {dir}: {reason}")]
+    AdapterDir { dir: PathBuf, reason: String },
+    #[error("generation: {0}")]
+    Generation(String),
     #[error("safetensors: {0}")]
     Safetensors(String),
     #[error("io error on {path}: {source}")]

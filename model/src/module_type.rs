@@ -54,6 +54,11 @@ impl ModuleType {
         }
     }
 
+    /// Position in [`ModuleType::ALL`] (the declaration order), for per-type arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn from_peft_name(name: &str) -> Option<ModuleType> {
         ModuleType::ALL.into_iter().find(|t| t.peft_name() == name)
     }

@@ -5,7 +5,9 @@
 
 pub mod cache;
 pub mod config;
+pub mod generate;
 pub mod hf;
+pub mod lora;
 pub mod qwen;
 pub mod rope;
 
@@ -15,7 +17,9 @@ use burn::tensor::Device;
 
 pub use cache::KvCache;
 pub use config::{Family, QwenConfig};
-pub use qwen::{Head, Qwen};
+pub use generate::{Generated, Greedy, greedy};
+pub use lora::Lora;
+pub use qwen::{Head, Input, Qwen};
 
 use crate::ModelError;
 

@@ -12,8 +12,9 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::cache::KvCache;
 use super::config::{Family, QwenConfig};
+use super::lora::Lora;
 use super::rope;
-use crate::ModelError;
+use crate::{ModelError, ModuleType};
 use crate::nn::layers::{embedding, linear_maybe_bias, rms_norm};
 use crate::nn::params::{Init, ParamSource};
 
@@ -61,13 +62,13 @@ impl Attention {
 
     /// `x` `[batch, len, hidden]`; `mask` `[batch, 1, len, past + len]`, true where a key
     /// may not be seen (the causal part is added by the attention op, aligned to the end).
-    fn forward(&self, x: Tensor<3>, pos: &(Tensor<2>, Tensor<2>), mask: Option<Tensor<4, Bool>>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, pos: &(Tensor<4>, Tensor<4>), mask: Option<Tensor<4, Bool>>, cache: Option<(&mut KvCache, usize)>, lora: Adapted) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let d = self.head_dim;
         let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, d]);
-        let mut q = split(self.q_proj.forward(x.clone()), self.heads);
-        let mut k = split(self.k_proj.forward(x.clone()), self.kv_heads);
-        let v = split(self.v_proj.forward(x), self.kv_heads).swap_dims(1, 2);
+        let mut q = split(lora.project(&self.q_proj, ModuleType::Q, x.clone()), self.heads);
+        let mut k = split(lora.project(&self.k_proj, ModuleType::K, x.clone()), self.kv_heads);
+        let v = split(lora.project(&self.v_proj, ModuleType::V, x), self.kv_heads).swap_dims(1, 2);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -80,7 +81,7 @@ impl Attention {
         };
         // GQA is handled by the op: each key/value head serves heads / kv_heads query heads.
         let out = attention(q, k, v, mask, None, AttentionModuleOptions { scale: None, softcap: None, is_causal: true });
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, self.heads * d]))
+        lora.project(&self.o_proj, ModuleType::O, out.swap_dims(1, 2).reshape([b, t, self.heads * d]))
     }
 }
 
@@ -98,8 +99,9 @@ impl Mlp {
         Ok(Mlp { gate_proj: lin(params, "gate_proj", h, i)?, up_proj: lin(params, "up_proj", h, i)?, down_proj: lin(params, "down_proj", i, h)? })
     }
 
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    fn forward(&self, x: Tensor<3>, lora: Adapted) -> Tensor<3> {
+        let gate = silu(lora.project(&self.gate_proj, ModuleType::Gate, x.clone()));
+        lora.project(&self.down_proj, ModuleType::Down, gate * lora.project(&self.up_proj, ModuleType::Up, x))
     }
 }
 
@@ -123,9 +125,9 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, pos: &(Tensor<2>, Tensor<2>), mask: Option<Tensor<4, Bool>>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), pos, mask, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    fn forward(&self, x: Tensor<3>, pos: &(Tensor<4>, Tensor<4>), mask: Option<Tensor<4, Bool>>, cache: Option<(&mut KvCache, usize)>, lora: Adapted) -> Tensor<3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), pos, mask, cache, lora);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h), lora)
     }
 }
 
@@ -180,18 +182,30 @@ impl Qwen {
     /// cached ones and these (`batch × (cached + len)`), all real when absent. Positions are
     /// counted from the cache's length for every row, padded or not, as Hugging Face does;
     /// a padded position's own output is meaningless but finite.
-    pub fn forward(&self, ids: &[u32], batch: usize, mask: Option<&[bool]>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: &[u32], batch: usize, mask: Option<&[bool]>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.forward_with(&Input { ids, rows: batch, mask, positions: None }, cache, None)
+    }
+
+    /// [`Qwen::forward`] with explicit positions and, optionally, a LoRA adapter attached.
+    pub fn forward_with(&self, input: &Input, mut cache: Option<&mut KvCache>, lora: Option<&Lora>) -> Tensor<3> {
         let device = self.device();
+        let Input { ids, rows: batch, mask, positions } = *input;
         let len = ids.len() / batch.max(1);
         assert_eq!(len * batch, ids.len(), "rows of equal length");
         let past = cache.as_ref().map_or(0, |c| c.len());
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [batch, len]), &device);
         let mut x = self.embed_tokens.forward(ids);
-        let pos = rope::tables(self.config.rope_theta, self.config.head_dim, past, len, &device);
+        let pos = match positions {
+            Some(p) => {
+                assert_eq!(p.len(), batch * len, "a position for every token");
+                rope::tables(self.config.rope_theta, self.config.head_dim, p, batch, &device)
+            }
+            None => rope::tables(self.config.rope_theta, self.config.head_dim, &(past..past + len).collect::<Vec<_>>(), 1, &device),
+        };
         let mask = mask.map(|m| key_mask(m, batch, past, len, &device));
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, &pos, mask.clone(), layer_cache);
+            x = layer.forward(x, &pos, mask.clone(), layer_cache, Adapted { lora, layer: i });
         }
         if let Some(c) = cache {
             c.advance(len);
@@ -214,6 +228,36 @@ impl Qwen {
     /// A fresh cache for this model.
     pub fn cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
+    }
+}
+
+/// One forward pass's tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// `rows × len` token ids, row-major.
+    pub ids: &'a [u32],
+    pub rows: usize,
+    /// Per row, which positions are real tokens: the cached ones and these
+    /// (`rows × (cached + len)`); all real when absent.
+    pub mask: Option<&'a [bool]>,
+    /// Per row and token, the rotary position (`rows × len`); counted from the cache's
+    /// length for every row when absent.
+    pub positions: Option<&'a [usize]>,
+}
+
+/// The adapter (if any) and the layer a projection belongs to.
+#[derive(Clone, Copy)]
+struct Adapted<'a> {
+    lora: Option<&'a Lora>,
+    layer: usize,
+}
+
+impl Adapted<'_> {
+    fn project(self, proj: &Linear, module: ModuleType, x: Tensor<3>) -> Tensor<3> {
+        match self.lora {
+            Some(lora) => lora.add(self.layer, module, x.clone(), proj.forward(x)),
+            None => proj.forward(x),
+        }
     }
 }
 

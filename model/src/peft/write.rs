@@ -1,11 +1,5 @@
-//! Writes an adapter as a PEFT LoRA directory that vLLM, LoRAX, Hugging Face PEFT and
-//! llama.cpp's converter load as they are.
-//!
-//! Layout: `adapter_config.json`, `adapter_model.safetensors` (keys
-//! `base_model.model.model.layers.{i}.{self_attn|mlp}.{type}.lora_{A,B}.weight`, A [r, in],
-//! B [out, r], metadata format=pt) and any extra files the caller adds (the daemon adds
-//! `evolora.json`). The directory is assembled under a temporary name beside its final
-//! place, fsynced, and renamed into place, so a reader sees either nothing or all of it.
+//! Writing an adapter directory: assembled under a temporary name beside its final place,
+//! fsynced, and renamed into place, so a reader sees either nothing or all of it.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -15,6 +9,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, tensor_key};
 use crate::floats::{f32_to_bf16, f32_to_f16};
 use crate::{AdapterWeights, BaseModelShapes, ModelError};
 
@@ -103,15 +98,6 @@ pub fn adapter_config(weights: &AdapterWeights, base: &BaseModelShapes) -> serde
     })
 }
 
-/// The safetensors key of one factor in one layer.
-pub fn tensor_key(layer: usize, module: crate::ModuleType, factor: char) -> String {
-    format!(
-        "base_model.model.model.layers.{layer}.{}.{}.lora_{factor}.weight",
-        module.block(),
-        module.peft_name()
-    )
-}
-
 fn sync_dir(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
 }
@@ -149,9 +135,9 @@ pub fn write_adapter_dir(
     ));
     let result = (|| {
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        write_tensors(&tmp.join("adapter_model.safetensors"), weights, base, dtype)?;
+        write_tensors(&tmp.join(ADAPTER_WEIGHTS), weights, base, dtype)?;
         let config = serde_json::to_vec_pretty(&adapter_config(weights, base)).expect("json");
-        let p = tmp.join("adapter_config.json");
+        let p = tmp.join(ADAPTER_CONFIG);
         write_file(&p, &config).map_err(io_err(&p))?;
         for (file, bytes) in extra_files {
             let p = tmp.join(file);
