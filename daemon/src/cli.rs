@@ -128,6 +128,14 @@ enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Run the base code LM, with or without an adapter (no daemon needed)
+    Lm {
+        #[command(subcommand)]
+        action: crate::measure::lm::LmAction,
+    },
+    /// Check an adapter directory against a base model: it loads as PEFT and vLLM load it,
+    /// the file holds the in-memory adapter, and it moves the logits
+    Verify(crate::measure::verify::VerifyArgs),
     /// Offline maintenance of the state database (stop the daemon first)
     State {
         #[command(subcommand)]
@@ -285,6 +293,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let file = args.config.clone();
             crate::daemon::run(daemon_config(args, cli.socket)?, file)?;
         }
+        Command::Lm { action } => crate::measure::lm::run(action)?,
+        Command::Verify(args) => return crate::measure::verify::run(args),
         Command::State { action: StateAction::Rebuild(args) } => {
             let report = crate::rebuild::rebuild(daemon_config(args, cli.socket)?)?;
             if let Some(p) = &report.moved_aside {

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod encode;
 pub mod git;
 pub mod job;
+pub mod measure;
 pub mod offline;
 pub mod ops;
 pub mod parallel;

@@ -38,6 +38,7 @@ pub mod nn;
 pub mod peft;
 pub mod replay;
 pub mod tokenizer;
+pub mod verify;
 pub mod transformer;
 
 pub use base::BaseModelShapes;
@@ -48,3 +49,4 @@ pub use hypernet::{AdapterWeights, Hypernetwork};
 pub use lm::LanguageModel;
 pub use meta::{Architecture, ModelMeta, StepPolicy};
 pub use module_type::ModuleType;
+pub use verify::{VerifyReport, verify};

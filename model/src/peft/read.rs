@@ -78,7 +78,9 @@ impl PeftAdapter {
         }
         let bytes = std::fs::read(&weights).map_err(|e| ModelError::io(&weights, e))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(dir, format!("{ADAPTER_WEIGHTS} is not readable safetensors: {e}")))?;
-        let mut halves: BTreeMap<(usize, ModuleType), (Option<Vec<f32>>, Option<Vec<f32>>)> = BTreeMap::new();
+        // (A, B) of each module as they turn up.
+        type Halves = (Option<Vec<f32>>, Option<Vec<f32>>);
+        let mut halves: BTreeMap<(usize, ModuleType), Halves> = BTreeMap::new();
         for (name, view) in st.tensors() {
             let (layer, module, factor) = module_of(&name, base, &config).map_err(|why| fail(dir, format!("tensor `{name}` {why}")))?;
             let (d_in, d_out) = base.in_out(module);
