@@ -132,7 +132,7 @@ pub fn verify(lm: &LanguageModel, dir: &Path, in_memory: Option<&Lora>, prompts:
         ));
     }
     if let Some(diff) = file_vs_memory
-        && !(diff <= tolerance)
+        && (diff.is_nan() || diff > tolerance)
     {
         failures.push(format!("the file's logits differ from the in-memory adapter's by {diff:.2e} of the largest logit (tolerance {tolerance:.0e})"));
     }
