@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn earliest_stop_wins_and_no_stop_keeps_everything() {
-        assert_eq!(truncate_completion("    return 1\n#x\ndef g(): pass"), "    return 1\n");
+        assert_eq!(truncate_completion("    return 1\n#x\ndef g(): pass"), "    return 1");
         assert_eq!(truncate_completion("    return 1\n"), "    return 1\n");
         // Indented helpers and conditionals belong to the body.
         let nested = "    def inner():\n        return 2\n    if True:\n        print(1)\n";
