@@ -10,8 +10,8 @@ mod capability {
     use std::time::{Duration, Instant};
 
     use evolora_eval::capability::{
-        Limit, Outcome, Problem, RunOptions, Sandbox, SandboxConfig, canonical_completions,
-        load_problems, run_problems,
+        Limit, Outcome, Problem, RunOptions, Sandbox, SandboxConfig, canonical_completions, load_problems,
+        run_problems,
     };
 
     fn fixture() -> PathBuf {
@@ -31,8 +31,10 @@ mod capability {
 
         let dir = tempfile::tempdir().unwrap();
         let gzipped = dir.path().join("problems.jsonl.gz");
-        let mut encoder =
-            flate2::write::GzEncoder::new(std::fs::File::create(&gzipped).unwrap(), flate2::Compression::fast());
+        let mut encoder = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gzipped).unwrap(),
+            flate2::Compression::fast(),
+        );
         encoder.write_all(&std::fs::read(fixture()).unwrap()).unwrap();
         encoder.finish().unwrap();
         assert_eq!(load_problems(&gzipped).unwrap(), problems);
@@ -148,7 +150,9 @@ print(len(children), *children)
     fn alive(pid: u64) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // The state follows the parenthesised command name.
-            Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            Ok(stat) => {
+                !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            }
             Err(_) => false,
         }
     }

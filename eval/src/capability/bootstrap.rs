@@ -13,7 +13,7 @@ pub struct BootstrapOptions {
 
 impl Default for BootstrapOptions {
     fn default() -> Self {
-        Self { resamples: 5000, seed: 0x5eed_0f_e7a1, confidence: 0.95 }
+        Self { resamples: 5000, seed: 13, confidence: 0.95 }
     }
 }
 

@@ -13,16 +13,8 @@
 use super::problems::Problem;
 
 /// Where a continuation is cut, earliest occurrence first.
-pub const STOP_SEQUENCES: &[&str] = &[
-    "\ndef ",
-    "\nclass ",
-    "\nif __name__",
-    "\nprint(",
-    "\n#",
-    END_OF_TEXT,
-    "<|file_sep|>",
-    "<|im_end|>",
-];
+pub const STOP_SEQUENCES: &[&str] =
+    &["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", END_OF_TEXT, "<|file_sep|>", "<|im_end|>"];
 
 /// The end-of-text token's text in the Qwen (and GPT-2 family) vocabularies.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
@@ -34,21 +26,14 @@ pub fn truncate_completion(completion: &str) -> &str {
 
 /// The continuation up to (not including) the earliest of `stops`.
 pub fn truncate_at<'a>(completion: &'a str, stops: &[&str]) -> &'a str {
-    let end = stops
-        .iter()
-        .filter_map(|stop| completion.find(stop))
-        .min()
-        .unwrap_or(completion.len());
+    let end = stops.iter().filter_map(|stop| completion.find(stop)).min().unwrap_or(completion.len());
     &completion[..end]
 }
 
 /// The program the sandbox runs, laid out as the HumanEval harness does: prompt, completion, the
 /// problem's tests, then the call of `check` on the entry point.
 pub fn test_program(problem: &Problem, completion: &str) -> String {
-    format!(
-        "{}{}\n{}\ncheck({})\n",
-        problem.prompt, completion, problem.test, problem.entry_point
-    )
+    format!("{}{}\n{}\ncheck({})\n", problem.prompt, completion, problem.test, problem.entry_point)
 }
 
 #[cfg(test)]

@@ -182,9 +182,8 @@ mod tests {
 
     #[test]
     fn selection_by_id_and_limit() {
-        let problems: Vec<Problem> = (0..4)
-            .map(|index| serde_json::from_str(&row(&format!("T/{index}"), "f")).unwrap())
-            .collect();
+        let problems: Vec<Problem> =
+            (0..4).map(|index| serde_json::from_str(&row(&format!("T/{index}"), "f")).unwrap()).collect();
         let ids = |problems: &[Problem]| problems.iter().map(|p| p.task_id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&select_problems(problems.clone(), &[], Some(2)).unwrap()), ["T/0", "T/1"]);
         let wanted = ["T/3".to_string(), "T/1".to_string()];

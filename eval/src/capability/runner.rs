@@ -184,7 +184,9 @@ pub struct Comparison {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
-    #[error("the runs cover different problems ({base} and {adapted}); compare runs over the same problem list")]
+    #[error(
+        "the runs cover different problems ({base} and {adapted}); compare runs over the same problem list"
+    )]
     DifferentProblems { base: usize, adapted: usize },
     #[error("the runs differ at position {position}: {base} and {adapted}")]
     DifferentOrder { position: usize, base: String, adapted: String },
@@ -253,7 +255,11 @@ mod tests {
             problems: results.len(),
             passed,
             pass_at_1: pass_at_1(passed, results.len()),
-            isolation: Isolation { network_isolated: true, dropped_to_uid: None, private_process_count: true },
+            isolation: Isolation {
+                network_isolated: true,
+                dropped_to_uid: None,
+                private_process_count: true,
+            },
             results,
         }
     }

@@ -328,8 +328,7 @@ mod imp {
             return Err((Step::NetworkNamespace, Error::last_os_error()));
         }
         // SAFETY: both descriptors were just created and are not owned elsewhere.
-        let (read_end, write_end) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: the child only makes system calls (confine, write, _exit): safe after fork in
         // a multi-threaded process.
         let pid = unsafe { libc::fork() };
@@ -357,11 +356,7 @@ mod imp {
         read.map_err(|error| (Step::NetworkNamespace, error))?;
         let step = u32::from_ne_bytes(report[..4].try_into().expect("four bytes"));
         let errno = u32::from_ne_bytes(report[4..].try_into().expect("four bytes"));
-        if step == 0 {
-            Ok(())
-        } else {
-            Err((Step::from_code(step), Error::from_raw_os_error(errno as i32)))
-        }
+        if step == 0 { Ok(()) } else { Err((Step::from_code(step), Error::from_raw_os_error(errno as i32))) }
     }
 
     /// The strongest confinement this host allows, strongest first.
@@ -438,8 +433,7 @@ mod imp {
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(SandboxError::Scratch)?;
         if let Some((uid, gid)) = sandbox.confinement.drop_to {
-            std::os::unix::fs::chown(scratch.path(), Some(uid), Some(gid))
-                .map_err(SandboxError::Scratch)?;
+            std::os::unix::fs::chown(scratch.path(), Some(uid), Some(gid)).map_err(SandboxError::Scratch)?;
         }
         Ok(scratch)
     }
@@ -489,10 +483,9 @@ mod imp {
         }
 
         let started = Instant::now();
-        let mut child = command.spawn().map_err(|source| SandboxError::Spawn {
-            interpreter: sandbox.interpreter.clone(),
-            source,
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|source| SandboxError::Spawn { interpreter: sandbox.interpreter.clone(), source })?;
         let pid = child.id() as libc::pid_t;
         let exited = wait_for_exit(pid, config.timeout).map_err(SandboxError::Wait);
         // The group is killed whether or not the program ended: its children go with it. The
@@ -557,7 +550,13 @@ mod imp {
             // SAFETY: waitid fills a zeroed siginfo for our own child.
             let exited = unsafe {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
-                if libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) != 0 {
+                if libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                ) != 0
+                {
                     return Err(Error::last_os_error());
                 }
                 info.si_pid() != 0
