@@ -17,6 +17,20 @@
 //!
 //! A wall-clock timeout kills the whole process group; the group is killed after every run too,
 //! so background children do not outlive it.
+//!
+//! What this does not protect against, so that callers can judge where to run it:
+//!
+//! - It is no filesystem jail. The program reads whatever its account may read. A daemon that is
+//!   not root runs programs as its own account: they could write that user's files and signal
+//!   or trace that user's processes, the daemon included. A root daemon's programs run as
+//!   `nobody`, which can still write world-writable places such as `/tmp`.
+//! - A network namespace cuts TCP/UDP and abstract sockets, not Unix sockets on the filesystem
+//!   (a session bus, a container runtime's socket) that the account may open.
+//! - There is no system-call filter: the whole kernel interface is reachable.
+//! - A process that leaves the group (`setsid`) escapes the final kill; it keeps the limits and
+//!   the missing network, and stays within the process limit.
+//! - The address-space limit is per process: parallel runs may use `parallelism ×
+//!   memory_bytes`, and a program may spend it `processes` times over.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -156,7 +170,6 @@ pub enum SandboxError {
 pub struct Sandbox {
     config: SandboxConfig,
     interpreter: PathBuf,
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     confinement: Confinement,
 }
 
@@ -208,6 +221,7 @@ impl Sandbox {
 }
 
 /// The last `max` bytes of `file`, as text; a split character at the cut is replaced.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn read_tail(file: &mut File, max: usize) -> std::io::Result<String> {
     let length = file.seek(SeekFrom::End(0))?;
     let start = length.saturating_sub(max as u64);
@@ -218,6 +232,7 @@ fn read_tail(file: &mut File, max: usize) -> std::io::Result<String> {
 }
 
 /// Python reports an exhausted address space as a `MemoryError` and exits with status 1.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn ran_out_of_memory(stderr_tail: &str) -> bool {
     stderr_tail
         .lines()
@@ -226,6 +241,7 @@ fn ran_out_of_memory(stderr_tail: &str) -> bool {
         .is_some_and(|line| line.starts_with("MemoryError"))
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn resolve_interpreter(name: &Path) -> Result<PathBuf, SandboxError> {
     if name.components().count() > 1 || name.is_absolute() {
         return Ok(name.to_path_buf());
@@ -412,18 +428,6 @@ mod imp {
         Ok(sandbox)
     }
 
-    fn limits(config: &SandboxConfig) -> [(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t); 6] {
-        let cpu = config.cpu_seconds.max(1);
-        [
-            (libc::RLIMIT_AS, config.memory_bytes, config.memory_bytes),
-            (libc::RLIMIT_CPU, cpu, cpu + 1),
-            (libc::RLIMIT_FSIZE, config.file_size_bytes, config.file_size_bytes),
-            (libc::RLIMIT_NOFILE, config.open_files, config.open_files),
-            (libc::RLIMIT_NPROC, config.processes, config.processes),
-            (libc::RLIMIT_CORE, 0, 0),
-        ]
-    }
-
     fn scratch_directory(sandbox: &Sandbox) -> Result<tempfile::TempDir, SandboxError> {
         let parent = sandbox.config.scratch_parent.clone().unwrap_or_else(std::env::temp_dir);
         let scratch = tempfile::Builder::new()
@@ -448,7 +452,16 @@ mod imp {
         let mut stderr = tempfile::tempfile().map_err(SandboxError::Output)?;
 
         let confinement = sandbox.confinement;
-        let limits = limits(config);
+        let cpu = config.cpu_seconds.max(1);
+        // The resource type differs between C libraries; the constants carry the right one.
+        let limits = [
+            (libc::RLIMIT_AS, config.memory_bytes, config.memory_bytes),
+            (libc::RLIMIT_CPU, cpu, cpu + 1),
+            (libc::RLIMIT_FSIZE, config.file_size_bytes, config.file_size_bytes),
+            (libc::RLIMIT_NOFILE, config.open_files, config.open_files),
+            (libc::RLIMIT_NPROC, config.processes, config.processes),
+            (libc::RLIMIT_CORE, 0, 0),
+        ];
         let mut command = Command::new(&sandbox.interpreter);
         // -I: ignore PYTHON* variables and user site-packages; -B: write no bytecode.
         command
