@@ -136,6 +136,9 @@ enum Command {
     /// Check an adapter directory against a base model: it loads as PEFT and vLLM load it,
     /// the file holds the in-memory adapter, and it moves the logits
     Verify(crate::measure::verify::VerifyArgs),
+    /// Measure on a repository's own history whether its adapter helps the base model, with
+    /// controls (other repositories' adapters, their mean) and optionally HumanEval
+    Eval(Box<crate::measure::eval::EvalArgs>),
     /// Offline maintenance of the state database (stop the daemon first)
     State {
         #[command(subcommand)]
@@ -295,6 +298,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Lm { action } => crate::measure::lm::run(action)?,
         Command::Verify(args) => return crate::measure::verify::run(args),
+        Command::Eval(args) => crate::measure::eval::run(*args)?,
         Command::State { action: StateAction::Rebuild(args) } => {
             let report = crate::rebuild::rebuild(daemon_config(args, cli.socket)?)?;
             if let Some(p) = &report.moved_aside {

@@ -35,6 +35,6 @@ pub fn check(args: &EvalArgs, lm: &LanguageModel, adapter: &Lora) -> Result<Comp
             .with_context(|| format!("testing the completions {label}"))?;
         runs.push(run);
     }
-    let bootstrap = BootstrapOptions { seed: args.seed, ..BootstrapOptions::default() };
+    let bootstrap = BootstrapOptions { seed: args.control_seed, ..BootstrapOptions::default() };
     Ok(capability::compare(&runs[0], &runs[1], &bootstrap)?)
 }

@@ -66,9 +66,9 @@ pub struct EvalArgs {
     /// Greedy tokens per HumanEval completion
     #[arg(long, default_value_t = 384)]
     pub capability_max_new_tokens: usize,
-    /// Seed of the shuffled control and of the bootstrap
+    /// Seed of the shuffled control's pairing and of the bootstrap
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub control_seed: u64,
     /// Write the full report (every task, every condition) as JSON
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -124,43 +124,37 @@ pub fn run(mut args: EvalArgs) -> Result<()> {
     let mut others: Vec<(String, AdapterWeights)> = Vec::new();
     for other in &args.others {
         let walked = states::walk(&hyper, &mut encoder, other, "HEAD", &HashSet::new(), "walking other")?;
-        others.push((other.display().to_string(), hyper.adapter(&walked.tip)?));
+        others.push((format!("{} @ {}", other.display(), &walked.tip_commit[..12]), hyper.adapter(&walked.tip)?));
     }
     let other_loras: Vec<Lora> = others.iter().map(|(_, w)| lm.adapter_from_weights(w)).collect();
     let mean = (!others.is_empty()).then(|| lm.adapter_from_weights(&mean_adapter(others.iter().map(|(_, w)| w))));
 
     // Which adapter each task gets under each condition; tasks sharing one decode together.
-    let mut jobs: Vec<(Condition, Option<String>, Option<&Lora>, Vec<usize>)> = Vec::new();
-    let mut group = |condition: Condition, label: Option<String>, lora: Option<&'_ Lora>, task: usize, jobs: &mut Vec<(Condition, Option<String>, Option<&'_ Lora>, Vec<usize>)>| {
-        match jobs.iter_mut().find(|(c, l, _, _)| *c == condition && *l == label) {
-            Some(job) => job.3.push(task),
-            None => jobs.push((condition, label, lora, vec![task])),
-        }
-    };
+    let mut jobs: Vec<Job> = Vec::new();
     for (i, task) in test.iter().enumerate() {
-        group(Condition::None, None, None, i, &mut jobs);
+        Job::add(&mut jobs, Condition::None, None, None, i);
         if let Some(lora) = task.parent.as_ref().and_then(|p| own_adapters.get(p)) {
-            group(Condition::Own, task.parent.clone(), Some(lora), i, &mut jobs);
+            Job::add(&mut jobs, Condition::Own, task.parent.clone(), Some(lora), i);
         }
         if !others.is_empty() {
-            let pick = shuffled_pick(args.seed, i, others.len());
-            group(Condition::Shuffled, Some(others[pick].0.clone()), Some(&other_loras[pick]), i, &mut jobs);
-            group(Condition::Mean, None, mean.as_ref(), i, &mut jobs);
+            let pick = shuffled_pick(args.control_seed, i, others.len());
+            Job::add(&mut jobs, Condition::Shuffled, Some(others[pick].0.clone()), Some(&other_loras[pick]), i);
+            Job::add(&mut jobs, Condition::Mean, None, mean.as_ref(), i);
         }
     }
     let prompts: Vec<Vec<u32>> = test.iter().map(|t| prompt_ids(&lm, &t.prefix, args.max_prompt_tokens)).collect::<Result<_>>()?;
-    let total: usize = jobs.iter().map(|j| j.3.len()).sum();
+    let total: usize = jobs.iter().map(|j| j.tasks.len()).sum();
     let mut done = 0;
     let mut bar = Progress::new("completing", "completions");
     let mut completions: Vec<Vec<Completion>> = vec![Vec::new(); test.len()];
-    for (condition, label, lora, members) in &jobs {
-        for chunk in members.chunks(args.batch.max(1)) {
+    for job in &jobs {
+        for chunk in job.tasks.chunks(args.batch.max(1)) {
             let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-            let generated = lm.generate(&batch, args.max_new_tokens, *lora)?;
+            let generated = lm.generate(&batch, args.max_new_tokens, job.lora)?;
             for (&i, g) in chunk.iter().zip(&generated) {
                 let raw = lm.decode(g)?;
                 let scores = metrics::score(&raw, &test[i].target);
-                completions[i].push(Completion { condition: *condition, adapter: label.clone(), raw, scores });
+                completions[i].push(Completion { condition: job.condition, adapter: job.adapter.clone(), raw, scores });
             }
             done += chunk.len();
             bar.update(done as u64, total as u64, None);
@@ -170,13 +164,30 @@ pub fn run(mut args: EvalArgs) -> Result<()> {
         Some(_) => Some(capability::check(&args, &lm, &lm.adapter_from_weights(&hyper.adapter(&own.tip)?))?),
         None => None,
     };
-    let report = report::build(&args, &lm, &hyper, &test, completions, &others, own.at.len(), capability, mined.warnings, started.elapsed().as_secs_f64());
+    let report = report::build(&args, &lm, &hyper, &test, completions, &others, capability, mined.warnings, started.elapsed().as_secs_f64());
     report.print();
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("report written to {}", out.display());
     }
     Ok(())
+}
+
+/// Tasks decoded with one adapter under one condition.
+struct Job<'a> {
+    condition: Condition,
+    adapter: Option<String>,
+    lora: Option<&'a Lora>,
+    tasks: Vec<usize>,
+}
+
+impl<'a> Job<'a> {
+    fn add(jobs: &mut Vec<Job<'a>>, condition: Condition, adapter: Option<String>, lora: Option<&'a Lora>, task: usize) {
+        match jobs.iter_mut().find(|j| j.condition == condition && j.adapter == adapter) {
+            Some(job) => job.tasks.push(task),
+            None => jobs.push(Job { condition, adapter, lora, tasks: vec![task] }),
+        }
+    }
 }
 
 /// BOS (the first stop id: Qwen has no BOS and the Code2LoRA evaluation puts `<|endoftext|>`

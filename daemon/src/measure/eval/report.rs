@@ -112,7 +112,6 @@ pub fn build(
     tasks: &[Task],
     completions: Vec<Vec<Completion>>,
     others: &[(String, evolora_model::AdapterWeights)],
-    own_states: usize,
     capability: Option<CapabilityComparison>,
     mut warnings: Vec<String>,
     seconds: f64,
@@ -131,7 +130,7 @@ pub fn build(
             completions,
         })
         .collect();
-    let seed = args.seed;
+    let seed = args.control_seed;
     let mut summaries = Vec::new();
     for c in Condition::ALL {
         let em: Vec<f64> = scores(&results, c, true).into_iter().flatten().collect();
@@ -181,14 +180,9 @@ pub fn build(
         seconds,
         results,
     }
-    .with_own_states(own_states)
 }
 
 impl EvalReport {
-    fn with_own_states(self, _states: usize) -> Self {
-        self
-    }
-
     /// The table a person reads.
     pub fn print(&self) {
         let pct = |i: &Interval| format!("{:5.1} % [{:5.1}, {:5.1}]", 100.0 * i.mean, 100.0 * i.low, 100.0 * i.high);
