@@ -21,7 +21,8 @@ use anyhow::{Context, Result, bail};
 use evolora_eval::metrics;
 use evolora_eval::tasks::{self, MineOptions, Split, Task, Track};
 use evolora_model::transformer::Lora;
-use evolora_model::{AdapterWeights, LanguageModel, select_device};
+use evolora_model::peft::{AdapterDtype, write_adapter_dir};
+use evolora_model::{AdapterWeights, Hypernetwork, LanguageModel, select_device};
 
 pub use report::{Condition, EvalReport};
 
@@ -72,6 +73,10 @@ pub struct EvalArgs {
     /// Write the full report (every task, every condition) as JSON
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write every adapter used as a PEFT directory here (`own-<commit>`,
+    /// `other-<n>`, `mean`), to inspect or `verify` them
+    #[arg(long)]
+    pub save_adapters: Option<PathBuf>,
     /// The hypernetwork (its --base is taken from --base-dir)
     #[command(flatten)]
     pub model: crate::offline::ModelChoice,
@@ -119,7 +124,9 @@ pub fn run(mut args: EvalArgs) -> Result<()> {
     let own = states::walk(&hyper, &mut encoder, &args.repo, "HEAD", &wanted, "walking")?;
     let mut own_adapters: BTreeMap<String, Lora> = BTreeMap::new();
     for (commit, state) in &own.at {
-        own_adapters.insert(commit.clone(), lm.adapter_from_weights(&hyper.adapter(state)?));
+        let weights = hyper.adapter(state)?;
+        save(&args, &hyper, &format!("own-{}", &commit[..12]), &weights)?;
+        own_adapters.insert(commit.clone(), lm.adapter_from_weights(&weights));
     }
     let mut others: Vec<(String, AdapterWeights)> = Vec::new();
     for other in &args.others {
@@ -127,7 +134,15 @@ pub fn run(mut args: EvalArgs) -> Result<()> {
         others.push((format!("{} @ {}", other.display(), &walked.tip_commit[..12]), hyper.adapter(&walked.tip)?));
     }
     let other_loras: Vec<Lora> = others.iter().map(|(_, w)| lm.adapter_from_weights(w)).collect();
-    let mean = (!others.is_empty()).then(|| lm.adapter_from_weights(&mean_adapter(others.iter().map(|(_, w)| w))));
+    let mut mean = None;
+    if !others.is_empty() {
+        let weights = mean_adapter(others.iter().map(|(_, w)| w));
+        for (i, (_, w)) in others.iter().enumerate() {
+            save(&args, &hyper, &format!("other-{i}"), w)?;
+        }
+        save(&args, &hyper, "mean", &weights)?;
+        mean = Some(lm.adapter_from_weights(&weights));
+    }
 
     // Which adapter each task gets under each condition; tasks sharing one decode together.
     let mut jobs: Vec<Job> = Vec::new();
@@ -169,6 +184,18 @@ pub fn run(mut args: EvalArgs) -> Result<()> {
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("report written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// Writes `weights` as `<save_adapters>/<name>` when asked to.
+fn save(args: &EvalArgs, hyper: &Hypernetwork, name: &str, weights: &AdapterWeights) -> Result<()> {
+    if let Some(root) = &args.save_adapters {
+        let dir = root.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("replacing {}", dir.display()))?;
+        }
+        write_adapter_dir(&dir, weights, &hyper.base, AdapterDtype::F32, &[])?;
     }
     Ok(())
 }
