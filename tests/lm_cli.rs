@@ -163,3 +163,52 @@ fn verify_passes_on_the_daemons_output_and_fails_by_name_on_broken_adapters() {
     });
     assert!(zero_b.contains("does not move the logits") && zero_b.contains("all zero"), "{zero_b}");
 }
+
+#[test]
+fn the_daemon_verifies_each_adapter_it_publishes_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fixtures().join("base");
+    let config = |base_dir: &Path| {
+        format!(
+            "verify_after_publish = true\n[model]\npreset = \"tiny\"\nbase = \"{}\"\nbase_dir = \"{}\"\n",
+            base.join("config.json").display(),
+            base_dir.display()
+        )
+    };
+    let daemon = util::Daemon::start_configured(&tmp.path().join("d"), &config(&base));
+    let repo = Repo::with_file(&tmp.path().join("repo"), "src/app.py", "def main():\n    return 0\n");
+    daemon.register_and_wait(&repo);
+    let v = daemon.wait_for(std::time::Duration::from_secs(60), "the verification", || {
+        let s = daemon.repo_status(&repo.path);
+        let v = s["refs"][0]["verification"].clone();
+        (!v.is_null()).then_some(v)
+    });
+    assert_eq!(v["passed"], true, "{v}");
+    assert!(v["max_abs_logit_change"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["file_vs_memory"].as_f64(), Some(0.0), "{v}");
+    assert!(String::from_utf8_lossy(&daemon.cli(&["status", repo.path.to_str().unwrap()]).stdout).contains("last adapter verified"));
+
+    // A base of another depth: the adapter names layers it does not have, and the check says so.
+    let shallow = tmp.path().join("shallow");
+    copy_dir(&base, &shallow);
+    let cfg_path = shallow.join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = 2.into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    daemon.reconfigure(&config(&shallow));
+    // [model] settings take effect at a restart.
+    let mut daemon = daemon;
+    daemon.signal_and_wait(libc::SIGTERM, std::time::Duration::from_secs(20));
+    daemon.restart();
+    repo.write("src/app.py", "def main():\n    return 1\n");
+    let tip = repo.commit("change");
+    daemon.wait_for(std::time::Duration::from_secs(60), "a failed verification", || {
+        let s = daemon.repo_status(&repo.path);
+        let v = s["refs"][0]["verification"].clone();
+        (v["passed"] == false && s["refs"][0]["adapter_commit"] == tip.as_str()).then_some(v)
+    });
+    let v = daemon.repo_status(&repo.path)["refs"][0]["verification"].clone();
+    let failure = v["failures"][0].as_str().unwrap();
+    assert!(failure.contains("could not run"), "{v}");
+    assert!(daemon.log_text().contains("FAILED verification"));
+}

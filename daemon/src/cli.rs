@@ -500,6 +500,10 @@ fn print_status(reply: &Status) {
                 Some(w) if w.start != "resumed" => println!("    last walk: {} from {}, {} commits in {:.1} s", w.start, &w.from_commit[..w.from_commit.len().min(12)], w.walked, w.elapsed_secs),
                 _ => {}
             }
+            if let Some(v) = &s.verification {
+                let verdict = if v.passed { "verified".to_owned() } else { format!("FAILED verification: {}", v.failures.join("; ")) };
+                println!("    last adapter {verdict} (largest logit change {:.3}, {:.1} s)", v.max_abs_logit_change, v.secs);
+            }
         }
         if let Some(b) = r.restore_point_bytes {
             println!("  restore points: {b} bytes");

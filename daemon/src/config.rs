@@ -155,6 +155,9 @@ pub struct ModelSettings {
     /// A local Hugging Face Qwen3-Embedding directory (config.json, safetensors,
     /// tokenizer.json) for `encoder = "qwen3"`.
     pub encoder_dir: Option<PathBuf>,
+    /// The base code LM's Hugging Face directory (config.json, safetensors, tokenizer.json),
+    /// which `verify_after_publish` runs adapters on.
+    pub base_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -176,6 +179,7 @@ impl Default for ModelSettings {
             dtype: AdapterDtype::F32,
             encoder: EncoderKind::Hashed,
             encoder_dir: None,
+            base_dir: None,
         }
     }
 }
@@ -205,6 +209,10 @@ pub struct Config {
     pub encode_threads: usize,
     /// Most concurrent socket clients.
     pub max_clients: usize,
+    /// After each publish, check the adapter on the base model of `[model] base_dir` as
+    /// `evolora verify` does, log the outcome and show it in `status`. The base model stays
+    /// loaded (about 4 bytes per parameter) and each check costs a few forward passes.
+    pub verify_after_publish: bool,
     /// Per-repository overrides: `[[repo]] path = "..."` with `[repo.triggers]` and
     /// `[repo.history]` tables naming only the keys that differ from the global ones.
     #[serde(rename = "repo")]
@@ -320,6 +328,7 @@ impl Default for Config {
             step_group: 32,
             encode_threads: 0,
             max_clients: 1024,
+            verify_after_publish: false,
             repos: Vec::new(),
         }
     }
@@ -334,6 +343,9 @@ impl Config {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
                 let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
                 cfg.history.check().map_err(|e| format!("config {}: {e}", path.display()))?;
+                if cfg.verify_after_publish && cfg.model.base_dir.is_none() {
+                    return Err(format!("config {}: verify_after_publish needs [model] base_dir, the base model's directory", path.display()));
+                }
                 for o in &mut cfg.repos {
                     o.git_dir = crate::git::locate(&o.path).ok().map(|l| l.git_dir);
                 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use evolora_protocol::reply::{ModelInfo, WalkProgress};
+use evolora_protocol::reply::{ModelInfo, Verification, WalkProgress};
 use evolora_state::StateStore;
 use tokio::sync::watch;
 
@@ -87,6 +87,8 @@ pub struct Jobs {
     errors: Mutex<HashMap<String, String>>,
     /// Each ref's current (or last) walk, by (repository key, ref name).
     walks: Mutex<HashMap<(String, String), Walk>>,
+    /// The last fidelity check of each ref's published adapter.
+    verifications: Mutex<HashMap<(String, String), Verification>>,
 }
 
 /// A walk as the model thread records it; [`Jobs::walk`] reports it.
@@ -103,7 +105,7 @@ struct Walk {
 
 impl Default for Jobs {
     fn default() -> Self {
-        Jobs { scheduler: Scheduler::default(), progress: watch::channel(0).0, errors: Mutex::default(), walks: Mutex::default() }
+        Jobs { scheduler: Scheduler::default(), progress: watch::channel(0).0, errors: Mutex::default(), walks: Mutex::default(), verifications: Mutex::default() }
     }
 }
 
@@ -156,6 +158,16 @@ impl Jobs {
         if let Some(w) = self.walks.lock().expect("walks lock").get_mut(&(repo.to_owned(), refname.to_owned())) {
             w.ended.get_or_insert_with(std::time::Instant::now);
         }
+    }
+
+    /// Records the fidelity check of the adapter just published for the ref.
+    pub fn verified(&self, repo: &str, refname: &str, outcome: Verification) {
+        self.verifications.lock().expect("verifications lock").insert((repo.to_owned(), refname.to_owned()), outcome);
+    }
+
+    /// The ref's last fidelity check since the daemon started.
+    pub fn verification(&self, repo: &str, refname: &str) -> Option<Verification> {
+        self.verifications.lock().expect("verifications lock").get(&(repo.to_owned(), refname.to_owned())).cloned()
     }
 
     /// The ref's current walk, or its last since the daemon started.

@@ -81,6 +81,7 @@ impl ModelChoice {
             dtype: self.dtype,
             encoder: self.encoder.encoder,
             encoder_dir: self.encoder.encoder_dir.clone(),
+            base_dir: None,
         }
     }
 

@@ -182,6 +182,25 @@ pub struct RefStatus {
     /// Restore points kept for this ref.
     #[serde(default)]
     pub restore_points: usize,
+    /// The fidelity check of the ref's last published adapter (`verify_after_publish`),
+    /// since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// The outcome of `evolora verify` run by the daemon on an adapter it published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub adapter: String,
+    pub passed: bool,
+    /// Why it failed (empty when it passed), or why it could not run.
+    pub failures: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Largest |Δlogit| the adapter causes on the check's prompts.
+    pub max_abs_logit_change: f32,
+    /// Largest logit difference between the file and the in-memory adapter, relative.
+    pub file_vs_memory: Option<f32>,
+    pub secs: f64,
 }
 
 /// How far a ref's walk is, and where it started.

@@ -17,6 +17,7 @@ pub mod snapshot;
 pub mod start;
 pub mod steps;
 pub mod triggers;
+mod verify;
 mod walk;
 
 use std::path::Path;
@@ -111,6 +112,8 @@ pub struct Engine {
     ctx: JobContext,
     model: Hypernetwork,
     encoder: Encoder,
+    /// The base LM for `verify_after_publish`, once needed.
+    verifier: Option<verify::Verifier>,
 }
 
 impl Engine {
@@ -118,7 +121,7 @@ impl Engine {
         if !model.meta.trained {
             warn!("{UNTRAINED_WARNING}");
         }
-        Engine { ctx, model, encoder }
+        Engine { ctx, model, encoder, verifier: None }
     }
 
     /// Serves jobs until the queue closes.
@@ -330,10 +333,14 @@ impl Engine {
         }
 
         if let Some(trigger) = publish::due(&cfg, &state, flags, restarted, now_secs()) {
-            out.published = Some(self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?);
+            let (dir, weights) = self.publish(&cfg, git_dir, key, &mut state, trigger, out.commits)?;
             // The published state is a restore point: a rewrite lands back on it exactly.
             self.ctx.store.put_restore_point(key, &state, cfg.history.restore_points)?;
             self.ctx.store.flush()?;
+            if cfg.verify_after_publish {
+                self.verify_published(&cfg, key, refname, &dir, &weights);
+            }
+            out.published = Some(dir);
         }
         Ok(out)
     }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use evolora_model::AdapterWeights;
 use evolora_state::RefState;
 
 use super::triggers::{self, Since};
@@ -30,7 +31,8 @@ pub fn due(cfg: &Config, state: &RefState, flags: JobFlags, cold: bool, now: u64
 }
 
 impl Engine {
-    pub(super) fn publish(&mut self, cfg: &Config, git_dir: &Path, key: &str, state: &mut RefState, trigger: &str, walked: u64) -> Result<PathBuf, JobError> {
+    /// Publishes the adapter of `state`; returns its directory and the weights written there.
+    pub(super) fn publish(&mut self, cfg: &Config, git_dir: &Path, key: &str, state: &mut RefState, trigger: &str, walked: u64) -> Result<(PathBuf, AdapterWeights), JobError> {
         let weights = self.model.adapter(&state.vector)?;
         let meta = &self.model.meta;
         let info = AdapterInfo {
@@ -56,7 +58,8 @@ impl Engine {
         };
         let keep = Keep { newest: cfg.keep_adapters, disk_budget: cfg.adapter_disk_budget.0 };
         let contents = Contents { weights: &weights, base: &self.model.base, dtype: cfg.model.dtype, info: &info };
-        Ok(self.ctx.adapters.publish(key, state, contents, keep)?)
+        let dir = self.ctx.adapters.publish(key, state, contents, keep)?;
+        Ok((dir, weights))
     }
 }
 

@@ -24,6 +24,7 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
             .into_iter()
             .map(|s| RefStatus {
                 walk: daemon.jobs.walk(&rec.key, &s.refname),
+                verification: daemon.jobs.verification(&rec.key, &s.refname),
                 restore_points: daemon.store.restore_point_count(&rec.key, &s.refname),
                 state_sha256: vector_digest(&s.vector),
                 adapter: s.current_adapter.as_ref().map(|d| daemon.adapters.path(&rec.key, d).display().to_string()),
