@@ -128,6 +128,8 @@ enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Mine RepoPeftBench assertion-completion tasks from a repository's history (JSON lines)
+    Tasks(crate::tasks_cmd::TasksArgs),
     /// Offline maintenance of the state database (stop the daemon first)
     State {
         #[command(subcommand)]
@@ -285,6 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let file = args.config.clone();
             crate::daemon::run(daemon_config(args, cli.socket)?, file)?;
         }
+        Command::Tasks(args) => crate::tasks_cmd::run(args)?,
         Command::State { action: StateAction::Rebuild(args) } => {
             let report = crate::rebuild::rebuild(daemon_config(args, cli.socket)?)?;
             if let Some(p) = &report.moved_aside {

@@ -25,4 +25,5 @@ pub mod repo_cache;
 pub mod scheduler;
 pub mod server;
 pub mod signals;
+pub mod tasks_cmd;
 pub mod watcher;
