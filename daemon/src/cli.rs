@@ -139,6 +139,8 @@ enum Command {
     /// Measure on a repository's own history whether its adapter helps the base model, with
     /// controls (other repositories' adapters, their mean) and optionally HumanEval
     Eval(Box<crate::measure::eval::EvalArgs>),
+    /// Mine RepoPeftBench assertion-completion tasks from a repository's history (JSON lines)
+    Tasks(crate::measure::tasks::TasksArgs),
     /// Offline maintenance of the state database (stop the daemon first)
     State {
         #[command(subcommand)]
@@ -299,6 +301,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lm { action } => crate::measure::lm::run(action)?,
         Command::Verify(args) => return crate::measure::verify::run(args),
         Command::Eval(args) => crate::measure::eval::run(*args)?,
+        Command::Tasks(args) => crate::measure::tasks::run(args)?,
         Command::State { action: StateAction::Rebuild(args) } => {
             let report = crate::rebuild::rebuild(daemon_config(args, cli.socket)?)?;
             if let Some(p) = &report.moved_aside {

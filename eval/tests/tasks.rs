@@ -144,6 +144,10 @@ fn scripted(dir: &Path) -> PathBuf {
     repo
 }
 
+/// A task as the scripted test checks it: kept index, file, function, line, family, kind,
+/// target, split.
+type Row<'t> = (usize, &'t str, &'t str, usize, Family, &'t str, &'t str, Split);
+
 fn mine(repo: &Path, track: Track) -> tasks::Mined {
     tasks::mine(repo, &MineOptions { track, ..MineOptions::default() }).unwrap()
 }
@@ -155,7 +159,7 @@ fn the_scripted_history_gives_exactly_these_tasks() {
     let mined = mine(&repo, Track::Static);
     assert_eq!(mined.commits, 8, "the side branch's own commit is not on the first-parent path");
     assert_eq!(mined.kept_commits, 6);
-    let got: Vec<(usize, &str, &str, usize, Family, &str, &str, Split)> =
+    let got: Vec<Row> =
         mined.tasks.iter().map(|t| (t.kept_index, t.file.as_str(), t.function.as_str(), t.line, t.family, t.kind.as_str(), t.target.as_str(), t.split)).collect();
     use Family::*;
     use Split::*;
