@@ -23,7 +23,7 @@ pub use bootstrap::{BootstrapOptions, Interval, paired_difference_interval};
 pub use completion::{STOP_SEQUENCES, test_program, truncate_completion};
 pub use problems::{Problem, ProblemsError, SelectionError, load_problems, select_problems};
 pub use runner::{
-    CapabilityRun, CompareError, Comparison, ProblemResult, Progress, RunError, RunOptions,
+    CapabilityReport, CapabilityRun, CompareError, Comparison, ProblemResult, Progress, RunError, RunOptions,
     canonical_completions, compare, pass_at_1, run_problems,
 };
 pub use sandbox::{Execution, Isolation, Limit, Outcome, Sandbox, SandboxConfig, SandboxError};

@@ -182,6 +182,25 @@ pub struct Comparison {
     pub broken: Vec<String>,
 }
 
+/// Both runs and their comparison: what `evolora eval --capability` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityReport {
+    pub base: CapabilityRun,
+    pub adapted: CapabilityRun,
+    pub comparison: Comparison,
+}
+
+impl CapabilityReport {
+    pub fn new(
+        base: CapabilityRun,
+        adapted: CapabilityRun,
+        bootstrap: &BootstrapOptions,
+    ) -> Result<Self, CompareError> {
+        let comparison = compare(&base, &adapted, bootstrap)?;
+        Ok(Self { base, adapted, comparison })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
     #[error(
@@ -275,8 +294,10 @@ mod tests {
         assert_eq!(comparison.broken, ["d"]);
         let interval = comparison.interval.unwrap();
         assert!(interval.low <= 0.25 && 0.25 <= interval.high);
-        let json = serde_json::to_string(&comparison).unwrap();
-        assert_eq!(serde_json::from_str::<Comparison>(&json).unwrap(), comparison);
+        let report = CapabilityReport::new(base, adapted, &BootstrapOptions::default()).unwrap();
+        assert_eq!(report.comparison, comparison);
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<CapabilityReport>(&json).unwrap(), report);
     }
 
     #[test]
