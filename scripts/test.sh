@@ -5,6 +5,7 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-build-deps.sh"
 "$root/scripts/fetch-qwen-tokenizer.sh"
+"$root/scripts/fetch-human-eval.sh"
 export EVOLORA_QWEN_TOKENIZER="$root/target/qwen-tokenizer/tokenizer.json"
 cd "$root"
 cargo test --workspace --locked
