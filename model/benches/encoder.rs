@@ -11,46 +11,14 @@
 //! OpenBLAS through numpy on all cores where python3 has numpy (it is faster, so it is the
 //! floor).
 
+mod floors;
+
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
+use floors::{arg, blas_rate, matmul_rate, peak_rss_mib};
 use evolora_model::nn::Seeded;
 use evolora_model::transformer::{Family, Head, Qwen, QwenConfig};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
-}
-
-/// FLOP/s of burn's matmul on [m, k] × [k, n], best of five.
-fn matmul_rate(device: &Device, m: usize, k: usize, n: usize) -> f64 {
-    let a = Tensor::<2>::from_data(TensorData::new((0..m * k).map(|i| (i % 13) as f32 * 0.01).collect::<Vec<_>>(), [m, k]), device);
-    let b = Tensor::<2>::from_data(TensorData::new((0..k * n).map(|i| (i % 7) as f32 * 0.01).collect::<Vec<_>>(), [k, n]), device);
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let c = a.clone().matmul(b.clone());
-        let _ = c.into_data();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (m * k * n) as f64 / best
-}
-
-/// FLOP/s of OpenBLAS (numpy, all cores) on [m, k] × [k, n] f32, best of five; None without
-/// numpy. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, set on some machines for old OpenBLAS
-/// builds, slow a current one: this one command runs without them.
-fn blas_rate(m: usize, k: usize, n: usize) -> Option<f64> {
-    let script = format!(
-        "import numpy as np, time\na=np.random.rand({m},{k}).astype(np.float32); b=np.random.rand({k},{n}).astype(np.float32)\nbest=1e9\nfor _ in range(5):\n    t=time.perf_counter(); a@b; best=min(best, time.perf_counter()-t)\nprint(2*{m}*{k}*{n}/best)"
-    );
-    let out = std::process::Command::new("python3").arg("-c").arg(script).env_remove("OPENBLAS_CORETYPE").env_remove("OPENBLAS_L2_SIZE").output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
 
 fn main() {
     let layers = arg("--layers", 28);

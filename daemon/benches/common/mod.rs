@@ -46,29 +46,8 @@ pub fn request(sock: &Path, v: &serde_json::Value) -> serde_json::Value {
     serde_json::from_str(&line).unwrap()
 }
 
-/// Memory bandwidth in GB/s: every core sums its share of a 512 MiB buffer with eight
-/// independent accumulators (vectorised), best of five.
-pub fn bandwidth_gbs() -> f64 {
-    let n: usize = 128 << 20;
-    let buf: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for part in buf.chunks(n.div_ceil(threads)) {
-                s.spawn(move || {
-                    let mut acc = [0.0f32; 8];
-                    for c in part.chunks_exact(8) {
-                        for k in 0..8 {
-                            acc[k] += c[k];
-                        }
-                    }
-                    std::hint::black_box(acc);
-                });
-            }
-        });
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (n * 4) as f64 / best / 1e9
-}
+/// The model crate's floors, shared by path so every benchmark measures bandwidth alike.
+#[path = "../../../model/benches/floors/mod.rs"]
+mod floors;
+#[allow(unused_imports)] // not every benchmark reads the floor
+pub use floors::bandwidth_gbs;

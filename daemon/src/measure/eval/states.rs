@@ -15,7 +15,7 @@ use crate::job::steps;
 use crate::progress::Progress;
 
 /// The states after folding each commit of `wanted` (full ids) reached from `tip`, and the
-/// tip's own state. A commit before the origin (under `paper`, before the first kept
+/// tip's own state (for a Static model, each commit's own snapshot). A commit before the origin (under `paper`, before the first kept
 /// commit) has no state and is left out.
 pub struct Walked {
     pub at: HashMap<String, Vec<f32>>,
@@ -27,6 +27,9 @@ pub fn walk(model: &Hypernetwork, encoder: &mut Encoder, repo_path: &Path, tip: 
     let loc = git::locate(repo_path)?;
     let repo = git::open(&loc.git_dir)?;
     let tip = git::resolve_commit(&repo, tip)?;
+    if !model.is_evo() {
+        return snapshots(model, encoder, &repo, tip, wanted, label);
+    }
     let commits = git::first_parent_history(&repo, tip)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let policy = model.meta.step_policy;
@@ -60,4 +63,18 @@ pub fn walk(model: &Hypernetwork, encoder: &mut Encoder, repo_path: &Path, tip: 
         bar.update(i as u64 + 1, total, None);
     }
     Ok(Walked { at, tip: state, tip_commit: tip.to_string() })
+}
+
+/// A Static model has no history: its state at a commit is that commit's snapshot.
+fn snapshots(model: &Hypernetwork, encoder: &mut Encoder, repo: &git2::Repository, tip: git2::Oid, wanted: &HashSet<String>, label: &'static str) -> Result<Walked> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let mut at = HashMap::new();
+    let mut bar = Progress::new(label, "snapshots");
+    for (i, id) in wanted.iter().enumerate() {
+        let oid = git2::Oid::from_str(id)?;
+        at.insert(id.clone(), model.initial_state(&encoder.snapshot(repo, oid, threads)?)?);
+        bar.update(i as u64 + 1, wanted.len() as u64, None);
+    }
+    let tip_state = model.initial_state(&encoder.snapshot(repo, tip, threads)?)?;
+    Ok(Walked { at, tip: tip_state, tip_commit: tip.to_string() })
 }

@@ -1,0 +1,73 @@
+//! Floors the benchmarks are measured against, measured in the same run: memory bandwidth
+//! (a vectorised read on every core) and the matrix-multiply rate (burn's, and OpenBLAS's
+//! through numpy where python3 has it). Shared by the model crate's benchmarks and, by path,
+//! the daemon's.
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// The value after `name` on the command line, or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The process's peak resident memory so far.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// Memory bandwidth in GB/s: every core sums its share of a 512 MiB buffer with eight
+/// independent accumulators (vectorised), best of five.
+pub fn bandwidth_gbs() -> f64 {
+    let n: usize = 128 << 20;
+    let buf: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for part in buf.chunks(n.div_ceil(threads)) {
+                s.spawn(move || {
+                    let mut acc = [0.0f32; 8];
+                    for c in part.chunks_exact(8) {
+                        for k in 0..8 {
+                            acc[k] += c[k];
+                        }
+                    }
+                    std::hint::black_box(acc);
+                });
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (n * 4) as f64 / best / 1e9
+}
+
+/// FLOP/s of burn's matmul on [m, k] × [k, n], best of five.
+pub fn matmul_rate(device: &Device, m: usize, k: usize, n: usize) -> f64 {
+    let a = Tensor::<2>::from_data(TensorData::new((0..m * k).map(|i| (i % 13) as f32 * 0.01).collect::<Vec<_>>(), [m, k]), device);
+    let b = Tensor::<2>::from_data(TensorData::new((0..k * n).map(|i| (i % 7) as f32 * 0.01).collect::<Vec<_>>(), [k, n]), device);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let _ = c.into_data();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (m * k * n) as f64 / best
+}
+
+/// FLOP/s of OpenBLAS (numpy, all cores) on [m, k] × [k, n] f32, best of five; None without
+/// numpy. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, set on some machines for old OpenBLAS
+/// builds, slow a current one: this one command runs without them.
+pub fn blas_rate(m: usize, k: usize, n: usize) -> Option<f64> {
+    let script = format!(
+        "import numpy as np, time\na=np.random.rand({m},{k}).astype(np.float32); b=np.random.rand({k},{n}).astype(np.float32)\nbest=1e9\nfor _ in range(5):\n    t=time.perf_counter(); a@b; best=min(best, time.perf_counter()-t)\nprint(2*{m}*{k}*{n}/best)"
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).env_remove("OPENBLAS_CORETYPE").env_remove("OPENBLAS_L2_SIZE").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}

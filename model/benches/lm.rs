@@ -1,0 +1,132 @@
+//! The base code LM with and without LoRA against this machine's floors (results go to
+//! docs/BENCHMARKS.md).
+//!
+//! cargo bench -p evolora-model --bench lm [-- --layers N --prompt T --new N --rank R]
+//!
+//! The model is Qwen2.5-Coder-1.5B's shape (hidden 1536, 12 heads / 2 KV heads, intermediate
+//! 8960, vocabulary 151,936, tied head) with seeded weights; `--layers` below 28 shortens the
+//! run and scales the floors with it. Floors, measured in the same run:
+//! - prefill: 2 × body parameters per token plus the causal attention products (and the head
+//!   once, for the last position) ÷ the faster of burn's and OpenBLAS's matrix-multiply rate on
+//!   the MLP's shape;
+//! - decoding: every weight read once per token (body and the tied head) ÷ the memory
+//!   bandwidth of a vectorised read on every core.
+//!
+//! The LoRA rows attach a replicated r-16 adapter on all seven projections, as the
+//! hypernetwork makes it.
+
+mod floors;
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use evolora_model::hypernet::head::LoraPair;
+use evolora_model::nn::Seeded;
+use evolora_model::transformer::{Family, Greedy, Head, Input, Lora, Qwen, QwenConfig, greedy};
+use evolora_model::{AdapterWeights, BaseModelShapes, ModuleType};
+use floors::{arg, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
+
+fn main() {
+    let layers = arg("--layers", 28);
+    let prompt = arg("--prompt", 256);
+    let new = arg("--new", 16);
+    let rank = arg("--rank", 16);
+    let device = Device::flex();
+    let cfg = QwenConfig {
+        family: Family::Qwen2,
+        hidden_size: 1536,
+        intermediate_size: 8960,
+        num_hidden_layers: layers,
+        num_attention_heads: 12,
+        num_key_value_heads: 2,
+        head_dim: 128,
+        vocab_size: 151_936,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        tie_word_embeddings: true,
+        qkv_bias: true,
+        o_bias: false,
+        max_position_embeddings: 32_768,
+    };
+    let t = Instant::now();
+    let model = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(11), &device).unwrap();
+    let build = t.elapsed().as_secs_f64();
+    let embedding = cfg.vocab_size * cfg.hidden_size;
+    let weight_bytes = (cfg.body_parameters() + embedding) as f64 * 4.0;
+
+    // A replicated adapter of the hypernetwork's layout.
+    let shapes = BaseModelShapes {
+        name: "bench".into(),
+        hidden_size: cfg.hidden_size,
+        intermediate_size: cfg.intermediate_size,
+        num_attention_heads: cfg.num_attention_heads,
+        num_key_value_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim,
+        num_hidden_layers: layers,
+    };
+    let pairs = ModuleType::ALL
+        .into_iter()
+        .map(|module| {
+            let (d_in, d_out) = shapes.in_out(module);
+            let fill = |n: usize, s: usize| (0..n).map(|i| ((i * 31 + s) % 97) as f32 / 97.0 - 0.5).collect::<Vec<f32>>();
+            LoraPair { module, in_features: d_in, out_features: d_out, a: fill(rank * d_in, 1), b: fill(d_out * rank, 2) }
+        })
+        .collect();
+    let lora = Lora::from_adapter_weights(&AdapterWeights { rank, alpha: 2.0 * rank as f32, pairs }, layers, &device);
+
+    let bandwidth = bandwidth_gbs();
+    let burn_rate = matmul_rate(&device, prompt, cfg.hidden_size, cfg.intermediate_size);
+    let blas = blas_rate(prompt, cfg.hidden_size, cfg.intermediate_size);
+    let rate = blas.unwrap_or(0.0).max(burn_rate);
+
+    let ids: Vec<u32> = (0..prompt).map(|i| (i * 7919 % 151_000) as u32).collect();
+    let prefill = |lora: Option<&Lora>| {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let hidden = model.forward_with(&Input { ids: &ids, rows: 1, mask: None, positions: None }, None, lora);
+            let [_, len, h] = hidden.dims();
+            let _ = model.logits(hidden.slice([0..1, len - 1..len, 0..h])).unwrap().into_data();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    };
+    // Decoding: the time of `new` greedy tokens after the prompt, less the prompt's prefill.
+    let decode = |lora: Option<&Lora>, prefill_secs: f64| {
+        let opts = Greedy { max_new_tokens: new, stop: Vec::new(), pad: 0 };
+        let mut best = f64::MAX;
+        for _ in 0..2 {
+            let t = Instant::now();
+            let out = greedy(&model, std::slice::from_ref(&ids), &opts, lora).unwrap();
+            assert_eq!(out[0].tokens.len(), new);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        (best - prefill_secs).max(0.0) / (new - 1).max(1) as f64
+    };
+    let _ = prefill(None); // first-touch allocations
+    let base_prefill = prefill(None);
+    let lora_prefill = prefill(Some(&lora));
+    let base_token = decode(None, base_prefill);
+    let lora_token = decode(Some(&lora), lora_prefill);
+
+    let attention = 2.0 * 2.0 * (layers * cfg.num_attention_heads * cfg.head_dim) as f64 * (prompt as f64 / 2.0);
+    let prefill_flop = (2.0 * cfg.body_parameters() as f64 + attention) * prompt as f64 + 2.0 * embedding as f64;
+    let prefill_floor = prefill_flop / rate;
+    let token_floor = weight_bytes / (bandwidth * 1e9);
+    let weights_mib = weight_bytes / (1 << 20) as f64;
+    println!("Qwen2.5-Coder-1.5B shape, {layers} layers, prompt {prompt} tokens, {new} new tokens, LoRA r {rank} on 7 projections, flex CPU backend, {} threads", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("| measurement | value | floor | ratio |");
+    println!("|---|---|---|---|");
+    println!("| memory bandwidth (vectorised read, all cores) | {bandwidth:.1} GB/s | | |");
+    println!("| burn matmul [{prompt}, 1536] × [1536, 8960] | {:.1} GFLOP/s | | |", burn_rate / 1e9);
+    match blas {
+        Some(b) => println!("| OpenBLAS via numpy, all cores, same shape | {:.1} GFLOP/s | | |", b / 1e9),
+        None => println!("| OpenBLAS via numpy | not measured (no python3 with numpy) | | |"),
+    }
+    println!("| prefill, {prompt} tokens | {base_prefill:.2} s ({:.1} tokens/s) | {prefill_floor:.2} s ({:.1} tokens/s) | **{:.2}** |", prompt as f64 / base_prefill, prompt as f64 / prefill_floor, base_prefill / prefill_floor);
+    println!("| decoding, per token | {:.0} ms ({:.2} tokens/s) | {:.0} ms ({:.0} MB read) | **{:.2}** |", base_token * 1e3, 1.0 / base_token, token_floor * 1e3, weight_bytes / 1e6, base_token / token_floor);
+    println!("| prefill with LoRA | {lora_prefill:.2} s | | **{:+.1} %** over the base |", 100.0 * (lora_prefill / base_prefill - 1.0));
+    println!("| decoding with LoRA, per token | {:.0} ms | | **{:+.1} %** over the base |", lora_token * 1e3, 100.0 * (lora_token / base_token - 1.0));
+    println!("| seeded model build | {build:.1} s | | |");
+    println!("| peak RSS | {:.0} MiB | weights {weights_mib:.0} MiB f32 | {:.2}× |", peak_rss_mib(), peak_rss_mib() / weights_mib);
+}
