@@ -81,7 +81,10 @@ impl PeftAdapter {
         // (A, B) of each module as they turn up.
         type Halves = (Option<Vec<f32>>, Option<Vec<f32>>);
         let mut halves: BTreeMap<(usize, ModuleType), Halves> = BTreeMap::new();
-        for (name, view) in st.tensors() {
+        // In name order, so that the first problem reported is the same on every run.
+        let mut tensors = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, view) in tensors {
             let (layer, module, factor) = module_of(&name, base, &config).map_err(|why| fail(dir, format!("tensor `{name}` {why}")))?;
             let (d_in, d_out) = base.in_out(module);
             let r = config.rank;
