@@ -212,3 +212,25 @@ fn the_daemon_verifies_each_adapter_it_publishes_when_asked() {
     assert!(failure.contains("could not run"), "{v}");
     assert!(daemon.log_text().contains("FAILED verification"));
 }
+
+#[test]
+fn logits_with_the_hypernetworks_adapter_match_the_numpy_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fixtures().join("base");
+    let repo = Repo::with_file(&tmp.path().join("repo"), "src/lib.py", "def mean(xs):\n    return sum(xs) / len(xs)\n");
+    let adapter = tmp.path().join("adapter");
+    let config = base.join("config.json");
+    let out = evolora(&["snapshot", repo.path.to_str().unwrap(), "--out", adapter.to_str().unwrap(), "--preset", "compact", "--base", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let prompt = tmp.path().join("prompt.txt");
+    std::fs::write(&prompt, "def test_mean():\n    assert mean([1, 2, 3]) == ").unwrap();
+    let logits = tmp.path().join("logits.safetensors");
+    let out = evolora(&["lm", "logits", "--base-dir", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--prompt-file", prompt.to_str().unwrap(), "--bos", "--out", logits.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/qwen_ref.py");
+    let check = Command::new("python3").arg(&script).args(["lm-check", base.to_str().unwrap(), logits.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--tol", "1e-5"]).output().unwrap();
+    assert!(check.status.success(), "numpy disagrees:\n{}", text(&check));
+    // The same logits file against the base alone must fail: the check sees the adapter.
+    let base_only = Command::new("python3").arg(&script).args(["lm-check", base.to_str().unwrap(), logits.to_str().unwrap(), "--tol", "1e-5"]).output().unwrap();
+    assert!(!base_only.status.success(), "the adapter changed nothing numpy can see:\n{}", text(&base_only));
+}

@@ -71,6 +71,14 @@ pub fn postprocess(prediction: &str, reference: &str) -> String {
     strip(&pred).to_owned()
 }
 
+/// Whether more generated text could no longer change [`postprocess`]'s result: an end token
+/// has been generated, or the reference is one line and the prediction already holds a line
+/// break past its leading whitespace. Decoding can stop there (the scores are the same as
+/// after the full budget), which saves most of a completion's tokens.
+pub fn prediction_settled(prediction: &str, reference: &str) -> bool {
+    END_TOKENS.iter().any(|t| prediction.contains(t)) || !reference.contains('\n') && strip_special_tokens(prediction).contains('\n')
+}
+
 /// `strip().rstrip(":, \t")`, `", "` and `" ,"` made `","`, whitespace runs made one space.
 pub fn normalize(s: &str) -> String {
     let s = strip(s).trim_end_matches([':', ',', ' ', '\t']);
@@ -294,6 +302,22 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, confidence: f64,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settled_prediction_scores_the_same_whatever_follows() {
+        let cases = [("\n  42\n", "42"), ("foo(1)\nbar", "foo(1)"), ("x <|endoftext|>", "x"), ("[1,\n 2]", "[1,\n 2]")];
+        for (prediction, reference) in cases {
+            let settled = prediction_settled(prediction, reference);
+            let more = format!("{prediction} tail, 7 # more\nlines");
+            if settled {
+                assert_eq!(postprocess(prediction, reference), postprocess(&more, reference), "{prediction:?}");
+            }
+        }
+        assert!(prediction_settled("\n  42\n  assert", "42"));
+        assert!(!prediction_settled("\n  42\n", "42"), "a trailing break may still be followed by nothing but whitespace");
+        assert!(!prediction_settled("[1,\n 2", "[1,\n 2]"), "a multi-line reference needs more");
+        assert!(prediction_settled("x <|endoftext|>", "x"));
+    }
 
     #[test]
     fn special_tokens_are_removed_and_an_end_token_ends_the_prediction() {

@@ -11,7 +11,7 @@ use crate::encoder::qwen3::Tokenize;
 use crate::nn::tensor::host;
 use crate::peft::PeftAdapter;
 use crate::tokenizer::QwenTokenizer;
-use crate::transformer::{Generated, Greedy, Head, Input, Lora, Qwen, greedy};
+use crate::transformer::{Generated, Greedy, Head, Input, Lora, Qwen, greedy_until};
 use crate::{AdapterWeights, BaseModelShapes, ModelError};
 
 pub struct LanguageModel {
@@ -87,8 +87,13 @@ impl LanguageModel {
 
     /// Greedy continuations of several prompts (ids), stopping at this model's stop ids.
     pub fn generate(&self, prompts: &[Vec<u32>], max_new_tokens: usize, lora: Option<&Lora>) -> Result<Vec<Generated>, ModelError> {
+        self.generate_until(prompts, max_new_tokens, lora, |_, _| false)
+    }
+
+    /// [`LanguageModel::generate`], ending row `i` early once `settled(i, text so far)`.
+    pub fn generate_until(&self, prompts: &[Vec<u32>], max_new_tokens: usize, lora: Option<&Lora>, mut settled: impl FnMut(usize, &str) -> bool) -> Result<Vec<Generated>, ModelError> {
         let opts = Greedy { max_new_tokens, stop: self.stop.clone(), pad: self.pad };
-        greedy(&self.model, prompts, &opts, lora)
+        greedy_until(&self.model, prompts, &opts, lora, |row, tokens| self.tokenizer.decode_with(tokens, false).is_ok_and(|text| settled(row, &text)))
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use common::{Tensors, host, relative_error, root};
 use evolora_model::peft::{AdapterDtype, PeftAdapter, write_adapter_dir};
-use evolora_model::transformer::{Greedy, Input, Lora, greedy};
+use evolora_model::transformer::{Greedy, Input, Lora, greedy, greedy_until};
 use evolora_model::{HyperConfig, Hypernetwork, LanguageModel};
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -91,6 +91,13 @@ fn greedy_generations_are_token_identical_alone_and_batched() {
         assert_eq!(g.stopped, want.len() < max_new, "prompt {i}: stopped");
     }
     assert!(batched.iter().any(|g| g.stopped) && batched.iter().any(|g| !g.stopped), "the fixture stops one row and not another");
+
+    // A row the caller calls settled ends there; the others decode on, unchanged.
+    let full = greedy(&lm.model, &prompts, &opts, None).unwrap();
+    let cut = greedy_until(&lm.model, &prompts, &opts, None, |row, tokens| row == 1 && tokens.len() == 3).unwrap();
+    assert_eq!(cut[1].tokens, full[1].tokens[..3]);
+    assert!(cut[1].settled && !cut[0].settled);
+    assert_eq!((&cut[0].tokens, &cut[2].tokens), (&full[0].tokens, &full[2].tokens));
 }
 
 #[test]

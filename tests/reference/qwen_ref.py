@@ -17,6 +17,11 @@ evolora's Rust code. Everything is computed in float64 from the weights as store
   verify DIR [--tol 1e-5]
       recompute the outputs from DIR's weights and inputs and compare them with
       DIR/expected.safetensors (used on the fixtures produced by transformers itself)
+  lm-verify DIR [--tol 1e-5]
+      the LM fixture of make_lm_fixtures.py: logits with and without each adapter, greedy
+      generations
+  lm-check BASE ACTUAL.safetensors [--adapter DIR] [--tol 1e-5]
+      `evolora lm logits` output (ids, logits) recomputed from BASE with the LoRA adapter DIR
 """
 import argparse
 import json
@@ -221,6 +226,21 @@ def lm_verify(args):
         sys.exit(1)
 
 
+def lm_check(args):
+    """`evolora lm logits` output (tensors ids [T], logits [T, vocab]) recomputed from the base
+    directory and, if given, the adapter directory."""
+    base = args.base
+    cfg, w = load_config(base), load_weights(base)
+    got, _ = st_read(args.actual)
+    ids = got["ids"].astype(np.int64)[None, :]
+    lora = load_lora(args.adapter) if args.adapter else None
+    _, lg = forward(w, cfg, ids, np.ones_like(ids), lora)
+    failures = compare({"logits": got["logits"]}, {"logits": lg[0]}, np.ones(ids.shape[1]), args.tol, "lm logits ")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
 # ---- random checkpoints ----
 
 def padded_batch(rng, B, T, vocab):
@@ -413,8 +433,13 @@ def main():
     lv = sub.add_parser("lm-verify")
     lv.add_argument("dir")
     lv.add_argument("--tol", type=float, default=1e-5)
+    lc = sub.add_parser("lm-check")
+    lc.add_argument("base")
+    lc.add_argument("actual")
+    lc.add_argument("--adapter")
+    lc.add_argument("--tol", type=float, default=1e-5)
     args = p.parse_args()
-    {"make": make, "check": check, "verify": verify, "lm-verify": lm_verify}[args.cmd](args)
+    {"make": make, "check": check, "verify": verify, "lm-verify": lm_verify, "lm-check": lm_check}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,20 @@ pub struct Greedy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generated {
     pub tokens: Vec<u32>,
-    /// Ended on a stop id rather than the budget.
+    /// Ended on a stop id (the last token) rather than the budget.
     pub stopped: bool,
+    /// Ended because the caller said its tokens so far were enough.
+    pub settled: bool,
 }
 
 /// The greedy continuations of `prompts` (each at least one token) with `lora` attached.
 pub fn greedy(model: &Qwen, prompts: &[Vec<u32>], opts: &Greedy, lora: Option<&Lora>) -> Result<Vec<Generated>, ModelError> {
+    greedy_until(model, prompts, opts, lora, |_, _| false)
+}
+
+/// [`greedy`], also ending row `i` as soon as `settled(i, tokens so far)` says more tokens
+/// would change nothing for the caller. A row's tokens do not depend on when the others end.
+pub fn greedy_until(model: &Qwen, prompts: &[Vec<u32>], opts: &Greedy, lora: Option<&Lora>, mut settled: impl FnMut(usize, &[u32]) -> bool) -> Result<Vec<Generated>, ModelError> {
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(ModelError::Generation(format!("prompt {i} is empty: there is nothing to continue")));
     }
@@ -38,7 +46,7 @@ pub fn greedy(model: &Qwen, prompts: &[Vec<u32>], opts: &Greedy, lora: Option<&L
         return Err(ModelError::Generation(format!("token id {id} is outside the model's vocabulary of {vocab}")));
     }
     let rows = prompts.len();
-    let mut out: Vec<Generated> = prompts.iter().map(|_| Generated { tokens: Vec::new(), stopped: false }).collect();
+    let mut out: Vec<Generated> = prompts.iter().map(|_| Generated { tokens: Vec::new(), stopped: false, settled: false }).collect();
     if rows == 0 || opts.max_new_tokens == 0 {
         return Ok(out);
     }
@@ -64,16 +72,17 @@ pub fn greedy(model: &Qwen, prompts: &[Vec<u32>], opts: &Greedy, lora: Option<&L
         let logits = host(model.logits(last)?);
         let mut step = Vec::with_capacity(rows);
         for (row, row_out) in out.iter_mut().enumerate() {
-            if row_out.stopped {
+            if row_out.stopped || row_out.settled {
                 step.push(opts.pad);
                 continue;
             }
             let id = argmax(&logits[row * vocab..(row + 1) * vocab]);
             row_out.tokens.push(id);
             row_out.stopped = opts.stop.contains(&id);
+            row_out.settled = !row_out.stopped && settled(row, &row_out.tokens);
             step.push(id);
         }
-        if out.iter().all(|g| g.stopped) || done + 1 == opts.max_new_tokens {
+        if out.iter().all(|g| g.stopped || g.settled) || done + 1 == opts.max_new_tokens {
             break;
         }
         // Every row's new key is visible, as in Hugging Face's generate: a stopped row's

@@ -17,7 +17,7 @@ use burn::tensor::Device;
 
 pub use cache::KvCache;
 pub use config::{Family, QwenConfig};
-pub use generate::{Generated, Greedy, greedy};
+pub use generate::{Generated, Greedy, greedy, greedy_until};
 pub use lora::Lora;
 pub use qwen::{Head, Input, Qwen};
 

@@ -165,7 +165,8 @@ pub fn run(mut args: EvalArgs) -> Result<()> {
     for job in &jobs {
         for chunk in job.tasks.chunks(args.batch.max(1)) {
             let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-            let generated = lm.generate(&batch, args.max_new_tokens, job.lora)?;
+            // Each row ends once more tokens could not change its score.
+            let generated = lm.generate_until(&batch, args.max_new_tokens, job.lora, |row, text| metrics::prediction_settled(text, &test[chunk[row]].target))?;
             for (&i, g) in chunk.iter().zip(&generated) {
                 let raw = lm.decode(g)?;
                 let scores = metrics::score(&raw, &test[i].target);
