@@ -31,7 +31,7 @@ pub const UNITTEST_METHODS: [&str; 31] = [
 ];
 
 /// Methods whose whole first argument is the target.
-const ONE_ARGUMENT_METHODS: [&str; 4] = ["assertTrue", "assertFalse", "assertIsNone", "assertIsNotNone"];
+pub const ONE_ARGUMENT_METHODS: [&str; 4] = ["assertTrue", "assertFalse", "assertIsNone", "assertIsNotNone"];
 
 /// One assertion of a file, located in its syntax tree.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use super::config::{Family, QwenConfig};
 use super::lora::Lora;
 use super::rope;
 use crate::{ModelError, ModuleType};
+use crate::nn::few_rows;
 use crate::nn::layers::{embedding, linear_maybe_bias, rms_norm};
 use crate::nn::params::{Init, ParamSource};
 
@@ -219,9 +220,12 @@ impl Qwen {
             return Err(ModelError::NoLmHead);
         }
         Ok(match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => few_rows::x_w(&hidden, &head.weight.val(), None).unwrap_or_else(|| head.forward(hidden)),
             // Tied: logits = h · Eᵀ with E the embedding [vocab, hidden].
-            None => burn::tensor::module::linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+            None => {
+                let e = self.embed_tokens.weight.val();
+                few_rows::x_et(&hidden, &e).unwrap_or_else(|| burn::tensor::module::linear(hidden, e.transpose(), None))
+            }
         })
     }
 
@@ -254,9 +258,12 @@ struct Adapted<'a> {
 
 impl Adapted<'_> {
     fn project(self, proj: &Linear, module: ModuleType, x: Tensor<3>) -> Tensor<3> {
+        // Decoding: a few rows against the whole weight, streamed rather than packed.
+        let bias = proj.bias.as_ref().map(|b| b.val());
+        let y = few_rows::x_w(&x, &proj.weight.val(), bias.as_ref()).unwrap_or_else(|| proj.forward(x.clone()));
         match self.lora {
-            Some(lora) => lora.add(self.layer, module, x.clone(), proj.forward(x)),
-            None => proj.forward(x),
+            Some(lora) => lora.add(self.layer, module, x, y),
+            None => y,
         }
     }
 }

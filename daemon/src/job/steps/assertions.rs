@@ -32,17 +32,9 @@ use tree_sitter::Node;
 /// target): the prefixes hold whole files, so they are hashed as they are normalized.
 pub type AssertionKey = [u8; 16];
 
-/// The unittest methods mined as `self.<method>(...)`.
-pub const UNITTEST_METHODS: [&str; 31] = [
-    "assertEqual", "assertNotEqual", "assertTrue", "assertFalse", "assertIs", "assertIsNot", "assertIsNone", "assertIsNotNone",
-    "assertIn", "assertNotIn", "assertIsInstance", "assertNotIsInstance", "assertRaises", "assertRaisesRegex", "assertAlmostEqual",
-    "assertNotAlmostEqual", "assertDictEqual", "assertListEqual", "assertTupleEqual", "assertSetEqual", "assertSequenceEqual",
-    "assertRegex", "assertNotRegex", "assertCountEqual", "assertWarns", "assertLogs", "assertMultiLineEqual", "assertGreater",
-    "assertGreaterEqual", "assertLess", "assertLessEqual",
-];
-
-/// Methods whose whole first argument is the target.
-const ONE_ARGUMENT_METHODS: [&str; 4] = ["assertTrue", "assertFalse", "assertIsNone", "assertIsNotNone"];
+// The unittest methods both pipelines mine, and those whose first argument is the target:
+// the authors' lists, kept once in the task miner.
+use evolora_eval::tasks::assertions::{ONE_ARGUMENT_METHODS, UNITTEST_METHODS};
 
 
 /// One mined assertion, before normalization.
