@@ -13,6 +13,9 @@ use rayon::prelude::*;
 /// Rows up to which the few-row kernels beat burn's matrix multiply.
 pub const MAX_ROWS: usize = 8;
 
+/// Rows of a `[in, out]` weight one task reads (contiguously) in [`x_w`].
+const ROW_BLOCK: usize = 128;
+
 /// The storage of a contiguous row-major f32 CPU tensor; `None` elsewhere (another device or
 /// dtype, a strided view), where callers use burn's own operations.
 fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
@@ -42,37 +45,36 @@ pub fn x_w(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Ten
     };
     let bias_data = bias_flex.as_ref().and_then(|f| f.as_slice::<f32>());
     let xs = host(x.clone());
-    let strips = column_strips(d_out);
-    let parts: Vec<Vec<f32>> = strips
-        .par_iter()
-        .map(|&(c0, c1)| {
-            let width = c1 - c0;
-            let mut acc = vec![0f32; rows * width];
-            for i in 0..d_in {
-                let w_row = &w_data[i * d_out + c0..i * d_out + c1];
+    // Blocks of whole rows of W, so each task streams contiguous memory; each block's
+    // partial sums are added in block order, which fixes every output's summation order.
+    let blocks: Vec<Vec<f32>> = (0..d_in.div_ceil(ROW_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let mut acc = vec![0f32; rows * d_out];
+            for i in block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(d_in) {
+                let w_row = &w_data[i * d_out..(i + 1) * d_out];
                 for r in 0..rows {
                     let xv = xs[r * d_in + i];
-                    for (a, wv) in acc[r * width..(r + 1) * width].iter_mut().zip(w_row) {
+                    for (a, wv) in acc[r * d_out..(r + 1) * d_out].iter_mut().zip(w_row) {
                         *a += xv * wv;
-                    }
-                }
-            }
-            if let Some(bias) = bias_data {
-                for r in 0..rows {
-                    for (a, bv) in acc[r * width..(r + 1) * width].iter_mut().zip(&bias[c0..c1]) {
-                        *a += bv;
                     }
                 }
             }
             acc
         })
         .collect();
-    let mut y = vec![0f32; rows * d_out];
-    for (&(c0, c1), part) in strips.iter().zip(&parts) {
-        let width = c1 - c0;
-        for r in 0..rows {
-            y[r * d_out + c0..r * d_out + c1].copy_from_slice(&part[r * width..(r + 1) * width]);
+    let mut y = match bias_data {
+        Some(bias) => bias.repeat(rows),
+        None => vec![0f32; rows * d_out],
+    };
+    let mut partial = vec![0f32; rows * d_out];
+    for block in &blocks {
+        for (p, v) in partial.iter_mut().zip(block) {
+            *p += v;
         }
+    }
+    for (yv, p) in y.iter_mut().zip(&partial) {
+        *yv += p;
     }
     Some(Tensor::from_data(TensorData::new(y, [b, t, d_out]), &x.device()))
 }
@@ -110,6 +112,44 @@ pub fn x_et(x: &Tensor<3>, e: &Tensor<2>) -> Option<Tensor<3>> {
     Some(Tensor::from_data(TensorData::new(row_major, [b, t, d_out]), &x.device()))
 }
 
+/// `y + u · up` with `u = x · down`, written into `y`'s own storage: a low-rank branch
+/// (`down` `[in, r]`, `up` `[r, out]`, r small) added without a second `[rows, out]` tensor
+/// and without burn's matrix multiply on a skinny shape. Any number of rows. `Err(y)` when
+/// the tensors are not contiguous CPU tensors or `y` is shared, for the caller's fallback.
+pub fn add_low_rank(y: Tensor<3>, x: &Tensor<3>, down: &Tensor<2>, up: &Tensor<2>) -> Result<Tensor<3>, Tensor<3>> {
+    let (Some(down_flex), Some(up_flex)) = (storage(down), storage(up)) else { return Err(y) };
+    let (Some(down_data), Some(up_data)) = (down_flex.as_slice::<f32>(), up_flex.as_slice::<f32>()) else { return Err(y) };
+    let [b, t, d_in] = x.dims();
+    let [_, _, d_out] = y.dims();
+    let [r, up_out] = up.dims();
+    assert_eq!((down.dims(), up_out), ([d_in, r], d_out), "branch shapes");
+    let dims = y.dims();
+    // The branch's factors live on the CPU backend, so y does too (one device per model).
+    let mut y_flex = y.try_into_primitive::<Flex>().expect("y is on the factors' CPU backend");
+    if !(y_flex.is_unique() && y_flex.layout().is_contiguous() && y_flex.layout().start_offset() == 0) {
+        return Err(Tensor::from_primitive::<Flex>(y_flex));
+    }
+    let rows = b * t;
+    let xs = host(x.clone());
+    let out: &mut [f32] = y_flex.storage_mut();
+    out.par_chunks_mut(d_out).zip(xs.par_chunks(d_in)).take(rows).for_each(|(y_row, x_row)| {
+        let mut u = vec![0f32; r];
+        for (i, &xv) in x_row.iter().enumerate() {
+            for (uk, dv) in u.iter_mut().zip(&down_data[i * r..(i + 1) * r]) {
+                *uk += xv * dv;
+            }
+        }
+        for (k, &uk) in u.iter().enumerate() {
+            for (yv, wv) in y_row.iter_mut().zip(&up_data[k * d_out..(k + 1) * d_out]) {
+                *yv += uk * wv;
+            }
+        }
+    });
+    let y = Tensor::<3>::from_primitive::<Flex>(y_flex);
+    debug_assert_eq!(y.dims(), dims);
+    Ok(y)
+}
+
 /// A dot product with eight independent sums (so it vectorises), added in a fixed order.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -126,12 +166,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// Column ranges of about 1,024 outputs (multiples of 16): enough strips to keep every core
-/// busy, each long enough that a row's slice streams.
-fn column_strips(d_out: usize) -> Vec<(usize, usize)> {
-    let width = 1024.min(d_out.next_multiple_of(16));
-    (0..d_out).step_by(width).map(|c0| (c0, (c0 + width).min(d_out))).collect()
-}
 
 #[cfg(test)]
 mod tests {
@@ -160,5 +194,24 @@ mod tests {
         }
         let many: Tensor<3> = Tensor::zeros([3, 3, d_in], &device);
         assert!(x_w(&many, &w, None).is_none(), "nine rows go to burn");
+    }
+
+    #[test]
+    fn a_low_rank_branch_added_in_place_equals_burns_products() {
+        let device = Device::flex();
+        let (d_in, r, d_out, rows) = (40, 3, 70, 11);
+        let t2 = |n: usize, shape: [usize; 2], k: usize| Tensor::<2>::from_data(TensorData::new((0..n).map(|i| ((i * k % 23) as f32 - 11.0) / 11.0).collect::<Vec<_>>(), shape), &device);
+        let down = t2(d_in * r, [d_in, r], 7);
+        let up = t2(r * d_out, [r, d_out], 5);
+        let x: Tensor<3> = t2(rows * d_in, [rows, d_in], 3).reshape([1, rows, d_in]);
+        let y: Tensor<3> = t2(rows * d_out, [rows, d_out], 2).reshape([1, rows, d_out]);
+        let want = host(y.clone() + burn::tensor::module::linear(burn::tensor::module::linear(x.clone(), down.clone(), None), up.clone(), None));
+        let shared = y.clone();
+        let refused = add_low_rank(y, &x, &down, &up);
+        assert!(refused.is_err(), "a shared y is not written in place");
+        drop(shared);
+        let got = host(add_low_rank(refused.unwrap_err(), &x, &down, &up).unwrap());
+        let worst = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "{worst}");
     }
 }

@@ -7,6 +7,7 @@
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
+use crate::nn::few_rows;
 use crate::nn::tensor::{tensor2, transpose};
 use crate::peft::PeftAdapter;
 use crate::{AdapterWeights, ModuleType};
@@ -69,7 +70,10 @@ impl Lora {
     /// `y + s · B (A x)` for the projection `module` of `layer`, or `y` where it is not adapted.
     pub(crate) fn add(&self, layer: usize, module: ModuleType, x: Tensor<3>, y: Tensor<3>) -> Tensor<3> {
         match self.layers.get(layer).and_then(|l| l[module.index()].as_ref()) {
-            Some(branch) => y + linear(linear(x, branch.down.clone(), None), branch.up.clone(), None),
+            Some(branch) => match few_rows::add_low_rank(y, &x, &branch.down, &branch.up) {
+                Ok(sum) => sum,
+                Err(y) => y + linear(linear(x, branch.down.clone(), None), branch.up.clone(), None),
+            },
             None => y,
         }
     }
