@@ -4,7 +4,6 @@
 //! adapters between requests costs nothing. The branch costs 2·r·(in + out) FLOPs a token per
 //! projection, about 1.4 % of Qwen2.5-Coder-1.5B's body at r = 16.
 
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
 use crate::nn::few_rows;
@@ -70,10 +69,7 @@ impl Lora {
     /// `y + s · B (A x)` for the projection `module` of `layer`, or `y` where it is not adapted.
     pub(crate) fn add(&self, layer: usize, module: ModuleType, x: Tensor<3>, y: Tensor<3>) -> Tensor<3> {
         match self.layers.get(layer).and_then(|l| l[module.index()].as_ref()) {
-            Some(branch) => match few_rows::add_low_rank(y, &x, &branch.down, &branch.up) {
-                Ok(sum) => sum,
-                Err(y) => y + linear(linear(x, branch.down.clone(), None), branch.up.clone(), None),
-            },
+            Some(branch) => few_rows::add_low_rank(y, &x, &branch.down, &branch.up),
             None => y,
         }
     }
