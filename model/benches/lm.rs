@@ -22,7 +22,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use evolora_model::hypernet::head::LoraPair;
 use evolora_model::nn::Seeded;
-use evolora_model::transformer::{Family, Greedy, Head, Input, Lora, Qwen, QwenConfig, greedy};
+use evolora_model::transformer::{Family, Head, Input, Lora, Qwen, QwenConfig};
 use evolora_model::{AdapterWeights, BaseModelShapes, ModuleType};
 use floors::{arg, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
 
@@ -91,23 +91,26 @@ fn main() {
         }
         best
     };
-    // Decoding: the time of `new` greedy tokens after the prompt, less the prompt's prefill.
-    let decode = |lora: Option<&Lora>, prefill_secs: f64| {
-        let opts = Greedy { max_new_tokens: new, stop: Vec::new(), pad: 0 };
-        let mut best = f64::MAX;
-        for _ in 0..2 {
+    // Decoding: after the prompt is in the cache, the median time of one token's step (its
+    // forward pass and its logits), over `new` steps.
+    let decode = |lora: Option<&Lora>| {
+        let mut cache = model.cache();
+        let _ = model.forward_with(&Input { ids: &ids, rows: 1, mask: None, positions: None }, Some(&mut cache), lora).into_data();
+        let mut steps = Vec::with_capacity(new);
+        for k in 0..new {
             let t = Instant::now();
-            let out = greedy(&model, std::slice::from_ref(&ids), &opts, lora).unwrap();
-            assert_eq!(out[0].tokens.len(), new);
-            best = best.min(t.elapsed().as_secs_f64());
+            let hidden = model.forward_with(&Input { ids: &[(k * 31 % 151_000) as u32], rows: 1, mask: None, positions: None }, Some(&mut cache), lora);
+            let _ = model.logits(hidden).unwrap().into_data();
+            steps.push(t.elapsed().as_secs_f64());
         }
-        (best - prefill_secs).max(0.0) / (new - 1).max(1) as f64
+        steps.sort_by(f64::total_cmp);
+        steps[steps.len() / 2]
     };
     let _ = prefill(None); // first-touch allocations
     let base_prefill = prefill(None);
     let lora_prefill = prefill(Some(&lora));
-    let base_token = decode(None, base_prefill);
-    let lora_token = decode(Some(&lora), lora_prefill);
+    let base_token = decode(None);
+    let lora_token = decode(Some(&lora));
 
     let attention = 2.0 * 2.0 * (layers * cfg.num_attention_heads * cfg.head_dim) as f64 * (prompt as f64 / 2.0);
     let prefill_flop = (2.0 * cfg.body_parameters() as f64 + attention) * prompt as f64 + 2.0 * embedding as f64;

@@ -16,6 +16,9 @@ pub const MAX_ROWS: usize = 8;
 /// Rows of a `[in, out]` weight one task reads (contiguously) in [`x_w`].
 const ROW_BLOCK: usize = 128;
 
+/// Outputs one task updates in [`add_low_rank`].
+const COLUMN_BLOCK: usize = 1024;
+
 /// The storage of a contiguous row-major f32 CPU tensor; `None` elsewhere (another device or
 /// dtype, a strided view), where callers use burn's own operations.
 fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
@@ -142,28 +145,29 @@ pub fn add_low_rank(y: Tensor<3>, x: &Tensor<3>, down: &Tensor<2>, up: &Tensor<2
         }
     };
     let out: &mut [f32] = y_flex.storage_mut();
-    out.par_chunks_mut(d_out).zip(xs.par_chunks(d_in)).take(rows).for_each(|(y_row, x_row)| {
-        let u = down_product(x_row, down_data, r);
-        // Column blocks, so the slice of y being updated stays in the first-level cache, and
-        // four factors a pass, so y is loaded and stored once per four products.
-        for c0 in (0..d_out).step_by(1024) {
-            let c1 = (c0 + 1024).min(d_out);
-            let up_row = |k: usize| &up_data[k * d_out + c0..k * d_out + c1];
+    let us: Vec<Vec<f32>> = xs.par_chunks(d_in).take(rows).map(|x_row| down_product(x_row, down_data, r)).collect();
+    // Column blocks, so the slice of y being updated stays in the first-level cache (and a
+    // single row, when decoding, still spreads over every core), and four factors a pass,
+    // so y is loaded and stored once per four products.
+    out.par_chunks_mut(d_out).zip(us.par_iter()).for_each(|(y_row, u)| {
+        y_row.par_chunks_mut(COLUMN_BLOCK).enumerate().for_each(|(block, y_block)| {
+            let (c0, width) = (block * COLUMN_BLOCK, y_block.len());
+            let up_row = |k: usize| &up_data[k * d_out + c0..k * d_out + c0 + width];
             let mut k = 0;
             while k + 4 <= r {
                 let (w0, w1, w2, w3) = (up_row(k), up_row(k + 1), up_row(k + 2), up_row(k + 3));
                 let (u0, u1, u2, u3) = (u[k], u[k + 1], u[k + 2], u[k + 3]);
-                for (j, yv) in y_row[c0..c1].iter_mut().enumerate() {
+                for (j, yv) in y_block.iter_mut().enumerate() {
                     *yv += u0 * w0[j] + u1 * w1[j] + u2 * w2[j] + u3 * w3[j];
                 }
                 k += 4;
             }
             for (k, &uk) in u.iter().enumerate().skip(k) {
-                for (yv, wv) in y_row[c0..c1].iter_mut().zip(up_row(k)) {
+                for (yv, wv) in y_block.iter_mut().zip(up_row(k)) {
                     *yv += uk * wv;
                 }
             }
-        }
+        });
     });
     let y = Tensor::<3>::from_primitive::<Flex>(y_flex);
     debug_assert_eq!(y.dims(), dims);
