@@ -32,7 +32,8 @@ use crate::progress::Progress;
 pub struct EvalArgs {
     /// The repository evaluated on (its first-parent history from HEAD)
     pub repo: PathBuf,
-    /// Base model directory (config.json, safetensors weights, tokenizer.json)
+    /// Base model directory (config.json, safetensors weights, tokenizer.json); the
+    /// hypernetwork's adapters take its shapes (`--base` is not used)
     #[arg(long)]
     pub base_dir: PathBuf,
     /// Repositories whose adapters serve as controls: one of them per task (shuffled), and
