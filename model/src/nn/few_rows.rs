@@ -145,7 +145,12 @@ pub fn add_low_rank(y: Tensor<3>, x: &Tensor<3>, down: &Tensor<2>, up: &Tensor<2
         }
     };
     let out: &mut [f32] = y_flex.storage_mut();
-    let us: Vec<Vec<f32>> = xs.par_chunks(d_in).take(rows).map(|x_row| down_product(x_row, down_data, r)).collect();
+    // Many rows: burn's matrix multiply makes x · down faster than row by row.
+    let us: Vec<Vec<f32>> = if rows > MAX_ROWS {
+        host(burn::tensor::module::linear(x.clone(), down.clone(), None)).chunks(r).map(<[f32]>::to_vec).collect()
+    } else {
+        xs.par_chunks(d_in).take(rows).map(|x_row| down_product(x_row, down_data, r)).collect()
+    };
     // Column blocks, so the slice of y being updated stays in the first-level cache (and a
     // single row, when decoding, still spreads over every core), and four factors a pass,
     // so y is loaded and stored once per four products.
