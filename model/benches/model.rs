@@ -3,24 +3,17 @@
 //! cargo bench -p evolora-model --bench model [-- --preset paper|compact|tiny]
 //!
 //! Floors: generating an adapter must read every head weight once, so the floor is
-//! head bytes ÷ measured read bandwidth; a GRU step must read W_hh once (the input side can be
+//! head bytes ÷ measured read bandwidth (a vectorised read on every core); a GRU step must read W_hh once (the input side can be
 //! batched across a catch-up), and a single step also reads diff_proj and W_ih.
+
+mod floors;
 
 use std::time::{Duration, Instant};
 
+use floors::{bandwidth_gbs, peak_rss_mib};
+
 use evolora_model::encoder::{DiffInput, FileDiff, HashedEncoder};
 use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork};
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -31,27 +24,6 @@ fn rss_mib() -> f64 {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
-}
-
-/// Single-threaded sequential read bandwidth over a buffer far larger than the caches, best of 5.
-fn read_bandwidth_gbs() -> f64 {
-    let n = 256 << 20; // 1 GiB of f32
-    let buf: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
-    let mut best = f64::MAX;
-    let mut sink = 0.0f32;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let mut acc = [0.0f32; 8];
-        for chunk in buf.chunks_exact(8) {
-            for k in 0..8 {
-                acc[k] += chunk[k];
-            }
-        }
-        sink += acc.iter().sum::<f32>();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(sink);
-    (n * 4) as f64 / best / 1e9
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -81,8 +53,8 @@ fn main() {
     let base = BaseModelShapes::preset("qwen2.5-coder-1.5b").unwrap();
     let cfg = HyperConfig::preset(&preset).unwrap();
 
-    let bw = read_bandwidth_gbs();
-    println!("measured read bandwidth (1 thread): {bw:.2} GB/s");
+    let bw = bandwidth_gbs();
+    println!("measured read bandwidth (vectorised, every core): {bw:.2} GB/s");
 
     let rss0 = rss_mib();
     let t = Instant::now();

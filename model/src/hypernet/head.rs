@@ -9,7 +9,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::nn::layers;
+use crate::nn::{few_rows, layers};
 use crate::nn::params::{Init, ParamSource};
 use crate::nn::tensor::{host, tensor2};
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
@@ -42,6 +42,21 @@ pub struct Code2LoraHead {
     /// Multi-task table [num_tasks, task_dim], host side; the chosen row is appended to ctx.
     #[module(skip)]
     task_row: Option<Vec<f32>>,
+}
+
+/// `z · W + b` for the one-row context: the heads are one huge matrix-vector product
+/// (2.72 GB at the paper's size), so each weight is streamed once on every core
+/// ([`few_rows`]); burn's matmul where that does not apply (another device).
+fn streamed(head: &Linear, z: &Tensor<2>) -> Tensor<2> {
+    let [rows, h] = z.dims();
+    let bias = head.bias.as_ref().map(|b| b.val());
+    match few_rows::x_w(&z.clone().reshape([1, rows, h]), &head.weight.val(), bias.as_ref()) {
+        Some(y) => {
+            let [_, _, out] = y.dims();
+            y.reshape([rows, out])
+        }
+        None => head.forward(z.clone()),
+    }
 }
 
 /// Initial `log_scale_*`: scales start at exp(-3.5) ≈ 0.03.
@@ -108,8 +123,8 @@ impl Code2LoraHead {
             .enumerate()
             .map(|(k, &(module, i, o))| {
                 let (sa, sb) = self.scales[k];
-                let a = self.heads_a[k].forward(z.clone()).tanh().mul_scalar(sa as f64);
-                let b = self.heads_b[k].forward(z.clone()).tanh().mul_scalar(sb as f64);
+                let a = streamed(&self.heads_a[k], &z).tanh().mul_scalar(sa as f64);
+                let b = streamed(&self.heads_b[k], &z).tanh().mul_scalar(sb as f64);
                 let (a, b) = (host(a), host(b));
                 debug_assert_eq!(a.len(), r * i);
                 debug_assert_eq!(b.len(), o * r);
