@@ -1,10 +1,11 @@
 //! Installs the managed block into a repository's hooks without disturbing anything else.
 //!
 //! The hooks directory comes from `git rev-parse --path-format=absolute --git-path hooks`,
-//! which honours `core.hooksPath` and linked worktrees. A hook file that already exists gets
-//! the block inserted (after its first line, or at its end for hooks that read stdin);
-//! uninstalling removes exactly the inserted bytes, so a foreign hook comes back unchanged,
-//! and a file that only existed for the block is deleted.
+//! which honours `core.hooksPath` and linked worktrees. Where no other hook exists, the file
+//! is a direct one (git starts `evolora-notify` itself, see [`script::direct_shebang`]). A
+//! hook file that already exists gets the sh block inserted (after its first line, or at
+//! its end for hooks that read stdin); uninstalling removes exactly the inserted bytes, so a
+//! foreign hook comes back unchanged, and a file that only existed for the block is deleted.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -97,9 +98,17 @@ pub fn install(repo: &Path, binary: &Path, socket: Option<&Path>) -> Result<Inst
     for &hook in hook_names(bare) {
         let path = dir.join(hook);
         let block = script::block(hook, &binary, socket.as_deref());
-        let text = match fs::read_to_string(&path) {
-            Ok(existing) => {
-                let (foreign, _) = strip_block(&existing);
+        let existing = match fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(HookError::Io { path, source: e }),
+        };
+        let foreign = existing.as_deref().map(|t| strip_block(t).0).filter(|rest| !created_by_us(rest)).map(|rest| shell_first_line(&rest));
+        let direct = script::direct_shebang(&binary);
+        let text = match (foreign, direct) {
+            (None, Some(shebang)) => format!("{shebang}\n{CREATED}\n{}", script::direct_block(socket.as_deref())),
+            (None, None) => format!("{SHEBANG}\n{CREATED}\n{block}"),
+            (Some(foreign), _) => {
                 if script::reads_stdin(hook) {
                     format!("{foreign}{block}")
                 } else {
@@ -109,8 +118,6 @@ pub fn install(repo: &Path, binary: &Path, socket: Option<&Path>) -> Result<Inst
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{SHEBANG}\n{CREATED}\n{block}"),
-            Err(e) => return Err(HookError::Io { path, source: e }),
         };
         write_executable(&path, &text)?;
         hooks.push((hook.to_owned(), true));
@@ -131,7 +138,7 @@ pub fn uninstall(repo: &Path) -> Result<InstallReport, HookError> {
         };
         let (rest, had) = strip_block(&existing);
         if had {
-            if rest == format!("{SHEBANG}\n{CREATED}\n") {
+            if created_by_us(&rest) {
                 fs::remove_file(&path).map_err(io(&path))?;
             } else {
                 write_executable(&path, &rest)?;
@@ -153,6 +160,21 @@ pub fn status(repo: &Path) -> Result<InstallReport, HookError> {
         })
         .collect();
     Ok(InstallReport { hooks_dir: dir, hooks })
+}
+
+/// Lines someone added to a direct hook file are shell: give them a shell again.
+fn shell_first_line(rest: &str) -> String {
+    match rest.split_once('\n') {
+        Some((first, tail)) if first.starts_with("#!") && first.ends_with(&format!("evolora-notify {}", script::HOOK_FLAG)) => format!("{SHEBANG}\n{tail}"),
+        _ => rest.to_owned(),
+    }
+}
+
+/// Whether what is left of a hook file without the block is only what the installer wrote
+/// around it: a `#!` line (sh, or the client of a direct hook) and the creation marker.
+fn created_by_us(rest: &str) -> bool {
+    let mut lines = rest.split_inclusive('\n');
+    matches!((lines.next(), lines.next(), lines.next()), (Some(first), Some(marker), None) if first.starts_with("#!") && marker == format!("{CREATED}\n"))
 }
 
 fn write_executable(path: &Path, text: &str) -> Result<(), HookError> {

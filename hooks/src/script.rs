@@ -1,4 +1,6 @@
-//! The hook scripts: POSIX sh, one managed block per hook file.
+//! The hook files: where evolora's is the only hook, a file that git runs as
+//! `evolora-notify --hook FILE ARGS…` through its `#!` line, with no shell in between (a
+//! process start is most of a hook's cost); beside a foreign hook, a POSIX sh block inside it.
 
 /// Hooks installed in a repository with a work tree.
 pub const WORK_TREE_HOOKS: &[&str] = &["post-commit", "post-rewrite", "post-merge", "post-checkout"];
@@ -64,5 +66,33 @@ fi
         sub = if small { "" } else { " notify --quiet" },
         fallback = if small { "evolora-notify" } else { "evolora" },
         sock = socket.map(|s| format!(" --socket {}", sh_quote(s))).unwrap_or_default(),
+    )
+}
+
+/// Flag `evolora-notify` takes from a direct hook file's `#!` line.
+pub const HOOK_FLAG: &str = "--hook";
+/// Line of a direct hook file naming the daemon's socket.
+pub const SOCKET_LINE: &str = "# socket: ";
+
+/// The `#!` line that makes git run `binary` on the hook file directly, if the kernel can
+/// take it: an absolute path without whitespace, the whole line within the 127 bytes every
+/// Linux version reads.
+pub fn direct_shebang(binary: &str) -> Option<String> {
+    let line = format!("#!{binary} {HOOK_FLAG}");
+    let usable = binary.starts_with('/') && binary.ends_with("evolora-notify") && !binary.chars().any(char::is_whitespace) && line.len() <= 127;
+    usable.then_some(line)
+}
+
+/// The managed block of a direct hook file: comments only, read by `evolora-notify` (the
+/// socket) and by the installer (the markers).
+pub fn direct_block(socket: Option<&str>) -> String {
+    let socket = socket.map(|s| format!("{SOCKET_LINE}{s}\n")).unwrap_or_default();
+    format!(
+        "{BEGIN}
+# Wakes the evolora daemon: git runs the client named above on this file, no shell in
+# between. Managed by `evolora hooks install`; EVOLORA=0 disables it. To add your own hook
+# here, write it as usual and run `evolora hooks install` again: evolora moves into it.
+{socket}{END}
+"
     )
 }

@@ -3,8 +3,10 @@
 //! cargo bench -p evolora-model --bench model [-- --preset paper|compact|tiny]
 //!
 //! Floors: generating an adapter must read every head weight once, so the floor is
-//! head bytes ÷ measured read bandwidth (a vectorised read on every core); a GRU step must read W_hh once (the input side can be
-//! batched across a catch-up), and a single step also reads diff_proj and W_ih.
+//! head bytes ÷ measured read bandwidth (a vectorised read on every core); a GRU step must
+//! read W_hh once (the input side is batched across a catch-up), and a single step also
+//! reads diff_proj and W_ih. Writing the PEFT directory (every layer's copy of the factors,
+//! fsynced) is set against writing and fsyncing a file of the same size in the same place.
 
 mod floors;
 
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use floors::{bandwidth_gbs, peak_rss_mib};
 
 use evolora_model::encoder::{DiffInput, FileDiff, HashedEncoder};
+use evolora_model::peft::{AdapterDtype, write_adapter_dir};
 use evolora_model::{BaseModelShapes, HyperConfig, Hypernetwork};
 
 fn rss_mib() -> f64 {
@@ -83,12 +86,42 @@ fn main() {
 
     let encode = median((0..20).map(|_| { let t = Instant::now(); std::hint::black_box(enc.encode_diff(&diff)); t.elapsed() }).collect());
     let e = enc.encode_diff(&diff).vector;
-    let step = median((0..10).map(|_| { let t = Instant::now(); std::hint::black_box(model.advance(&h0, std::slice::from_ref(&e), 0).unwrap()); t.elapsed() }).collect());
+    let step = median((0..10).map(|_| { let t = Instant::now(); std::hint::black_box(model.advance(&h0, std::slice::from_ref(&e)).unwrap()); t.elapsed() }).collect());
     let batch: Vec<Vec<f32>> = (0..64).map(|_| e.clone()).collect();
     let t = Instant::now();
-    std::hint::black_box(model.advance(&h0, &batch, 0).unwrap());
+    std::hint::black_box(model.advance(&h0, &batch).unwrap());
     let per_step_batched = t.elapsed() / 64;
     let generation = median((0..5).map(|_| { let t = Instant::now(); std::hint::black_box(model.adapter(&h0).unwrap()); t.elapsed() }).collect());
+
+    // The PEFT directory for the base's every layer, fsynced, against a plain file of the
+    // same size written and fsynced in the same directory (best of three each).
+    let adapter = model.adapter(&h0).unwrap();
+    let out = tempfile::tempdir_in(std::env::var_os("EVOLORA_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
+    let mut write_rows = Vec::new();
+    for dtype in [AdapterDtype::F32, AdapterDtype::Bf16] {
+        let mut best = (Duration::MAX, 0u64);
+        for i in 0..3 {
+            let dir = out.path().join(format!("{dtype}-{i}"));
+            let t = Instant::now();
+            write_adapter_dir(&dir, &adapter, &base, dtype, &[]).unwrap();
+            let took = t.elapsed();
+            let bytes = std::fs::metadata(dir.join(evolora_model::peft::ADAPTER_WEIGHTS)).unwrap().len();
+            best = best.min((took, bytes));
+        }
+        let plain = (0..3)
+            .map(|i| {
+                let data = vec![1u8; best.1 as usize];
+                let path = out.path().join(format!("plain-{dtype}-{i}"));
+                let t = Instant::now();
+                let mut f = std::fs::File::create(&path).unwrap();
+                std::io::Write::write_all(&mut f, &data).unwrap();
+                f.sync_all().unwrap();
+                t.elapsed()
+            })
+            .min()
+            .unwrap();
+        write_rows.push((dtype, best.0, best.1, plain));
+    }
 
     let gen_floor = head_params as f64 * 4.0 / (bw * 1e9);
     let step_floor = single_step_bytes / (bw * 1e9);
@@ -97,7 +130,18 @@ fn main() {
     println!("|---|---|---|---|");
     println!("| adapter generation (head {:.1} M params) | {:.1} ms | {:.1} ms | {:.2} |", head_params as f64 / 1e6, generation.as_secs_f64() * 1e3, gen_floor * 1e3, generation.as_secs_f64() / gen_floor);
     println!("| one GRU step (single commit) | {:.2} ms | {:.2} ms | {:.2} |", step.as_secs_f64() * 1e3, step_floor * 1e3, step.as_secs_f64() / step_floor);
-    println!("| GRU step within a 64-commit catch-up | {:.2} ms | {:.2} ms | {:.2} |", per_step_batched.as_secs_f64() * 1e3, step_floor * 1e3, per_step_batched.as_secs_f64() / step_floor);
+    let catch_up_floor = whh_bytes / (bw * 1e9);
+    println!("| GRU step within a 64-commit catch-up (floor: W_hh) | {:.2} ms | {:.2} ms | {:.2} |", per_step_batched.as_secs_f64() * 1e3, catch_up_floor * 1e3, per_step_batched.as_secs_f64() / catch_up_floor);
+    for (dtype, took, bytes, plain) in &write_rows {
+        println!(
+            "| PEFT directory, {} layers, {dtype} ({:.1} MB), fsynced (floor: a plain file as large) | {:.1} ms | {:.1} ms | {:.2} |",
+            base.num_hidden_layers,
+            *bytes as f64 / 1e6,
+            took.as_secs_f64() * 1e3,
+            plain.as_secs_f64() * 1e3,
+            took.as_secs_f64() / plain.as_secs_f64()
+        );
+    }
     println!("| hashed encode of a typical diff (~250 lines) | {:.3} ms | – | – |", encode.as_secs_f64() * 1e3);
     println!("| seeded model load | {:.2} s | – | – |", load.as_secs_f64());
     println!("| RSS of the loaded model | {rss_model:.0} MiB | {:.0} MiB of f32 weights | {:.2} |", (head_params + 3 * g * g * 2 + 2 * g * cfg.input_dim) as f64 * 4.0 / 1048576.0, rss_model / ((head_params + 3 * g * g * 2 + 2 * g * cfg.input_dim) as f64 * 4.0 / 1048576.0));

@@ -8,8 +8,9 @@ use crate::{BaseModelShapes, HyperConfig};
 /// How a state is computed from the weights, beyond the weights themselves. It is part of
 /// every fingerprint, so that changing it makes stored states rebuild from snapshots
 /// instead of continuing with different arithmetic. 2: the GRU's input side in fixed
-/// blocks of 16 steps (`hypernet::gru::INPUT_BLOCK`).
-const NUMERICS: &[u8] = b"evolora-numerics-2\0";
+/// blocks of 16 steps. 3: the GRU's recurrence on host kernels that sum every output in
+/// input order (`nn::host`), the same bits for any grouping, core count or device.
+const NUMERICS: &[u8] = b"evolora-numerics-3\0";
 
 /// The fingerprint of a model loaded from a checkpoint file's bytes.
 pub(crate) fn fingerprint_of_bytes(bytes: &[u8]) -> String {
@@ -46,6 +47,6 @@ mod tests {
         let cfg = HyperConfig::preset("compact").unwrap();
         let base = BaseModelShapes::preset("qwen2.5-coder-1.5b").unwrap();
         let found = fingerprint_of_seed(&cfg, &base, 7, "hashed-v1");
-        assert_eq!(found, "3cc39e03a2a4ab889fb8db344e4e124bcc725575bb590190eb3ebe3026b4f421");
+        assert_eq!(found, "1c26e752dbf7316b79ed0e4cd77a40d322d8027de4f9662f5328b774303210a2");
     }
 }

@@ -42,7 +42,7 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings, ModelError> {
 /// uses the snapshot alone.
 pub fn run(model: &Hypernetwork, emb: &Embeddings) -> Result<(Vec<f32>, AdapterWeights), ModelError> {
     let h0 = model.initial_state(&emb.snapshot)?;
-    let state = model.advance(&h0, &emb.diffs, 0)?;
+    let state = model.advance(&h0, &emb.diffs)?;
     let adapter = model.adapter(&state)?;
     Ok((state, adapter))
 }

@@ -111,7 +111,7 @@ impl Engine {
             }
         }
         let steps = diffs.len() as u64;
-        let vector = self.model.advance(&state.vector, &diffs, state.steps)?;
+        let vector = self.model.advance(&state.vector, &diffs)?;
         let step_base = steps::step_base_after(self.model.meta.step_policy, &stepped).map(|o| o.to_string());
         let before = state.walked;
         state.fold(Folded { vector, last_commit: last.to_string(), step_base, walked, steps, manifest_changed }, now_secs());

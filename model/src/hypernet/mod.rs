@@ -112,10 +112,9 @@ impl Hypernetwork {
     }
 
     /// Advances a state over diff vectors, each `input_dim` long. A Static model has no
-    /// recurrence: its state does not change.
-    /// Folds `diffs` into `state`, which has taken `steps_so_far` GRU steps since its
-    /// snapshot (see [`CommitGru::advance`]).
-    pub fn advance(&self, state: &[f32], diffs: &[Vec<f32>], steps_so_far: u64) -> Result<Vec<f32>, ModelError> {
+    /// recurrence: its state does not change. The result has the same bits however the
+    /// diffs are split across calls (see [`CommitGru`]).
+    pub fn advance(&self, state: &[f32], diffs: &[Vec<f32>]) -> Result<Vec<f32>, ModelError> {
         if state.len() != self.state_dim() {
             return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
         }
@@ -125,7 +124,7 @@ impl Hypernetwork {
             self.check_input(d)?;
             flat.extend_from_slice(d);
         }
-        Ok(gru.advance(state, &flat, steps_so_far, &self.device))
+        Ok(gru.advance(state, &flat))
     }
 
     /// The adapter for a state.

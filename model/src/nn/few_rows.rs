@@ -1,10 +1,13 @@
-//! Products of a few rows against a large frozen weight on the CPU, the shape of decoding:
-//! each weight is read once from memory, on every core, straight from the tensor's storage.
-//! burn's general matrix multiply packs the whole weight for a single row, which costs several
-//! times the read; these kernels stream it instead.
+//! Products of a few rows against a large frozen weight on the CPU, the shape of decoding,
+//! of the hypernetwork's head and of the GRU's steps: each weight is read once from memory,
+//! on every core, straight from the tensor's storage. burn's general matrix multiply packs
+//! the whole weight for a single row, which costs several times the read; these kernels
+//! stream it instead.
 //!
-//! Each output is summed over the inner dimension in index order whatever the number of
-//! threads, so results do not depend on the machine's core count.
+//! [`product`] sums each output over the inner dimension in index order, one product at a
+//! time, whatever the number of rows computed together, the number of threads or the vector
+//! width: a row's result has the same bits alone or within a block, on any machine. The GRU
+//! relies on that to give the same state however commits arrive.
 
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
@@ -13,15 +16,18 @@ use rayon::prelude::*;
 /// Rows up to which the few-row kernels beat burn's matrix multiply.
 pub const MAX_ROWS: usize = 8;
 
-/// Rows of a `[in, out]` weight one task reads (contiguously) in [`x_w`].
-const ROW_BLOCK: usize = 128;
+/// Rows whose sums one pass over a weight block keeps (in the first-level cache).
+const ROW_GROUP: usize = 16;
+
+/// Floats of partial sums a task keeps per pass: 16 KiB, within the first-level cache.
+const ACCUMULATOR_FLOATS: usize = 4096;
 
 /// Outputs one task updates in [`add_low_rank`].
 const COLUMN_BLOCK: usize = 1024;
 
 /// The storage of a contiguous row-major f32 CPU tensor; `None` elsewhere (another device or
 /// dtype, a strided view), where callers use burn's own operations.
-fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+pub(crate) fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     let flex = t.clone().try_into_primitive::<Flex>().ok()?;
     (flex.layout().is_contiguous() && flex.layout().start_offset() == 0 && flex.as_slice::<f32>().is_some()).then_some(flex)
 }
@@ -31,7 +37,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// `x · W (+ b)` for `x` `[.., in]` of at most [`MAX_ROWS`] rows and `W` `[in, out]` (burn's
-/// Linear layout); `None` when the tensors are not on the CPU backend.
+/// Linear layout), by [`product`]; `None` when the tensors are not on the CPU backend.
 pub fn x_w(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<3>> {
     let [b, t, d_in] = x.dims();
     let rows = b * t;
@@ -47,39 +53,113 @@ pub fn x_w(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Ten
         None => None,
     };
     let bias_data = bias_flex.as_ref().and_then(|f| f.as_slice::<f32>());
-    let xs = host(x.clone());
-    // Blocks of whole rows of W, so each task streams contiguous memory; each block's
-    // partial sums are added in block order, which fixes every output's summation order.
-    let blocks: Vec<Vec<f32>> = (0..d_in.div_ceil(ROW_BLOCK))
+    let y = product(&host(x.clone()), rows, w_data, d_out, bias_data);
+    Some(Tensor::from_data(TensorData::new(y, [b, t, d_out]), &x.device()))
+}
+
+/// `x · W + b` on host slices: `x` `[rows, in]`, `W` `[in, out]`, both row-major; any number
+/// of rows. Each output is `(Σᵢ x[i]·W[i, j])`, summed in order of `i` from zero, plus `b[j]`.
+///
+/// Each task owns a block of output columns and walks the weight's rows top to bottom, so
+/// the weight is read once per [`ROW_GROUP`] rows, in contiguous runs, on every core.
+pub fn product(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let d_in = if d_out == 0 { 0 } else { w.len() / d_out };
+    assert_eq!(w.len(), d_in * d_out, "weight shape");
+    assert_eq!(xs.len(), rows * d_in, "input shape");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), d_out, "bias shape");
+    }
+    let mut y = vec![0f32; rows * d_out];
+    if rows == 0 || d_out == 0 {
+        return y;
+    }
+    let group = rows.min(ROW_GROUP);
+    // Enough blocks for every core to take several, each narrow enough that a row group's
+    // sums stay in the first-level cache, in whole vectors.
+    let tasks = 4 * rayon::current_num_threads();
+    let width = d_out.div_ceil(tasks).next_multiple_of(16).clamp(16, (ACCUMULATOR_FLOATS / group / 16 * 16).max(16));
+    let blocks: Vec<Vec<f32>> = (0..d_out.div_ceil(width))
         .into_par_iter()
         .map(|block| {
-            let mut acc = vec![0f32; rows * d_out];
-            for i in block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(d_in) {
-                let w_row = &w_data[i * d_out..(i + 1) * d_out];
-                for r in 0..rows {
-                    let xv = xs[r * d_in + i];
-                    for (a, wv) in acc[r * d_out..(r + 1) * d_out].iter_mut().zip(w_row) {
-                        *a += xv * wv;
-                    }
-                }
+            let c0 = block * width;
+            let wd = width.min(d_out - c0);
+            let mut sums = vec![0f32; rows * wd];
+            for (g, group_sums) in sums.chunks_mut(group * wd).enumerate() {
+                let r0 = g * group;
+                let n = group_sums.len() / wd;
+                column_block(&xs[r0 * d_in..(r0 + n) * d_in], n, w, d_out, c0, group_sums);
             }
-            acc
+            sums
         })
         .collect();
-    let mut y = match bias_data {
-        Some(bias) => bias.repeat(rows),
-        None => vec![0f32; rows * d_out],
-    };
-    let mut partial = vec![0f32; rows * d_out];
-    for block in &blocks {
-        for (p, v) in partial.iter_mut().zip(block) {
-            *p += v;
+    for (block, sums) in blocks.iter().enumerate() {
+        let c0 = block * width;
+        let wd = sums.len() / rows;
+        for r in 0..rows {
+            let out = &mut y[r * d_out + c0..r * d_out + c0 + wd];
+            let s = &sums[r * wd..(r + 1) * wd];
+            match bias {
+                Some(b) => {
+                    for ((o, &v), &bv) in out.iter_mut().zip(s).zip(&b[c0..c0 + wd]) {
+                        *o = v + bv;
+                    }
+                }
+                None => out.copy_from_slice(s),
+            }
         }
     }
-    for (yv, p) in y.iter_mut().zip(&partial) {
-        *yv += p;
+    y
+}
+
+/// Adds `x · W[:, c0..c0 + wd]` into `sums` (`[rows, wd]`), one product at a time in order
+/// of the inner index (each sum is `(((s + x₀w₀) + x₁w₁) + …)`), on the widest vectors
+/// the CPU has: lanes are outputs, so the width never changes an output's bits.
+fn column_block(xs: &[f32], rows: usize, w: &[f32], d_out: usize, c0: usize, sums: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { column_block_avx2(xs, rows, w, d_out, c0, sums) };
+            return;
+        }
     }
-    Some(Tensor::from_data(TensorData::new(y, [b, t, d_out]), &x.device()))
+    column_block_portable(xs, rows, w, d_out, c0, sums)
+}
+
+// AVX2 without FMA: a fused multiply-add would round once instead of twice and change bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn column_block_avx2(xs: &[f32], rows: usize, w: &[f32], d_out: usize, c0: usize, sums: &mut [f32]) {
+    column_block_portable(xs, rows, w, d_out, c0, sums)
+}
+
+#[inline(always)]
+fn column_block_portable(xs: &[f32], rows: usize, w: &[f32], d_out: usize, c0: usize, sums: &mut [f32]) {
+    let wd = sums.len() / rows;
+    let d_in = xs.len() / rows;
+    let col = |i: usize| &w[i * d_out + c0..i * d_out + c0 + wd];
+    // Four weight rows a pass, so each sum is loaded and stored once per four products.
+    let mut i = 0;
+    while i + 4 <= d_in {
+        let (w0, w1, w2, w3) = (col(i), col(i + 1), col(i + 2), col(i + 3));
+        for (r, s) in sums.chunks_exact_mut(wd).enumerate() {
+            let x = &xs[r * d_in + i..r * d_in + i + 4];
+            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+            for ((((sv, &a), &b), &c), &d) in s.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                *sv = (((*sv + x0 * a) + x1 * b) + x2 * c) + x3 * d;
+            }
+        }
+        i += 4;
+    }
+    for i in i..d_in {
+        let w0 = col(i);
+        for (r, s) in sums.chunks_exact_mut(wd).enumerate() {
+            let x0 = xs[r * d_in + i];
+            for (sv, &a) in s.iter_mut().zip(w0) {
+                *sv += x0 * a;
+            }
+        }
+    }
 }
 
 /// `x · Eᵀ` for `x` `[.., in]` of at most [`MAX_ROWS`] rows and `E` `[out, in]` (an
@@ -243,6 +323,38 @@ mod tests {
         }
         let many: Tensor<3> = Tensor::zeros([3, 3, d_in], &device);
         assert!(x_w(&many, &w, None).is_none(), "nine rows go to burn");
+    }
+
+    /// The order of every sum is the contract: a plain loop in index order gives the same
+    /// bits, for a row alone, within a block of any size, on any number of threads.
+    #[test]
+    fn each_output_is_summed_in_input_order_whatever_the_rows_and_threads() {
+        // Odd sizes: a weight row count not a multiple of four, outputs not of sixteen,
+        // more rows than one pass keeps.
+        let (d_in, d_out, rows) = (203, 1187, 37);
+        let w: Vec<f32> = (0..d_in * d_out).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 337.0).collect();
+        let bias: Vec<f32> = (0..d_out).map(|j| (j as f32 - 600.0) / 999.0).collect();
+        let xs: Vec<f32> = (0..rows * d_in).map(|i| ((i * 613 % 211) as f32 - 105.0) / 71.0).collect();
+        let mut plain = vec![0f32; rows * d_out];
+        for r in 0..rows {
+            for j in 0..d_out {
+                let mut sum = 0f32;
+                for i in 0..d_in {
+                    sum += xs[r * d_in + i] * w[i * d_out + j];
+                }
+                plain[r * d_out + j] = sum + bias[j];
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+        for threads in [1, 3] {
+            let all = pool(threads).install(|| product(&xs, rows, &w, d_out, Some(&bias)));
+            assert_eq!(bits(&all), bits(&plain), "{rows} rows on {threads} threads");
+            for r in [0, 17, 36] {
+                let alone = pool(threads).install(|| product(&xs[r * d_in..(r + 1) * d_in], 1, &w, d_out, Some(&bias)));
+                assert_eq!(bits(&alone), bits(&plain[r * d_out..(r + 1) * d_out]), "row {r} alone on {threads} threads");
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Building blocks any model family here is made of: named host tensors in PyTorch layout
 //! ([`Weights`]), where a module's parameters come from ([`ParamSource`]: a checkpoint's
 //! map or a seed), deterministic initialisation ([`init`]), PyTorch layers declared against
-//! a source ([`layers`]), moving values in and out of burn tensors (`tensor`), and the
-//! few-row products decoding is made of ([`few_rows`]).
+//! a source ([`layers`]), moving values in and out of burn tensors (`tensor`), the few-row
+//! products decoding, the head and the GRU are made of ([`few_rows`]), and host layers on
+//! them whose bits never depend on the machine ([`host`]).
 
 pub mod few_rows;
+pub mod host;
 pub mod init;
 pub mod layers;
 pub mod params;

@@ -181,8 +181,13 @@ fn write_tensors(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes, 
     }
     let mut md = HashMap::new();
     md.insert("format".to_string(), "pt".to_string());
-    let bytes = safetensors::serialize(views, Some(md)).map_err(|e| ModelError::Safetensors(e.to_string()))?;
-    write_file(path, &bytes).map_err(|source| ModelError::AdapterIo { path: path.into(), source })
+    // Streamed from the per-factor buffers: the replicated layers are never copied into one
+    // file-sized buffer (74 MB at the paper's size in f32).
+    safetensors::serialize_to_file(views, Some(md), path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => ModelError::AdapterIo { path: path.into(), source },
+        other => ModelError::Safetensors(other.to_string()),
+    })?;
+    File::open(path).and_then(|f| f.sync_all()).map_err(|source| ModelError::AdapterIo { path: path.into(), source })
 }
 
 #[cfg(test)]

@@ -41,7 +41,6 @@ pub fn walk(model: &Hypernetwork, encoder: &mut Encoder, repo_path: &Path, tip: 
     let mut state = model.initial_state(&snapshot)?;
     let worker = Worker::open(repo.path(), threads, encoder.wants_text());
     let mut at = HashMap::new();
-    let mut steps_taken = 0u64;
     let total = (plan.len() - origin) as u64;
     let mut bar = Progress::new(label, "commits");
     for (i, p) in plan[origin..].iter().enumerate() {
@@ -52,8 +51,7 @@ pub fn walk(model: &Hypernetwork, encoder: &mut Encoder, repo_path: &Path, tip: 
                 None => None,
             };
             if let Some(v) = vector {
-                state = model.advance(&state, &[v], steps_taken)?;
-                steps_taken += 1;
+                state = model.advance(&state, &[v])?;
             }
         }
         let id = p.oid.to_string();

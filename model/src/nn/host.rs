@@ -1,0 +1,72 @@
+//! Layers that run on host vectors with the few-row kernels rather than on burn tensors.
+//! Their arithmetic is fixed down to the order of every sum ([`few_rows::product`]), so what
+//! they compute has the same bits on any device, core count or vector width, and for a row
+//! alone or within a block: the GRU's recurrence, whose results are stored and continued,
+//! runs on them.
+
+use crate::ModelError;
+use crate::nn::few_rows;
+use crate::nn::params::{Init, ParamSource};
+use crate::nn::tensor::transpose;
+
+/// A Linear stored PyTorch's way (weight `[out, in]`, bias `[out]`), kept as `[in, out]`
+/// for the kernels.
+pub struct HostLinear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    d_in: usize,
+    d_out: usize,
+}
+
+impl HostLinear {
+    pub fn new(params: &mut impl ParamSource, weight_name: &str, bias_name: &str, d_in: usize, d_out: usize, init: Init) -> Result<Self, ModelError> {
+        let weight = params.tensor(weight_name, &[d_out, d_in], init)?;
+        let bias = params.tensor(bias_name, &[d_out], init)?;
+        Ok(HostLinear { weight: transpose(&weight, d_out, d_in), bias, d_in, d_out })
+    }
+
+    /// `x · Wᵀ + b` for `x` `[rows, in]`, row-major.
+    pub fn forward(&self, xs: &[f32]) -> Vec<f32> {
+        few_rows::product(xs, xs.len() / self.d_in, &self.weight, self.d_out, Some(&self.bias))
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.d_out
+    }
+}
+
+impl std::fmt::Debug for HostLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostLinear({} → {})", self.d_in, self.d_out)
+    }
+}
+
+/// `nn.LayerNorm(dim)`, eps 1e-5: `{prefix}.weight` initially ones, `{prefix}.bias` zeros.
+#[derive(Debug)]
+pub struct HostLayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+const LAYER_NORM_EPS: f32 = 1e-5;
+
+impl HostLayerNorm {
+    pub fn new(params: &mut impl ParamSource, prefix: &str, dim: usize) -> Result<Self, ModelError> {
+        let gamma = params.tensor(&format!("{prefix}.weight"), &[dim], Init::Constant(1.0))?;
+        let beta = params.tensor(&format!("{prefix}.bias"), &[dim], Init::Constant(0.0))?;
+        Ok(HostLayerNorm { gamma, beta })
+    }
+
+    /// Normalises each row of `xs` in place (biased variance, as PyTorch).
+    pub fn forward_rows(&self, xs: &mut [f32]) {
+        let dim = self.gamma.len();
+        for row in xs.chunks_exact_mut(dim) {
+            let mean = row.iter().sum::<f32>() / dim as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+            let inv = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
