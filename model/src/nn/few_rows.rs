@@ -19,8 +19,10 @@ pub const MAX_ROWS: usize = 8;
 /// Rows whose sums one pass over a weight block keeps (in the first-level cache).
 const ROW_GROUP: usize = 16;
 
-/// Floats of partial sums a task keeps per pass: 16 KiB, within the first-level cache.
-const ACCUMULATOR_FLOATS: usize = 4096;
+/// Floats of partial sums a task keeps per pass: 128 KiB, within the second-level cache.
+/// Wide blocks keep each weight row's run long, which the hardware prefetcher streams best
+/// (a single row's head product ran at 1.05× its floor with 70 KiB runs, 1.2–1.3× with 16 KiB).
+const ACCUMULATOR_FLOATS: usize = 32768;
 
 /// Outputs one task updates in [`add_low_rank`].
 const COLUMN_BLOCK: usize = 1024;
@@ -75,7 +77,7 @@ pub fn product(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[
     }
     let group = rows.min(ROW_GROUP);
     // Enough blocks for every core to take several, each narrow enough that a row group's
-    // sums stay in the first-level cache, in whole vectors.
+    // sums stay in the second-level cache, in whole vectors.
     let tasks = 4 * rayon::current_num_threads();
     let width = d_out.div_ceil(tasks).next_multiple_of(16).clamp(16, (ACCUMULATOR_FLOATS / group / 16 * 16).max(16));
     let blocks: Vec<Vec<f32>> = (0..d_out.div_ceil(width))
