@@ -14,13 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{arg, bandwidth_gbs, request, start_daemon};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use common::{arg, bandwidth_gbs, git, request, start_daemon};
 
 /// Registers `repo` at `root` with a fresh daemon, then moves the branch to `tip` (one ref
 /// update) and times the walk until the state records the tip.

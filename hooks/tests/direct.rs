@@ -47,6 +47,14 @@ fn received(listener: &UnixListener) -> Vec<String> {
     lines
 }
 
+/// A new repository at `dir/name` (`--bare` among `flags` for a server).
+fn init(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let repo = dir.join(name);
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &[&["init", "-q", "-b", "main"], flags].concat(), &[], None);
+    repo
+}
+
 fn listen(path: &Path) -> UnixListener {
     let listener = UnixListener::bind(path).unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -60,9 +68,7 @@ fn canonical(p: PathBuf) -> String {
 #[test]
 fn git_runs_the_client_directly_with_the_guards_of_the_sh_block() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("r");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"], &[], None);
+    let repo = init(tmp.path(), "r", &[]);
     let socket = tmp.path().join("d.sock");
     let listener = listen(&socket);
     install(&repo, Path::new(NOTIFY), Some(&socket)).unwrap();
@@ -110,15 +116,11 @@ fn git_runs_the_client_directly_with_the_guards_of_the_sh_block() {
 #[test]
 fn a_bare_repository_is_woken_by_a_push_and_its_stdin_drained() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = tmp.path().join("srv.git");
-    std::fs::create_dir(&server).unwrap();
-    git(&server, &["init", "-q", "--bare", "-b", "main"], &[], None);
+    let server = init(tmp.path(), "srv.git", &["--bare"]);
     let socket = tmp.path().join("d.sock");
     let listener = listen(&socket);
     install(&server, Path::new(NOTIFY), Some(&socket)).unwrap();
-    let work = tmp.path().join("w");
-    std::fs::create_dir(&work).unwrap();
-    git(&work, &["init", "-q", "-b", "main"], &[], None);
+    let work = init(tmp.path(), "w", &[]);
     git(&work, &["commit", "-q", "--allow-empty", "-m", "x"], &[], None);
     git(&work, &["push", "-q", server.to_str().unwrap(), "main"], &[], None);
     let lines = received(&listener);
@@ -128,9 +130,7 @@ fn a_bare_repository_is_woken_by_a_push_and_its_stdin_drained() {
 #[test]
 fn a_foreign_hook_turns_the_direct_file_back_into_a_shell_block() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("r");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"], &[], None);
+    let repo = init(tmp.path(), "r", &[]);
     install(&repo, Path::new(NOTIFY), None).unwrap();
     let path = repo.join(".git/hooks/post-commit");
     // Someone adds a line of their own under evolora's: it must run as shell, with ours.

@@ -37,6 +37,23 @@ pub fn start_daemon<I: AsRef<OsStr>>(args: impl IntoIterator<Item = I>, state: &
     child
 }
 
+/// `git -C dir ARGS` with a fixed identity and no user configuration; its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.invalid")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// One request on its own connection.
 pub fn request(sock: &Path, v: &serde_json::Value) -> serde_json::Value {
     let s = UnixStream::connect(sock).unwrap();

@@ -44,15 +44,15 @@ impl CommitGru {
     /// Declares the `gru.*` tensors (PyTorch layout) against `params` and builds the GRU.
     pub fn new(cfg: &HyperConfig, params: &mut impl ParamSource, device: &Device) -> Result<Self, ModelError> {
         let (d, h) = (cfg.input_dim, cfg.gru_hidden);
-        let diff_proj = HostLinear::new(params, "gru.diff_proj.0.weight", "gru.diff_proj.0.bias", d, h, Init::fan_in(d))?;
+        let diff_proj = HostLinear::new(params, "gru.diff_proj.0", d, h)?;
         let diff_norm = HostLayerNorm::new(params, "gru.diff_proj.1", h)?;
         let init_proj = layers::linear(params, "gru.repo_init_proj.0", d, h, device)?;
         let init_norm = layers::layer_norm(params, "gru.repo_init_proj.2", h, device)?;
         // nn.GRU packs its gates [3H, in] in (r, z, n) order and initialises them with bound
         // 1/√H; transposed to [in, 3H], the gates are column ranges [0,H), [H,2H), [2H,3H).
         let gates = Init::Uniform { bound: 1.0 / (h as f32).sqrt() };
-        let input_gates = HostLinear::new(params, "gru.gru.weight_ih_l0", "gru.gru.bias_ih_l0", h, 3 * h, gates)?;
-        let hidden_gates = HostLinear::new(params, "gru.gru.weight_hh_l0", "gru.gru.bias_hh_l0", h, 3 * h, gates)?;
+        let input_gates = HostLinear::named(params, "gru.gru.weight_ih_l0", "gru.gru.bias_ih_l0", h, 3 * h, gates)?;
+        let hidden_gates = HostLinear::named(params, "gru.gru.weight_hh_l0", "gru.gru.bias_hh_l0", h, 3 * h, gates)?;
         let output_norm = layers::layer_norm(params, "gru.output_norm", h, device)?;
         Ok(CommitGru { diff_proj, diff_norm, init_proj, init_norm, input_gates, hidden_gates, output_norm, hidden: h, input: d })
     }

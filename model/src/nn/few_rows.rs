@@ -16,7 +16,7 @@ use rayon::prelude::*;
 /// Rows up to which the few-row kernels beat burn's matrix multiply.
 pub const MAX_ROWS: usize = 8;
 
-/// Rows whose sums one pass over a weight block keeps (in the first-level cache).
+/// Rows whose sums one pass over a weight block keeps (within [`ACCUMULATOR_FLOATS`]).
 const ROW_GROUP: usize = 16;
 
 /// Floats of partial sums a task keeps per pass: 128 KiB, within the second-level cache.
@@ -29,7 +29,7 @@ const COLUMN_BLOCK: usize = 1024;
 
 /// The storage of a contiguous row-major f32 CPU tensor; `None` elsewhere (another device or
 /// dtype, a strided view), where callers use burn's own operations.
-pub(crate) fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     let flex = t.clone().try_into_primitive::<Flex>().ok()?;
     (flex.layout().is_contiguous() && flex.layout().start_offset() == 0 && flex.as_slice::<f32>().is_some()).then_some(flex)
 }

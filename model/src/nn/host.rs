@@ -6,8 +6,8 @@
 
 use crate::ModelError;
 use crate::nn::few_rows;
+use crate::nn::layers::{self, LAYER_NORM_EPS};
 use crate::nn::params::{Init, ParamSource};
-use crate::nn::tensor::transpose;
 
 /// A Linear stored PyTorch's way (weight `[out, in]`, bias `[out]`), kept as `[in, out]`
 /// for the kernels.
@@ -19,10 +19,15 @@ pub struct HostLinear {
 }
 
 impl HostLinear {
-    pub fn new(params: &mut impl ParamSource, weight_name: &str, bias_name: &str, d_in: usize, d_out: usize, init: Init) -> Result<Self, ModelError> {
-        let weight = params.tensor(weight_name, &[d_out, d_in], init)?;
-        let bias = params.tensor(bias_name, &[d_out], init)?;
-        Ok(HostLinear { weight: transpose(&weight, d_out, d_in), bias, d_in, d_out })
+    /// `nn.Linear(d_in, d_out)` under `{prefix}.weight` and `{prefix}.bias`, as [`layers::linear`].
+    pub fn new(params: &mut impl ParamSource, prefix: &str, d_in: usize, d_out: usize) -> Result<Self, ModelError> {
+        Self::named(params, &format!("{prefix}.weight"), &format!("{prefix}.bias"), d_in, d_out, Init::fan_in(d_in))
+    }
+
+    /// Under other names and initialisation, as [`layers::linear_named`].
+    pub fn named(params: &mut impl ParamSource, weight_name: &str, bias_name: &str, d_in: usize, d_out: usize, init: Init) -> Result<Self, ModelError> {
+        let (weight, bias) = layers::linear_values(params, weight_name, bias_name, d_in, d_out, init)?;
+        Ok(HostLinear { weight, bias, d_in, d_out })
     }
 
     /// `x · Wᵀ + b` for `x` `[rows, in]`, row-major.
@@ -41,19 +46,16 @@ impl std::fmt::Debug for HostLinear {
     }
 }
 
-/// `nn.LayerNorm(dim)`, eps 1e-5: `{prefix}.weight` initially ones, `{prefix}.bias` zeros.
+/// `nn.LayerNorm(dim)`, as [`layers::layer_norm`].
 #[derive(Debug)]
 pub struct HostLayerNorm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
 }
 
-const LAYER_NORM_EPS: f32 = 1e-5;
-
 impl HostLayerNorm {
     pub fn new(params: &mut impl ParamSource, prefix: &str, dim: usize) -> Result<Self, ModelError> {
-        let gamma = params.tensor(&format!("{prefix}.weight"), &[dim], Init::Constant(1.0))?;
-        let beta = params.tensor(&format!("{prefix}.bias"), &[dim], Init::Constant(0.0))?;
+        let (gamma, beta) = layers::layer_norm_values(params, prefix, dim)?;
         Ok(HostLayerNorm { gamma, beta })
     }
 
@@ -63,7 +65,7 @@ impl HostLayerNorm {
         for row in xs.chunks_exact_mut(dim) {
             let mean = row.iter().sum::<f32>() / dim as f32;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-            let inv = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+            let inv = 1.0 / (var + LAYER_NORM_EPS as f32).sqrt();
             for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
                 *v = (*v - mean) * inv * g + b;
             }

@@ -27,20 +27,43 @@ pub fn linear_named(
     init: Init,
     device: &Device,
 ) -> Result<Linear, ModelError> {
-    let weight = params.tensor(weight_name, &[d_out, d_in], init)?;
-    let bias = params.tensor(bias_name, &[d_out], init)?;
-    // burn keeps Linear weights as [in, out].
+    let (weight, bias) = linear_values(params, weight_name, bias_name, d_in, d_out, init)?;
     Ok(Linear {
-        weight: Param::from_tensor(tensor2(transpose(&weight, d_out, d_in), [d_in, d_out], device)),
+        weight: Param::from_tensor(tensor2(weight, [d_in, d_out], device)),
         bias: Some(Param::from_tensor(tensor1(bias, device))),
     })
 }
 
-/// `nn.LayerNorm(dim)` (eps 1e-5): `{prefix}.weight` initially ones, `{prefix}.bias` zeros.
-pub fn layer_norm(params: &mut impl ParamSource, prefix: &str, dim: usize, device: &Device) -> Result<LayerNorm, ModelError> {
+/// The tensors of a Linear stored PyTorch's way, as host values: the weight transposed to
+/// `[in, out]` (burn's layout, and the host kernels'), the bias `[out]`.
+pub(crate) fn linear_values(
+    params: &mut impl ParamSource,
+    weight_name: &str,
+    bias_name: &str,
+    d_in: usize,
+    d_out: usize,
+    init: Init,
+) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    let weight = params.tensor(weight_name, &[d_out, d_in], init)?;
+    let bias = params.tensor(bias_name, &[d_out], init)?;
+    Ok((transpose(&weight, d_out, d_in), bias))
+}
+
+/// PyTorch's default `nn.LayerNorm` epsilon.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// `nn.LayerNorm(dim)`'s tensors as host values: `{prefix}.weight` (gamma, initially ones)
+/// and `{prefix}.bias` (beta, zeros).
+pub(crate) fn layer_norm_values(params: &mut impl ParamSource, prefix: &str, dim: usize) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
     let gamma = params.tensor(&format!("{prefix}.weight"), &[dim], Init::Constant(1.0))?;
     let beta = params.tensor(&format!("{prefix}.bias"), &[dim], Init::Constant(0.0))?;
-    let mut ln = LayerNormConfig::new(dim).with_epsilon(1e-5).init(device);
+    Ok((gamma, beta))
+}
+
+/// `nn.LayerNorm(dim)` ([`LAYER_NORM_EPS`]), its tensors from [`layer_norm_values`].
+pub fn layer_norm(params: &mut impl ParamSource, prefix: &str, dim: usize, device: &Device) -> Result<LayerNorm, ModelError> {
+    let (gamma, beta) = layer_norm_values(params, prefix, dim)?;
+    let mut ln = LayerNormConfig::new(dim).with_epsilon(LAYER_NORM_EPS).init(device);
     ln.gamma = Param::from_tensor(tensor1(gamma, device));
     ln.beta = Some(Param::from_tensor(tensor1(beta, device)));
     Ok(ln)
