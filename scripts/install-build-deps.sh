@@ -33,7 +33,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] && ! python3 -c 'import numpy' >/dev/null 2>&1; then
-    python3 -m pip install --quiet numpy 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages numpy
+# numpy: the numerical reference; gguf: llama.cpp's own reader, the GGUF adapter's oracle;
+# prometheus-client: the Prometheus project's parser, the metrics exposition's oracle.
+if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] && ! python3 -c 'import numpy, gguf, prometheus_client' >/dev/null 2>&1; then
+    python3 -m pip install --quiet numpy gguf prometheus-client 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages numpy gguf prometheus-client
 fi

@@ -86,7 +86,7 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
 #[test]
 fn a_disk_budget_evicts_the_least_recently_queried_first() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 10\n");
+    let mut daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 10\n[serve]\ngrace_secs = 0\n");
     let x = project(tmp.path(), "x");
     let y = project(tmp.path(), "y");
     // Times are kept in seconds: a pause between phases orders them.
@@ -113,7 +113,7 @@ fn a_disk_budget_evicts_the_least_recently_queried_first() {
 
     // Room for all but one version: the oldest by creation is X1, but it was queried after
     // Y1 was published, so Y1 goes.
-    daemon.reconfigure(&format!("keep_adapters = 10\nadapter_disk_budget = {}\n", bx1 + bx2 + by2 + 100));
+    daemon.reconfigure(&format!("keep_adapters = 10\nadapter_disk_budget = {}\n[serve]\ngrace_secs = 0\n", bx1 + bx2 + by2 + 100));
     daemon.wait_for(Duration::from_secs(30), "an eviction", || (!on_disk(&daemon, &ky).contains(&y1)).then_some(()));
     assert_eq!(on_disk(&daemon, &kx), BTreeSet::from([x1.clone(), x2.clone()]));
     assert_eq!(on_disk(&daemon, &ky), BTreeSet::from([y2.clone()]));
@@ -122,7 +122,7 @@ fn a_disk_budget_evicts_the_least_recently_queried_first() {
     // A budget nothing fits in: current and pinned versions stay, and the log says so.
     let out = daemon.cli(&["pin", x.path.to_str().unwrap(), &x1]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    daemon.reconfigure("keep_adapters = 10\nadapter_disk_budget = \"1 kB\"\n");
+    daemon.reconfigure("keep_adapters = 10\nadapter_disk_budget = \"1 kB\"\n[serve]\ngrace_secs = 0\n");
     daemon.wait_for(Duration::from_secs(30), "the over-budget warning", || {
         daemon.log_text().contains("exceeded by current and pinned adapters alone").then_some(())
     });

@@ -70,6 +70,13 @@ enum Command {
         /// Print the daemon's full reply as JSON
         #[arg(long)]
         json: bool,
+        /// Print the path of this format's file instead of the directory (`gguf`: the
+        /// llama.cpp adapter, written when `[serve] formats` lists it)
+        #[arg(long, value_enum)]
+        format: Option<crate::config::AdapterFormat>,
+        /// Print the name to give an inference server (`<repo key>/<version>`) instead
+        #[arg(long, conflicts_with_all = ["json", "format"])]
+        served_name: bool,
     },
     /// Show where each repository stands (last commit, steps, state digest, adapter)
     Status {
@@ -148,6 +155,8 @@ enum Command {
     },
     /// Check that the daemon answers
     Ping,
+    /// Print the daemon's metrics (Prometheus text exposition)
+    Metrics,
     /// Ask the daemon to stop (as SIGTERM does)
     Shutdown,
 }
@@ -341,11 +350,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("unregistered {}", path.display());
         }
-        Command::Adapter { path, refname, wait, json } => {
+        Command::Adapter { path, refname, wait, json, format, served_name } => {
             let path = absolute(&path)?;
             let wait = Duration::from_millis(wait.map(|s| (s.max(0.0) * 1000.0) as u64).unwrap_or(0));
             let reply = client.adapter(&path, refname, wait)?;
-            if json {
+            if let Some(crate::config::AdapterFormat::Gguf) = format {
+                let file = Path::new(&reply.path).join(evolora_model::peft::GGUF_FILE);
+                if !file.is_file() {
+                    bail!("{} has no GGUF file: add \"gguf\" to [serve] formats and regenerate", reply.path);
+                }
+                println!("{}", file.display());
+            } else if served_name {
+                println!("{}", reply.served_name);
+            } else if json {
                 println!("{}", serde_json::to_string(&reply)?);
             } else {
                 if let Some(w) = &reply.warning {
@@ -428,6 +445,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let reply = client.with_timeout(Duration::from_secs(5)).ping()?;
             println!("evolora daemon {} (pid {}) is up", reply.version, reply.pid);
         }
+        Command::Metrics => print!("{}", client.with_timeout(Duration::from_secs(5)).metrics()?.text),
         Command::Shutdown => {
             client.with_timeout(Duration::from_secs(5)).shutdown()?;
             println!("daemon stopping");

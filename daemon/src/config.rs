@@ -213,10 +213,91 @@ pub struct Config {
     /// `evolora verify` does, log the outcome and show it in `status`. The base model stays
     /// loaded (about 4 bytes per parameter) and each check costs a few forward passes.
     pub verify_after_publish: bool,
+    /// How inference servers consume the adapters.
+    pub serve: ServeSettings,
     /// Per-repository overrides: `[[repo]] path = "..."` with `[repo.triggers]` and
     /// `[repo.history]` tables naming only the keys that differ from the global ones.
     #[serde(rename = "repo")]
     pub repos: Vec<RepoOverride>,
+}
+
+/// `[serve]`: what inference servers need from the adapters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Written as `base_model_name_or_path` in every adapter: the exact model argument the
+    /// inference server was started with (`vllm serve /models/qwen` needs "/models/qwen";
+    /// vLLM's filesystem resolver refuses an adapter naming another base). Unset: the base
+    /// model's own name.
+    pub base_model_name: Option<String>,
+    /// A version handed to a client or pushed to a server is kept at least this many
+    /// seconds after its last hand-out, whatever `keep_adapters` and the disk budget say:
+    /// servers re-read an adapter they evicted from memory from its path.
+    pub grace_secs: u64,
+    /// Files written for each version: `peft` always; `gguf` adds `adapter_model.gguf` for
+    /// llama.cpp beside it.
+    pub formats: Vec<AdapterFormat>,
+    /// Serve `/metrics` over HTTP on this local address (e.g. "127.0.0.1:9464"); the socket's
+    /// `metrics` op answers either way.
+    pub metrics_listen: Option<String>,
+    /// Inference servers to load each new version into (`[[serve.push]]`).
+    pub push: Vec<PushEndpoint>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings { base_model_name: None, grace_secs: 3600, formats: vec![AdapterFormat::Peft], metrics_listen: None, push: Vec::new() }
+    }
+}
+
+impl ServeSettings {
+    pub fn gguf(&self) -> bool {
+        self.formats.contains(&AdapterFormat::Gguf)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterFormat {
+    Peft,
+    Gguf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushKind {
+    #[default]
+    Vllm,
+    Sglang,
+}
+
+/// `[[serve.push]]`: one inference server that loads each new version by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushEndpoint {
+    /// Its name in logs, metrics and `status` (default: the URL without credentials).
+    pub name: Option<String>,
+    /// `vllm` (`/v1/load_lora_adapter`, needs `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`) or
+    /// `sglang` (`/load_lora_adapter`).
+    pub kind: PushKind,
+    /// The server's base URL, e.g. "http://127.0.0.1:8000".
+    pub url: String,
+    /// Versions per repository left loaded there; older ones are unloaded.
+    pub keep: usize,
+    /// The environment variable holding a bearer token for the server (never logged).
+    pub api_key_env: Option<String>,
+    /// Per call.
+    pub timeout_secs: u64,
+    /// Tries per call while the server is unreachable or answers 5xx.
+    pub attempts: u32,
+    /// Wait before the first retry, doubling after each.
+    pub backoff_ms: u64,
+}
+
+impl Default for PushEndpoint {
+    fn default() -> Self {
+        PushEndpoint { name: None, kind: PushKind::Vllm, url: String::new(), keep: 2, api_key_env: None, timeout_secs: 10, attempts: 5, backoff_ms: 500 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +308,9 @@ pub struct RepoOverride {
     pub triggers: toml::Table,
     #[serde(default)]
     pub history: toml::Table,
+    /// `[repo.serve]`: only `push = false` (this repository's versions are not pushed).
+    #[serde(default)]
+    pub serve: toml::Table,
     /// `path`'s common git dir, found when the file is loaded (jobs look it up often).
     #[serde(skip)]
     pub git_dir: Option<PathBuf>,
@@ -244,6 +328,12 @@ impl Config {
         let h: HistorySettings = self.overridden(git_dir, "history", &self.history, |o| &o.history)?;
         h.check()?;
         Ok(h)
+    }
+
+    /// Whether this repository's new versions go to the `[[serve.push]]` servers.
+    pub fn pushes(&self, git_dir: &Path) -> bool {
+        let o = self.repos.iter().find(|o| o.git_dir.as_deref() == Some(git_dir));
+        o.and_then(|o| o.serve.get("push")).and_then(|v| v.as_bool()).unwrap_or(true)
     }
 
     /// `global` with the `[repo.<section>]` keys of `git_dir`'s override laid over it.
@@ -329,6 +419,7 @@ impl Default for Config {
             encode_threads: 0,
             max_clients: 1024,
             verify_after_publish: false,
+            serve: ServeSettings::default(),
             repos: Vec::new(),
         }
     }
@@ -343,6 +434,12 @@ impl Config {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
                 let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
                 cfg.history.check().map_err(|e| format!("config {}: {e}", path.display()))?;
+                crate::push::check_endpoints(&cfg.serve.push).map_err(|e| format!("config {}: {e}", path.display()))?;
+                for o in &cfg.repos {
+                    if let Some(k) = o.serve.keys().find(|k| *k != "push") {
+                        return Err(format!("config {}: [repo.serve] for {}: unknown key `{k}` (only `push`)", path.display(), o.path.display()));
+                    }
+                }
                 if cfg.verify_after_publish && cfg.model.base_dir.is_none() {
                     return Err(format!("config {}: verify_after_publish needs [model] base_dir, the base model's directory", path.display()));
                 }
@@ -352,6 +449,11 @@ impl Config {
                 Ok(cfg)
             }
         }
+    }
+
+    /// The retention rules in force.
+    pub fn keep(&self) -> crate::adapters::Keep {
+        crate::adapters::Keep { newest: self.keep_adapters, disk_budget: self.adapter_disk_budget.0, grace_secs: self.serve.grace_secs }
     }
 
     pub fn encode_threads(&self) -> usize {

@@ -211,6 +211,17 @@ impl Jobs {
         self.scheduler.queued()
     }
 
+    /// When the running job's first wake-up came (for the commit-to-adapter latency).
+    pub fn running_woken_at(&self) -> Option<std::time::Instant> {
+        self.scheduler.running_woken_at()
+    }
+
+    /// Commits still to walk in the walks running now.
+    pub fn walk_lag(&self) -> u64 {
+        let walks = self.walks.lock().expect("walks lock");
+        walks.values().filter(|w| w.ended.is_none()).map(|w| w.to_walk.saturating_sub(w.walked)).sum()
+    }
+
     pub fn close(&self) {
         self.scheduler.close();
     }
@@ -233,6 +244,9 @@ pub struct Daemon {
     pub store: StateStore,
     pub jobs: Arc<Jobs>,
     pub adapters: Arc<Adapters>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Loads new versions into inference servers (started by the daemon when configured).
+    pub push: Arc<crate::push::Pusher>,
     /// The loaded model, described for clients; set once before the daemon is ready.
     pub model: Arc<OnceLock<ModelInfo>>,
     /// Why the model did not load, when it did not: no job runs, published adapters are
@@ -252,12 +266,15 @@ impl Daemon {
         // The adapter paths handed to clients are under the canonical state directory (it
         // only changes with a restart).
         let state_dir = std::fs::canonicalize(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
-        let adapters = Adapters::new(state_dir.join(crate::config::ADAPTERS_DIR), store.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let adapters = Adapters::new(state_dir.join(crate::config::ADAPTERS_DIR), store.clone(), metrics.clone());
         Arc::new(Daemon {
             config: Arc::new(LiveConfig::new(config)),
             store,
             jobs: Arc::default(),
             adapters: Arc::new(adapters),
+            metrics,
+            push: Arc::default(),
             model: Arc::default(),
             model_error: OnceLock::new(),
             repos: RepoCache::default(),

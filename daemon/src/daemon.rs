@@ -25,6 +25,8 @@ pub enum DaemonError {
     AlreadyRunning(PathBuf),
     #[error("socket {path}: {source}")]
     Socket { path: PathBuf, source: std::io::Error },
+    #[error("metrics listener {addr}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
     #[error("loading the model: {0}")]
     Model(String),
     #[error("{0}")]
@@ -64,6 +66,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     UnixListener::from_std(listener).map_err(err)
 }
 
+/// The metrics listener, when one is configured. An address already in use stops the start
+/// with its name, as a taken socket path does.
+fn bind_metrics(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>, DaemonError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l));
+    let listener = listener.map_err(|source| DaemonError::Metrics { addr: addr.to_owned(), source })?;
+    info!(address = %addr, "metrics at http://{addr}/metrics");
+    Ok(Some(tokio::net::TcpListener::from_std(listener)?))
+}
+
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or a `shutdown` request.
 pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     // A file-size limit must fail the write (EFBIG, handled like a full disk), not kill us.
@@ -77,16 +89,17 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     }
     let daemon = Daemon::new(config.clone(), store.clone());
     daemon.adapters.recover();
+    daemon.push.start(config.serve.push.clone(), &config.state_dir, daemon.adapters.clone(), daemon.metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("evolora-io")
         .build()?;
-    let (listener, signals) = {
-        // Both register with the runtime's reactor.
+    let (listener, signals, metrics_listener) = {
+        // All register with the runtime's reactor.
         let _guard = runtime.enter();
-        (bind_socket(&config.socket)?, SignalStream::install(&daemon.stop))
+        (bind_socket(&config.socket)?, SignalStream::install(&daemon.stop), bind_metrics(config.serve.metrics_listen.as_deref())?)
     };
     let socket_path = config.socket.clone();
 
@@ -139,6 +152,10 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
 
     let serving = daemon.clone();
     runtime.block_on(async move {
+        tokio::spawn(sweep_after_grace(serving.clone()));
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::metrics_http::serve(l, serving.clone()));
+        }
         let shutdown = wait_for_shutdown(serving.clone(), signals, config_file);
         server::run(listener, shutdown, serving).await;
     });
@@ -197,14 +214,26 @@ async fn wait_for_shutdown(daemon: Arc<Daemon>, signals: std::io::Result<SignalS
 /// Applies the adapter disk budget now (at start, and after a reload may have lowered it)
 /// rather than at the next publish; on its own thread, as it may delete many directories.
 fn enforce_budget_in_background(daemon: &Arc<Daemon>) {
-    let budget = daemon.config.get().adapter_disk_budget.0;
-    if budget == 0 {
+    let keep = daemon.config.get().keep();
+    if keep.disk_budget == 0 {
         return;
     }
     let adapters = daemon.adapters.clone();
-    let spawned = std::thread::Builder::new().name("evolora-retention".into()).spawn(move || adapters.apply_budget(budget));
+    let hold = crate::adapters::Hold { now: crate::clock::now_secs(), grace_secs: keep.grace_secs };
+    let spawned = std::thread::Builder::new().name("evolora-retention".into()).spawn(move || adapters.apply_budget(keep.disk_budget, hold));
     if let Err(e) = spawned {
         warn!(error = %e, "adapter disk budget not enforced");
+    }
+}
+
+/// Frees the versions retention kept only for the serve grace once it is over, rather than
+/// at the next publish (which may never come for a quiet repository).
+async fn sweep_after_grace(daemon: Arc<Daemon>) {
+    loop {
+        let grace = daemon.config.get().serve.grace_secs;
+        tokio::time::sleep(Duration::from_secs(grace.clamp(1, 60))).await;
+        let (adapters, keep) = (daemon.adapters.clone(), daemon.config.get().keep());
+        let _ = tokio::task::spawn_blocking(move || adapters.sweep_held(keep)).await;
     }
 }
 

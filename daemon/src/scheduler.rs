@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a job must do beyond catching up with git.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +29,9 @@ struct Queue {
     order: VecDeque<String>,
     pending: HashMap<String, JobFlags>,
     running: Option<String>,
+    /// When each queued entry's first wake-up came, and the running job's.
+    woken_at: HashMap<String, Instant>,
+    running_woken_at: Option<Instant>,
     closed: bool,
 }
 
@@ -49,6 +52,7 @@ impl Scheduler {
             Some(existing) => existing.merge(flags),
             None => {
                 q.pending.insert(repo.to_owned(), flags);
+                q.woken_at.insert(repo.to_owned(), Instant::now());
                 q.order.push_back(repo.to_owned());
             }
         }
@@ -64,6 +68,7 @@ impl Scheduler {
             }
             if let Some(repo) = q.order.pop_front() {
                 let flags = q.pending.remove(&repo).unwrap_or_default();
+                q.running_woken_at = q.woken_at.remove(&repo);
                 q.running = Some(repo.clone());
                 return Some((repo, flags));
             }
@@ -78,6 +83,11 @@ impl Scheduler {
     /// Marks the running job finished.
     pub fn done(&self) {
         self.queue.lock().expect("scheduler lock").running = None;
+    }
+
+    /// When the running job's first wake-up came.
+    pub fn running_woken_at(&self) -> Option<Instant> {
+        self.queue.lock().expect("scheduler lock").running_woken_at
     }
 
     /// Is `repo` queued or running?

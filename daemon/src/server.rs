@@ -124,7 +124,13 @@ async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
                 }
                 match Request::parse(&line) {
                     Err((id, err)) => Reply::error(id, err),
-                    Ok(req) => Reply { id: req.id, result: ops::dispatch(&daemon, req.op).await },
+                    Ok(req) => {
+                        let result = ops::dispatch(&daemon, req.op).await;
+                        if matches!(&result, Err(e) if e.code == ErrorCode::Internal) {
+                            daemon.metrics.error("request");
+                        }
+                        Reply { id: req.id, result }
+                    }
                 }
             }
         };

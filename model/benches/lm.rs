@@ -63,6 +63,7 @@ fn main() {
         num_key_value_heads: cfg.num_key_value_heads,
         head_dim: cfg.head_dim,
         num_hidden_layers: layers,
+        family: Some(cfg.family),
     };
     let pairs = ModuleType::ALL
         .into_iter()

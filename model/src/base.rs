@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::transformer::Family;
 use crate::{ModelError, ModuleType};
 
 /// What the adapter writer needs to know about a base model.
@@ -17,6 +18,11 @@ pub struct BaseModelShapes {
     pub num_key_value_heads: usize,
     pub head_dim: usize,
     pub num_hidden_layers: usize,
+    /// The decoder family, where known: GGUF adapters name it, and llama.cpp refuses one
+    /// whose family differs from the base's. `None` for configs of other families.
+    /// Not serialised, so that the seed fingerprints (which hash these shapes) stay put.
+    #[serde(skip)]
+    pub family: Option<Family>,
 }
 
 impl BaseModelShapes {
@@ -35,6 +41,7 @@ impl BaseModelShapes {
                 num_key_value_heads: 2,
                 head_dim: 128,
                 num_hidden_layers: 28,
+                family: Some(Family::Qwen2),
             }),
             "qwen2.5-coder-0.5b" => Some(BaseModelShapes {
                 name: "Qwen/Qwen2.5-Coder-0.5B".into(),
@@ -44,6 +51,7 @@ impl BaseModelShapes {
                 num_key_value_heads: 2,
                 head_dim: 64,
                 num_hidden_layers: 24,
+                family: Some(Family::Qwen2),
             }),
             _ => None,
         }
@@ -79,6 +87,11 @@ impl BaseModelShapes {
             Some(d) => d,
             None => hidden_size / num_attention_heads,
         };
+        let architectures: Vec<String> = json
+            .get("architectures")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
         let name = json
             .get("_name_or_path")
             .and_then(|v| v.as_str())
@@ -98,6 +111,7 @@ impl BaseModelShapes {
             num_key_value_heads: get("num_key_value_heads").unwrap_or(num_attention_heads),
             head_dim,
             num_hidden_layers: need("num_hidden_layers")?,
+            family: Family::of_config(json.get("model_type").and_then(|v| v.as_str()), &architectures),
         })
     }
 
@@ -152,6 +166,23 @@ mod tests {
         assert_eq!(b.in_out(ModuleType::O), (128, 64));
         assert_eq!(b.in_out(ModuleType::V), (64, 32));
         assert_eq!(b.name, "x/y");
+        assert_eq!(b.family, None, "no model_type, no architectures: not known to be Qwen");
+    }
+
+    #[test]
+    fn family_comes_from_model_type_or_architectures() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let shapes = r#""hidden_size":64,"intermediate_size":128,"num_attention_heads":4,"num_hidden_layers":2"#;
+        for (extra, family) in [
+            (r#""model_type":"qwen3""#, Some(Family::Qwen3)),
+            (r#""architectures":["Qwen2ForCausalLM"]"#, Some(Family::Qwen2)),
+            (r#""model_type":"llama""#, None),
+        ] {
+            std::fs::write(&p, format!("{{{shapes},{extra}}}")).unwrap();
+            assert_eq!(BaseModelShapes::from_config_json(&p).unwrap().family, family, "{extra}");
+        }
+        assert_eq!(BaseModelShapes::preset("qwen2.5-coder-0.5b").unwrap().family, Some(Family::Qwen2));
     }
 
     #[test]

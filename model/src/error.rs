@@ -45,6 +45,8 @@ pub enum ModelError {
     Device(String, String),
     #[error("writing adapter to {path}: {source}")]
     AdapterIo { path: PathBuf, source: std::io::Error },
+    #[error("GGUF adapter {path}: {reason}")]
+    Gguf { path: PathBuf, reason: String },
     #[error("adapter {dir}: {reason}")]
     AdapterDir { dir: PathBuf, reason: String },
     #[error("generation: {0}")]

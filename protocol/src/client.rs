@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::reply::{AdapterReply, OpError, Pinned, Pong, Queued, Registered, Reply, Status, Stopping, Unregistered};
+use crate::reply::{AdapterReply, MetricsReply, OpError, Pinned, Pong, Queued, Registered, Reply, Status, Stopping, Unregistered};
 use crate::request::{Op, Request};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,10 @@ impl Client {
 
     pub fn status(&self, repo: Option<&Path>) -> Result<Status, ClientError> {
         self.call(Op::Status { repo: repo.map(text) }, Duration::ZERO)
+    }
+
+    pub fn metrics(&self) -> Result<MetricsReply, ClientError> {
+        self.call(Op::Metrics, Duration::ZERO)
     }
 
     pub fn regenerate(&self, repo: &Path) -> Result<Queued, ClientError> {

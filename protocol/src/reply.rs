@@ -75,6 +75,11 @@ pub struct Queued {
 pub struct AdapterReply {
     /// Absolute path of the version directory.
     pub path: String,
+    /// The name to give an inference server for this version: `<repo key>/<version dir>`,
+    /// unique per version and never reused, and the version's path under the adapter root
+    /// (vLLM's filesystem resolver loads it by this name). Never `…/current`.
+    #[serde(default)]
+    pub served_name: String,
     /// Commit the adapter was generated at.
     pub commit: String,
     #[serde(rename = "ref")]
@@ -136,6 +141,35 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_error: Option<String>,
     pub state_dir: String,
+    /// Each `[[serve.push]]` server and its last outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push: Vec<PushStatus>,
+}
+
+/// One inference server evolora loads versions into, and how its last call went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PushStatus {
+    pub endpoint: String,
+    pub kind: String,
+    /// Without credentials.
+    pub url: String,
+    /// `load` or `unload`.
+    pub last_op: Option<String>,
+    /// The served name it was about.
+    pub last_adapter: Option<String>,
+    /// Unix seconds.
+    pub last_at: Option<u64>,
+    /// None when the last call succeeded.
+    pub last_error: Option<String>,
+    /// Versions evolora loaded there and has not unloaded.
+    pub loaded: usize,
+}
+
+/// `metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReply {
+    pub content_type: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +269,9 @@ impl WalkProgress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterVersion {
     pub dir: String,
+    /// See [`AdapterReply::served_name`].
+    #[serde(default)]
+    pub served_name: String,
     pub commit: String,
     #[serde(rename = "ref")]
     pub refname: String,
@@ -257,6 +294,7 @@ pub enum ReplyBody {
     Pinned(Pinned),
     Stopping(Stopping),
     Status(Status),
+    Metrics(MetricsReply),
 }
 
 macro_rules! into_body {
@@ -269,7 +307,7 @@ macro_rules! into_body {
     };
 }
 
-into_body!(Pong => Pong, Registered => Registered, Unregistered => Unregistered, Queued => Queued, AdapterReply => Adapter, Pinned => Pinned, Stopping => Stopping, Status => Status);
+into_body!(Pong => Pong, Registered => Registered, Unregistered => Unregistered, Queued => Queued, AdapterReply => Adapter, Pinned => Pinned, Stopping => Stopping, Status => Status, MetricsReply => Metrics);
 
 /// One reply line: the request's id and its outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -358,6 +396,7 @@ mod tests {
     fn optional_fields_are_left_out_not_null() {
         let reply = AdapterReply {
             path: "/a".into(),
+            served_name: "k/c".into(),
             commit: "c".into(),
             refname: "refs/heads/main".into(),
             tip: None,

@@ -50,13 +50,15 @@ pub enum Op {
         #[serde(default)]
         adapter: Option<String>,
     },
+    /// The daemon's metrics in the Prometheus text exposition (OpenMetrics).
+    Metrics,
     Shutdown,
 }
 
 impl Op {
     /// Every operation's wire name, so an unknown one is told apart from bad arguments.
     pub const NAMES: &'static [&'static str] =
-        &["ping", "register", "unregister", "notify", "adapter", "status", "regenerate", "reset", "pin", "unpin", "shutdown"];
+        &["ping", "register", "unregister", "notify", "adapter", "status", "regenerate", "reset", "pin", "unpin", "metrics", "shutdown"];
 
     /// This operation's wire name.
     pub fn name(&self) -> &'static str {
@@ -71,6 +73,7 @@ impl Op {
             Op::Reset { .. } => "reset",
             Op::Pin { .. } => "pin",
             Op::Unpin { .. } => "unpin",
+            Op::Metrics => "metrics",
             Op::Shutdown => "shutdown",
         }
     }
@@ -168,6 +171,7 @@ mod tests {
             Op::Reset { repo: repo() },
             Op::Pin { repo: repo(), adapter: None },
             Op::Unpin { repo: repo(), adapter: Some("abc1234".into()) },
+            Op::Metrics,
             Op::Shutdown,
         ];
         assert_eq!(all.len(), Op::NAMES.len());

@@ -22,6 +22,8 @@ pub struct StateStore {
     adapters: sled::Tree,
     /// Restore points: exact earlier states of each ref, keyed by ref then commits walked.
     restore: sled::Tree,
+    /// How many adapter version names were issued per (repository, commit).
+    issued: sled::Tree,
     /// Our own lock on the directory, held while any clone lives (see [`lock_dir`]).
     _lock: std::sync::Arc<std::fs::File>,
 }
@@ -106,6 +108,7 @@ impl StateStore {
             refs: db.open_tree("refs")?,
             adapters: db.open_tree("adapters")?,
             restore: db.open_tree("restore_points")?,
+            issued: db.open_tree("issued_names")?,
             db,
             _lock: std::sync::Arc::new(lock),
         })
@@ -163,6 +166,20 @@ impl StateStore {
                 Ok::<_, ConflictableTransactionError<StateError>>(())
             })
             .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// How many version names were issued for adapters of `repo` at `commit` (0: none).
+    pub fn issued_names(&self, repo: &str, commit: &str) -> Result<u32, StateError> {
+        let v = self.issued.get(ref_key(repo, commit))?;
+        Ok(v.and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok()).map_or(0, u32::from_be_bytes))
+    }
+
+    /// Records, durably, that `count` names were issued at `commit`: before the directory
+    /// exists, so that a crash that leaves the directory (and start-up adopts it) cannot
+    /// leave its name free for reuse.
+    pub fn set_issued_names(&self, repo: &str, commit: &str, count: u32) -> Result<(), StateError> {
+        self.issued.insert(ref_key(repo, commit), &count.to_be_bytes())?;
         self.flush()
     }
 
@@ -419,6 +436,21 @@ mod tests {
         assert_eq!(s.ref_states("r").unwrap().len(), 2);
         assert_eq!(s.ref_names("r").unwrap(), ["refs/heads/dev", "refs/heads/main"]);
         assert!(s.ref_states("rr").unwrap().is_empty(), "prefix scan must not leak into other repos");
+    }
+
+    #[test]
+    fn issued_names_survive_reopen_and_unregistration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            assert_eq!(s.issued_names("r", "abc").unwrap(), 0);
+            s.set_issued_names("r", "abc", 2).unwrap();
+            s.remove_repo("r").unwrap();
+        }
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.issued_names("r", "abc").unwrap(), 2);
+        assert_eq!(s.issued_names("r", "abd").unwrap(), 0);
+        assert_eq!(s.issued_names("rr", "abc").unwrap(), 0);
     }
 
 

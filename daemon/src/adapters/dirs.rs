@@ -14,13 +14,14 @@ use super::info::AdapterInfo;
 
 pub const CURRENT: &str = "current";
 
-/// A fresh directory name for an adapter at `commit`: never reuses a published name, since
-/// servers cache adapters by path.
-pub fn fresh_name(repo_dir: &Path, commit: &str) -> String {
-    if !repo_dir.join(commit).exists() {
-        return commit.to_owned();
-    }
-    (1..).map(|n| format!("{commit}.{n}")).find(|name| !repo_dir.join(name).exists()).expect("unbounded")
+/// The name of the next version at `commit`, given how many were issued there before:
+/// `<commit>` first, then `<commit>.1`, `<commit>.2`, … Names are never reused (servers
+/// cache adapters by name), so the count comes from the state store, which outlives the
+/// directories; a directory already on disk is skipped too. Returns (index, name); the
+/// caller records `index + 1` as issued.
+pub fn fresh_name(repo_dir: &Path, commit: &str, issued: u32) -> (u32, String) {
+    let name = |n: u32| if n == 0 { commit.to_owned() } else { format!("{commit}.{n}") };
+    (issued..).map(|n| (n, name(n))).find(|(_, name)| !repo_dir.join(name).exists()).expect("unbounded")
 }
 
 /// Points `current` at `name` atomically (a new symlink renamed over the old one).

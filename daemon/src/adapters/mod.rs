@@ -9,15 +9,17 @@ pub mod info;
 mod retention;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use evolora_model::peft::{AdapterDtype, write_adapter_dir};
+use evolora_model::peft::{AdapterDtype, Formats, write_adapter_dir_with};
 use evolora_model::{AdapterWeights, BaseModelShapes, ModelError};
 use evolora_state::{AdapterRecord, RefState, StateError, StateStore};
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+
 pub use info::{AdapterInfo, ModelStamp, SCHEMA};
-pub use retention::find;
+pub use retention::{Hold, find};
 use retention::Retention;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub struct Contents<'a> {
     pub dtype: AdapterDtype,
     /// Its `evolora.json`.
     pub info: &'a AdapterInfo,
+    /// Also write `adapter_model.gguf` for llama.cpp.
+    pub gguf: bool,
 }
 
 /// Retention settings in force for one publish.
@@ -47,6 +51,17 @@ pub struct Keep {
     pub newest: usize,
     /// Bytes all versions may take together (0: no limit).
     pub disk_budget: u64,
+    /// A version handed to a client or pushed to a server stays at least this long after
+    /// its last hand-out, whatever `newest` and `disk_budget` say: servers re-read an
+    /// adapter they evicted from memory from its path.
+    pub grace_secs: u64,
+}
+
+/// The name a server knows a version by: `<repo key>/<version dir>`, unique per version and
+/// never reused, and the version's path relative to the adapter root (vLLM's filesystem
+/// resolver with `VLLM_LORA_RESOLVER_CACHE_DIR` set to that root loads it by this name).
+pub fn served_name(repo_key: &str, dir: &str) -> String {
+    format!("{repo_key}/{dir}")
 }
 
 pub struct Adapters {
@@ -56,11 +71,12 @@ pub struct Adapters {
     /// Running total of the bytes of versions on record, when known: a full budget pass
     /// reads every record, so it is skipped while this fits.
     bytes_on_record: Mutex<Option<u64>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Adapters {
-    pub fn new(root: PathBuf, store: StateStore) -> Self {
-        Adapters { root, store, retention: Retention::default(), bytes_on_record: Mutex::new(None) }
+    pub fn new(root: PathBuf, store: StateStore, metrics: Arc<Metrics>) -> Self {
+        Adapters { root, store, retention: Retention::default(), bytes_on_record: Mutex::new(None), metrics }
     }
 
     pub fn root(&self) -> &Path {
@@ -94,13 +110,15 @@ impl Adapters {
     /// fresh name, points `current` at it, records it with the state that now names it,
     /// then applies retention. Returns the directory.
     pub fn publish(&self, repo_key: &str, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
-        let Contents { weights, base, dtype, info } = contents;
+        let Contents { weights, base, dtype, info, gguf } = contents;
         let repo_dir = self.repo_dir(repo_key);
         let io = |source| PublishError::Io { path: repo_dir.clone(), source };
         std::fs::create_dir_all(&repo_dir).map_err(io)?;
-        let name = dirs::fresh_name(&repo_dir, &state.last_commit);
+        let issued = self.store.issued_names(repo_key, &state.last_commit)?;
+        let (index, name) = dirs::fresh_name(&repo_dir, &state.last_commit, issued);
+        self.store.set_issued_names(repo_key, &state.last_commit, index + 1)?;
         let now = info.created_at.unwrap_or_else(crate::clock::now_secs);
-        let dir = write_adapter_dir(&repo_dir.join(&name), weights, base, dtype, &[(info::FILE, info.to_bytes())])?;
+        let dir = write_adapter_dir_with(&repo_dir.join(&name), weights, base, dtype, &[(info::FILE, info.to_bytes())], Formats { gguf })?;
         dirs::swap_current(&repo_dir, &name).map_err(io)?;
         state.published(&name, now);
         let bytes = dirs::dir_bytes(&dir);
@@ -111,15 +129,17 @@ impl Adapters {
             let mut total = self.bytes_on_record.lock().expect("bytes lock");
             *total = total.map(|b| b + bytes);
         }
-        self.retain(repo_key, &repo_dir, keep);
+        self.retain(repo_key, &repo_dir, keep, now);
         Ok(dir)
     }
 
     /// After a publish: the repository's newest versions, then the disk budget. Failures
     /// are logged, never fatal: the new adapter is already published.
-    fn retain(&self, repo_key: &str, repo_dir: &Path, keep: Keep) {
-        match self.retention.prune(&self.store, repo_key, repo_dir, keep.newest) {
+    fn retain(&self, repo_key: &str, repo_dir: &Path, keep: Keep, now: u64) {
+        let hold = Hold { now, grace_secs: keep.grace_secs };
+        match self.retention.prune(&self.store, repo_key, repo_dir, keep.newest, hold) {
             Ok(p) => {
+                self.metrics.pruned.inc_by(p.removed as u64);
                 let mut total = self.bytes_on_record.lock().expect("bytes lock");
                 *total = total.map(|b| b.saturating_sub(p.freed));
             }
@@ -129,14 +149,34 @@ impl Adapters {
         if keep.disk_budget == 0 || fits {
             return;
         }
-        self.apply_budget(keep.disk_budget);
+        self.apply_budget(keep.disk_budget, hold);
     }
 
     /// Evicts least recently used versions across repositories until they fit in `budget`
     /// bytes; logs what it did.
-    pub fn apply_budget(&self, budget: u64) {
-        let total = self.retention.apply_budget(&self.store, &self.root, budget);
+    pub fn apply_budget(&self, budget: u64, hold: Hold) {
+        let total = self.retention.apply_budget(&self.store, &self.root, budget, hold, &self.metrics);
         *self.bytes_on_record.lock().expect("bytes lock") = total;
+    }
+
+    /// Frees what an earlier pass kept only for the serve grace, once the grace is over:
+    /// every repository's newest-K rule, then the disk budget. Does nothing unless such a
+    /// version was kept since the last sweep.
+    pub fn sweep_held(&self, keep: Keep) {
+        if !self.retention.take_held() {
+            return;
+        }
+        let repos = match self.store.repos() {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "adapter retention sweep skipped");
+                return;
+            }
+        };
+        let now = crate::clock::now_secs();
+        for repo in repos {
+            self.retain(&repo.key, &self.repo_dir(&repo.key), keep, now);
+        }
     }
 
     /// Notes that a client was handed `dir` (for least-recently-used eviction).

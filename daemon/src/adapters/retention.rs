@@ -5,7 +5,10 @@
 //! `keep_adapters` versions (a protected version among the newest counts towards them). With
 //! a disk budget, unprotected versions are evicted across all repositories, least recently
 //! used first (last handed to a client, else published), until the versions on record fit.
-//! The budget wins over `keep_adapters`: it is a cap, the count is a ceiling.
+//! The budget wins over `keep_adapters`: it is a cap, the count is a ceiling. Both yield to
+//! the serve grace: a version handed to a client or pushed to a server within the last
+//! `grace_secs` stays (servers re-read an adapter they evicted from memory from its path),
+//! and a budget pass says when the grace alone holds it over budget.
 //!
 //! Record updates (pins, query times, deletions) go through one lock, so a version being
 //! pinned can never be deleted by a prune that decided before the pin; deleting passes run
@@ -42,6 +45,8 @@ pub struct BudgetReport {
     pub total: u64,
     /// Bytes that may not be evicted (current and pinned versions).
     pub protected: u64,
+    /// Bytes of other versions kept because they were handed out within the grace.
+    pub held_by_grace: u64,
 }
 
 impl BudgetReport {
@@ -49,16 +54,36 @@ impl BudgetReport {
         if self.evicted > 0 {
             info!(evicted = self.evicted, freed = self.freed, total = self.total, budget, "adapter disk budget: evicted least recently queried versions");
         }
-        if self.total > budget {
+        if self.total > budget && self.held_by_grace > 0 {
+            warn!(total = self.total, protected = self.protected, held_by_grace = self.held_by_grace, budget, "adapter disk budget exceeded: versions handed out within the serve grace are kept until it ends");
+        } else if self.total > budget {
             warn!(total = self.total, protected = self.protected, budget, "adapter disk budget exceeded by current and pinned adapters alone");
         }
     }
 }
 
+/// When a pass runs, and how long hand-outs protect a version.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub now: u64,
+    pub grace_secs: u64,
+}
+
+/// Per version, as this process saw it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Queried {
+    /// The query time last written to the record.
+    written: u64,
+    /// The last hand-out, exact.
+    handed: u64,
+}
+
 #[derive(Default)]
 pub struct Retention {
-    /// Guards record rewrites; holds, per (repo key, dir), the query time last written.
-    written: Mutex<HashMap<(String, String), u64>>,
+    /// Guards record rewrites; holds, per (repo key, dir), query times.
+    written: Mutex<HashMap<(String, String), Queried>>,
+    /// Set when a pass kept a version only for the grace, so that a later sweep frees it.
+    held: std::sync::atomic::AtomicBool,
     /// One deleting pass at a time (the model thread's after a publish, the budget thread's
     /// after a start or reload): each counts what is on disk before deciding what to free.
     pass: Mutex<()>,
@@ -92,16 +117,39 @@ impl Retention {
     /// without a flush (sled writes it within its flush interval).
     pub fn touch(&self, store: &StateStore, repo_key: &str, dir: &str, now: u64) {
         let mut written = self.written.lock().expect("retention lock");
-        let slot = (repo_key.to_owned(), dir.to_owned());
-        if written.get(&slot).is_some_and(|&t| now < t + QUERY_WRITE_INTERVAL) {
+        let seen = written.entry((repo_key.to_owned(), dir.to_owned())).or_default();
+        seen.handed = seen.handed.max(now);
+        if seen.written > 0 && now < seen.written + QUERY_WRITE_INTERVAL {
             return;
         }
         if let Ok(Some((key, mut rec))) = store.adapter_by_dir(repo_key, dir) {
             rec.last_queried = now;
             if store.update_adapter_record(&key, &rec, false).is_ok() {
-                written.insert(slot, now);
+                seen.written = now;
             }
         }
+    }
+
+    /// Whether `rec` was handed out within the grace. This process's own hand-outs count
+    /// exactly; before them (after a restart) the record's time plus the write interval
+    /// stands in, since a hand-out within that interval of a written one is not written.
+    fn in_grace(written: &HashMap<(String, String), Queried>, repo_key: &str, rec: &AdapterRecord, hold: Hold) -> bool {
+        if hold.grace_secs == 0 {
+            return false;
+        }
+        let handed = written.get(&(repo_key.to_owned(), rec.dir.clone())).map_or(0, |q| q.handed);
+        let last = match (handed, rec.last_queried) {
+            (0, 0) => return false,
+            // Our first hand-out of a version is always written, so ours are the newest.
+            (0, recorded) => recorded + QUERY_WRITE_INTERVAL,
+            (ours, _) => ours,
+        };
+        hold.now < last.saturating_add(hold.grace_secs)
+    }
+
+    /// True once since the last call when a pass kept a version only for the grace.
+    pub fn take_held(&self) -> bool {
+        self.held.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Pins or unpins the adapter `name` (see [`find`]) of a repository, durably.
@@ -115,18 +163,19 @@ impl Retention {
         Ok(Some(rec))
     }
 
-    /// Deletes a repository's versions beyond its newest `keep` (protected ones excepted).
-    pub fn prune(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, keep: usize) -> Result<Pruned, StateError> {
+    /// Deletes a repository's versions beyond its newest `keep` (protected ones and those
+    /// in their grace excepted).
+    pub fn prune(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, keep: usize, hold: Hold) -> Result<Pruned, StateError> {
         let _pass = self.pass.lock().expect("retention pass lock");
         let records = store.adapters(repo_key)?;
         let excess = records.len().saturating_sub(keep);
         let doomed: Vec<String> = records.iter().take(excess).map(|(_, r)| r.dir.clone()).collect();
-        self.delete(store, repo_key, repo_dir, &doomed)
+        self.delete(store, repo_key, repo_dir, &doomed, hold)
     }
 
     /// Evicts least recently used versions across all repositories until the adapter
     /// directories under `root` fit in `budget` bytes.
-    pub fn enforce_budget(&self, store: &StateStore, root: &Path, budget: u64) -> Result<BudgetReport, StateError> {
+    pub fn enforce_budget(&self, store: &StateStore, root: &Path, budget: u64, hold: Hold) -> Result<BudgetReport, StateError> {
         let _pass = self.pass.lock().expect("retention pass lock");
         let mut all = store.all_adapters()?;
         for (repo, key, rec) in all.iter_mut().filter(|(_, _, r)| r.bytes == 0) {
@@ -150,20 +199,28 @@ impl Retention {
             }
         }
         let mut candidates: Vec<&(String, AdapterKey, AdapterRecord)> = Vec::new();
-        for entry in &all {
-            let (repo, _, rec) = entry;
-            if rec.pinned || protected[repo].contains(&rec.dir) {
-                report.protected += rec.bytes;
-            } else {
-                candidates.push(entry);
+        {
+            let written = self.written.lock().expect("retention lock");
+            for entry in &all {
+                let (repo, _, rec) = entry;
+                if rec.pinned || protected[repo].contains(&rec.dir) {
+                    report.protected += rec.bytes;
+                } else if Self::in_grace(&written, repo, rec, hold) {
+                    report.held_by_grace += rec.bytes;
+                } else {
+                    candidates.push(entry);
+                }
             }
+        }
+        if report.held_by_grace > 0 {
+            self.held.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         candidates.sort_by_key(|(_, _, r)| (r.last_used(), r.created_at));
         for (repo, _, rec) in candidates {
             if report.total <= budget {
                 break;
             }
-            let done = self.delete(store, repo, &root.join(repo.as_str()), std::slice::from_ref(&rec.dir))?;
+            let done = self.delete(store, repo, &root.join(repo.as_str()), std::slice::from_ref(&rec.dir), hold)?;
             report.evicted += done.removed;
             report.freed += done.freed;
             report.total -= done.freed.min(report.total);
@@ -173,9 +230,10 @@ impl Retention {
 
     /// [`Retention::enforce_budget`], its outcome logged. Returns the bytes on record
     /// afterwards, if the pass completed.
-    pub fn apply_budget(&self, store: &StateStore, root: &Path, budget: u64) -> Option<u64> {
-        match self.enforce_budget(store, root, budget) {
+    pub fn apply_budget(&self, store: &StateStore, root: &Path, budget: u64, hold: Hold, metrics: &crate::metrics::Metrics) -> Option<u64> {
+        match self.enforce_budget(store, root, budget, hold) {
             Ok(report) => {
+                metrics.pruned.inc_by(report.evicted as u64);
                 report.log(budget);
                 Some(report.total)
             }
@@ -189,7 +247,7 @@ impl Retention {
     /// Deletes the named versions of one repository unless protected or pinned at the moment
     /// of deletion. A directory is renamed away before its record goes, so a crash never
     /// leaves a half-deleted directory under a published name; remains are swept at start.
-    fn delete(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, dirs: &[String]) -> Result<Pruned, StateError> {
+    fn delete(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, dirs: &[String], hold: Hold) -> Result<Pruned, StateError> {
         let mut out = Pruned::default();
         if dirs.is_empty() {
             return Ok(out);
@@ -201,6 +259,10 @@ impl Retention {
             for name in dirs {
                 let Some((key, rec)) = store.adapter_by_dir(repo_key, name)? else { continue };
                 if rec.pinned || protected.contains(name) {
+                    continue;
+                }
+                if Self::in_grace(&written, repo_key, &rec, hold) {
+                    self.held.store(true, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
                 let dir = repo_dir.join(name);
@@ -319,6 +381,25 @@ mod tests {
         let adopted = store.adapter_by_dir("r-1", "unrecorded").unwrap().unwrap().1;
         assert_eq!((adopted.commit.as_str(), adopted.steps, adopted.created_at), ("abc", 4, 9));
         assert_eq!(reconcile(&store, &root).unwrap(), (0, 0), "a second pass finds nothing to do");
+    }
+
+    #[test]
+    fn the_grace_counts_from_the_last_hand_out_and_errs_long_after_a_restart() {
+        let hold = |now| Hold { now, grace_secs: 100 };
+        let mut seen = HashMap::new();
+        let (_, mut r) = rec("v", "c");
+        assert!(!Retention::in_grace(&seen, "k", &r, hold(1)), "never handed out");
+        // Only the record, as after a restart: it may lag the last hand-out by the write
+        // interval, so the grace is stretched by it.
+        r.last_queried = 1000;
+        assert!(Retention::in_grace(&seen, "k", &r, hold(1000 + 100 + QUERY_WRITE_INTERVAL - 1)));
+        assert!(!Retention::in_grace(&seen, "k", &r, hold(1000 + 100 + QUERY_WRITE_INTERVAL)));
+        // This process's hand-outs are exact.
+        seen.insert(("k".to_owned(), "v".to_owned()), Queried { written: 1000, handed: 1010 });
+        assert!(Retention::in_grace(&seen, "k", &r, hold(1109)));
+        assert!(!Retention::in_grace(&seen, "k", &r, hold(1110)));
+        assert!(!Retention::in_grace(&seen, "other", &rec("v", "c").1, hold(1010)), "per repository");
+        assert!(!Retention::in_grace(&seen, "k", &r, Hold { now: 1010, grace_secs: 0 }), "no grace configured");
     }
 
     #[test]

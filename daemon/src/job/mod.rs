@@ -93,6 +93,8 @@ pub struct JobContext {
     pub store: StateStore,
     pub jobs: Arc<Jobs>,
     pub adapters: Arc<Adapters>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub push: Arc<crate::push::Pusher>,
     pub stop: StopFlag,
 }
 
@@ -103,6 +105,8 @@ impl JobContext {
             store: daemon.store.clone(),
             jobs: daemon.jobs.clone(),
             adapters: daemon.adapters.clone(),
+            metrics: daemon.metrics.clone(),
+            push: daemon.push.clone(),
             stop: daemon.stop.clone(),
         }
     }
@@ -141,7 +145,10 @@ impl Engine {
                 }
                 Ok(out) if out.steps > 0 || out.published.is_some() => info!(repo = %key, steps = out.steps, adapter = ?out.published, "caught up"),
                 Ok(_) => {}
-                Err(e) => warn!(repo = %key, error = %e, "job failed"),
+                Err(e) => {
+                    self.ctx.metrics.error("job");
+                    warn!(repo = %key, error = %e, "job failed");
+                }
             }
             let ended = match result {
                 Ok(out) if out.interrupted => Ended::Interrupted,

@@ -2,14 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
-use evolora_model::AdapterWeights;
+use evolora_model::{AdapterWeights, BaseModelShapes};
 use evolora_state::RefState;
 
 use super::triggers::{self, Since};
 use super::{Engine, JobError, now_secs, vector_digest};
-use crate::adapters::{AdapterInfo, Contents, Keep, ModelStamp, SCHEMA};
+use crate::adapters::{AdapterInfo, Contents, ModelStamp, SCHEMA};
 use crate::config::Config;
 use crate::context::UNTRAINED_WARNING;
+use crate::metrics::secs;
+use crate::push::Published;
 use crate::scheduler::JobFlags;
 
 /// The trigger that publishes an adapter of `state` now, if any. `cold`: the state was
@@ -33,7 +35,9 @@ pub fn due(cfg: &Config, state: &RefState, flags: JobFlags, cold: bool, now: u64
 impl Engine {
     /// Publishes the adapter of `state`; returns its directory and the weights written there.
     pub(super) fn publish(&mut self, cfg: &Config, git_dir: &Path, key: &str, state: &mut RefState, trigger: &str, walked: u64) -> Result<(PathBuf, AdapterWeights), JobError> {
+        let generating = std::time::Instant::now();
         let weights = self.model.adapter(&state.vector)?;
+        self.ctx.metrics.generation.observe(secs(generating.elapsed()));
         let meta = &self.model.meta;
         let info = AdapterInfo {
             schema: SCHEMA,
@@ -56,9 +60,29 @@ impl Engine {
             warning: (!meta.trained).then(|| UNTRAINED_WARNING.to_owned()),
             ..AdapterInfo::default()
         };
-        let keep = Keep { newest: cfg.keep_adapters, disk_budget: cfg.adapter_disk_budget.0 };
-        let contents = Contents { weights: &weights, base: &self.model.base, dtype: cfg.model.dtype, info: &info };
-        let dir = self.ctx.adapters.publish(key, state, contents, keep)?;
+        // Servers compare this name with the one they were started with.
+        let renamed: BaseModelShapes;
+        let base = match &cfg.serve.base_model_name {
+            Some(name) => {
+                renamed = BaseModelShapes { name: name.clone(), ..self.model.base.clone() };
+                &renamed
+            }
+            None => &self.model.base,
+        };
+        let contents = Contents { weights: &weights, base, dtype: cfg.model.dtype, info: &info, gguf: cfg.serve.gguf() };
+        let writing = std::time::Instant::now();
+        let dir = self.ctx.adapters.publish(key, state, contents, cfg.keep())?;
+        let metrics = &self.ctx.metrics;
+        metrics.write.observe(secs(writing.elapsed()));
+        metrics.published.inc();
+        if let Some(woken) = self.ctx.jobs.running_woken_at() {
+            metrics.commit_to_adapter.observe(secs(woken.elapsed()));
+        }
+        if cfg.pushes(git_dir)
+            && let Some(name) = dir.file_name()
+        {
+            self.ctx.push.published(Published { repo_key: key.to_owned(), dir: name.to_string_lossy().into_owned(), path: dir.clone() });
+        }
         Ok((dir, weights))
     }
 }

@@ -62,6 +62,7 @@ impl Engine {
         if verification.passed {
             info!(repo = %key, %refname, adapter = %verification.adapter, logit_change = verification.max_abs_logit_change, secs, "adapter verified");
         } else {
+            self.ctx.metrics.error("verify");
             warn!(repo = %key, %refname, adapter = %verification.adapter, failures = ?verification.failures, "adapter FAILED verification: clients may get the base model's behaviour");
         }
         self.ctx.jobs.verified(key, refname, verification);

@@ -9,6 +9,7 @@ use super::inputs::{Prepared, StepInput, Worker};
 use super::{Engine, JobError, Outcome, now_secs, steps};
 use crate::config::Config;
 use crate::git::DiffLimits;
+use crate::metrics::secs;
 use crate::parallel::ordered_map;
 
 /// Groups per window of a walk (see [`Engine::walk`]).
@@ -56,12 +57,18 @@ impl Engine {
         let mut group: Vec<Prepared> = Vec::new();
         let mut failed: Option<JobError> = None;
         let mut finished = true;
+        let metrics = self.ctx.metrics.clone();
         ordered_map(
             &plan,
             threads,
             2 * cfg.step_group.max(1),
             || Worker::open(&git_dir, file_threads, wants_text),
-            |w, p| w.prepare(p, globs),
+            |w, p| {
+                let started = std::time::Instant::now();
+                let prepared = w.prepare(p, globs);
+                metrics.encode.observe(secs(started.elapsed()));
+                prepared
+            },
             |i, prepared| {
                 let prepared = match prepared {
                     Ok(p) => p,
@@ -106,12 +113,24 @@ impl Engine {
         for p in group {
             match p.input {
                 Some(StepInput::Vector(v)) => diffs.push(v),
-                Some(StepInput::Text { base, text }) => diffs.push(self.encoder.diff_vector(&text, base, p.oid)?),
+                Some(StepInput::Text { base, text }) => {
+                    let started = std::time::Instant::now();
+                    diffs.push(self.encoder.diff_vector(&text, base, p.oid)?);
+                    self.ctx.metrics.encode.observe(secs(started.elapsed()));
+                }
                 None => {}
             }
         }
         let steps = diffs.len() as u64;
+        let advancing = std::time::Instant::now();
         let vector = self.model.advance(&state.vector, &diffs)?;
+        if steps > 0 {
+            let per_step = secs(advancing.elapsed()) / steps as f64;
+            for _ in 0..steps {
+                self.ctx.metrics.gru_step.observe(per_step);
+            }
+        }
+        self.ctx.metrics.commits_walked.inc_by(walked);
         let step_base = steps::step_base_after(self.model.meta.step_policy, &stepped).map(|o| o.to_string());
         let before = state.walked;
         state.fold(Folded { vector, last_commit: last.to_string(), step_base, walked, steps, manifest_changed }, now_secs());

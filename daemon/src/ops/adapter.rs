@@ -67,9 +67,11 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
                 return Err(OpError::new(ErrorCode::Timeout, why));
             }
             daemon.adapters.touch(&rec.key, &dir, crate::job::now_secs());
+            daemon.metrics.served.inc();
             let trained = daemon.model.get().is_some_and(|m| m.trained);
             return Ok(AdapterReply {
                 path: daemon.adapters.path(&rec.key, &dir).display().to_string(),
+                served_name: crate::adapters::served_name(&rec.key, &dir),
                 commit,
                 refname,
                 tip,

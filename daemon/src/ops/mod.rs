@@ -2,6 +2,7 @@
 //! returns its typed reply or an error; none does socket I/O.
 
 mod adapter;
+pub mod metrics;
 mod notify;
 mod pin;
 mod ping;
@@ -31,6 +32,7 @@ pub async fn dispatch(daemon: &Arc<Daemon>, op: Op) -> Result<ReplyBody, OpError
         Op::Reset { repo } => repair::reset(daemon, &repo).await?.into(),
         Op::Pin { repo, adapter } => pin::run(daemon, &repo, adapter.as_deref(), true).await?.into(),
         Op::Unpin { repo, adapter } => pin::run(daemon, &repo, adapter.as_deref(), false).await?.into(),
+        Op::Metrics => metrics::run(daemon).into(),
         Op::Shutdown => shutdown::run(daemon).into(),
     })
 }

@@ -56,6 +56,7 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
             adapters: versions.map(|v| {
                 v.into_iter()
                     .map(|r| AdapterVersion {
+                        served_name: crate::adapters::served_name(&rec.key, &r.dir),
                         dir: r.dir,
                         commit: r.commit,
                         refname: r.refname,
@@ -80,5 +81,6 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
         model: daemon.model.get().cloned(),
         model_error: daemon.model_error.get().cloned(),
         state_dir: daemon.state_dir().display().to_string(),
+        push: daemon.push.status(),
     })
 }

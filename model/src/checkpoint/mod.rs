@@ -129,6 +129,7 @@ mod tests {
             num_key_value_heads: 2,
             head_dim: 8,
             num_hidden_layers: 1,
+            family: None,
         }
     }
 

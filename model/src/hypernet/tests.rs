@@ -40,6 +40,7 @@ fn small_base() -> BaseModelShapes {
         num_key_value_heads: 2,
         head_dim: 8,
         num_hidden_layers: 1,
+        family: None,
     }
 }
 

@@ -6,13 +6,16 @@
 //! Layout: `adapter_config.json` (`r`, `lora_alpha`, `target_modules`, ...) and
 //! `adapter_model.safetensors` with keys
 //! `base_model.model.model.layers.{i}.{self_attn|mlp}.{type}.lora_{A,B}.weight`, A [r, in] and
-//! B [out, r], metadata format=pt. The daemon adds `evolora.json` beside them.
+//! B [out, r], metadata format=pt. The daemon adds `evolora.json` beside them; on request
+//! [`gguf`] adds `adapter_model.gguf`, the same adapter for llama.cpp.
 
+pub mod gguf;
 pub mod read;
 pub mod write;
 
+pub use gguf::{GGUF_FILE, gguf_tensor_name, write_gguf};
 pub use read::{PeftAdapter, PeftConfig};
-pub use write::{AdapterDtype, TEMP_PREFIX, adapter_config, write_adapter_dir};
+pub use write::{AdapterDtype, Formats, TEMP_PREFIX, adapter_config, write_adapter_dir, write_adapter_dir_with};
 
 use crate::ModuleType;
 

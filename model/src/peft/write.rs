@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::gguf::{GGUF_FILE, write_gguf};
 use super::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, tensor_key};
 use crate::floats::{f32_to_bf16, f32_to_f16};
 use crate::{AdapterWeights, BaseModelShapes, ModelError};
@@ -64,7 +65,8 @@ impl TryFrom<String> for AdapterDtype {
     }
 }
 
-fn encode(values: &[f32], dtype: AdapterDtype) -> Vec<u8> {
+/// Little-endian bytes of `values` in `dtype`: the same bytes in safetensors and GGUF.
+pub(super) fn encode(values: &[f32], dtype: AdapterDtype) -> Vec<u8> {
     match dtype {
         AdapterDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         AdapterDtype::Bf16 => values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes()).collect(),
@@ -108,6 +110,14 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Formats written beside the PEFT pair, which is always written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Formats {
+    /// `adapter_model.gguf`, the llama.cpp LoRA ([`super::gguf`]); needs a base known to be
+    /// Qwen2 or Qwen3.
+    pub gguf: bool,
+}
+
 /// Writes the adapter into `final_dir`, which must not exist yet. Extra files (name, bytes)
 /// are written beside the PEFT files. On error the temporary directory is removed and
 /// nothing appears at `final_dir`.
@@ -117,6 +127,19 @@ pub fn write_adapter_dir(
     base: &BaseModelShapes,
     dtype: AdapterDtype,
     extra_files: &[(&str, Vec<u8>)],
+) -> Result<PathBuf, ModelError> {
+    write_adapter_dir_with(final_dir, weights, base, dtype, extra_files, Formats::default())
+}
+
+/// [`write_adapter_dir`], also writing the `formats` asked for inside the same temporary
+/// directory, so that they appear together with the PEFT files or not at all.
+pub fn write_adapter_dir_with(
+    final_dir: &Path,
+    weights: &AdapterWeights,
+    base: &BaseModelShapes,
+    dtype: AdapterDtype,
+    extra_files: &[(&str, Vec<u8>)],
+    formats: Formats,
 ) -> Result<PathBuf, ModelError> {
     let parent = final_dir.parent().ok_or_else(|| ModelError::AdapterIo {
         path: final_dir.into(),
@@ -136,6 +159,9 @@ pub fn write_adapter_dir(
     let result = (|| {
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
         write_tensors(&tmp.join(ADAPTER_WEIGHTS), weights, base, dtype)?;
+        if formats.gguf {
+            write_gguf(&tmp.join(GGUF_FILE), weights, base, dtype)?;
+        }
         let config = serde_json::to_vec_pretty(&adapter_config(weights, base)).expect("json");
         let p = tmp.join(ADAPTER_CONFIG);
         write_file(&p, &config).map_err(io_err(&p))?;

@@ -15,6 +15,30 @@ pub enum Family {
     Qwen3,
 }
 
+impl Family {
+    /// The family a `config.json` names: by `model_type` where it has one, else by its
+    /// `architectures` (Qwen3 MoE is another model).
+    pub fn of_config(model_type: Option<&str>, architectures: &[String]) -> Option<Family> {
+        match model_type {
+            Some("qwen2") => Some(Family::Qwen2),
+            Some("qwen3") => Some(Family::Qwen3),
+            Some(_) => None,
+            None if architectures.iter().any(|a| a.starts_with("Qwen2")) => Some(Family::Qwen2),
+            None if architectures.iter().any(|a| a.starts_with("Qwen3") && !a.contains("Moe")) => Some(Family::Qwen3),
+            None => None,
+        }
+    }
+
+    /// llama.cpp's architecture name (`general.architecture` in GGUF), which is also the
+    /// Hugging Face `model_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct QwenConfig {
     pub family: Family,
@@ -77,13 +101,8 @@ impl QwenConfig {
         let fail = |reason: String| ModelError::ModelConfig { path: path.to_path_buf(), reason };
         let raw: Raw = serde_json::from_slice(text).map_err(|e| fail(format!("not a readable model config: {e}")))?;
         let named = raw.model_type.clone().or_else(|| raw.architectures.first().cloned()).unwrap_or_default();
-        let family = match raw.model_type.as_deref() {
-            Some("qwen2") => Family::Qwen2,
-            Some("qwen3") => Family::Qwen3,
-            None if raw.architectures.iter().any(|a| a.starts_with("Qwen2")) => Family::Qwen2,
-            None if raw.architectures.iter().any(|a| a.starts_with("Qwen3") && !a.contains("Moe")) => Family::Qwen3,
-            _ => return Err(ModelError::UnsupportedModel { path: path.to_path_buf(), found: named }),
-        };
+        let family = Family::of_config(raw.model_type.as_deref(), &raw.architectures)
+            .ok_or_else(|| ModelError::UnsupportedModel { path: path.to_path_buf(), found: named })?;
         if raw.use_sliding_window == Some(true) {
             return Err(fail("sliding-window attention (`use_sliding_window: true`) is not supported".into()));
         }
