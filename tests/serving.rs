@@ -61,7 +61,7 @@ fn hand_out(daemon: &Daemon, repo: &Repo) -> Value {
 #[test]
 fn served_names_are_unique_per_version_and_never_reused_after_pruning() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = "keep_adapters = 1\n[serve]\ngrace_secs = 0\nbase_model_name = \"/models/qwen2.5-coder-0.5b\"\n";
+    let config = "keep_adapters = 1\n[serve]\ngrace_secs = 0\nbase_model_name = \"/models/qwen2.5-coder-0.5b\"\nformats = [\"peft\", \"gguf\"]\n";
     let daemon = Daemon::start_with_config(tmp.path(), config);
     let repo = project(tmp.path(), "project");
     daemon.register_and_wait(&repo);
@@ -74,6 +74,13 @@ fn served_names_are_unique_per_version_and_never_reused_after_pruning() {
     assert_eq!(root.join(first["served_name"].as_str().unwrap()), Path::new(first["path"].as_str().unwrap()), "the name is the path under the adapter root");
     let config: Value = serde_json::from_slice(&std::fs::read(Path::new(first["path"].as_str().unwrap()).join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["base_model_name_or_path"], "/models/qwen2.5-coder-0.5b", "the name the server was started with");
+    // llama.cpp's file beside the PEFT pair (its contents are checked against the PEFT file
+    // by the model crate's gguf_reference test).
+    let out = daemon.cli(&["adapter", repo.path.to_str().unwrap(), "--format", "gguf"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gguf = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(gguf, Path::new(first["path"].as_str().unwrap()).join("adapter_model.gguf"));
+    assert_eq!(&std::fs::read(&gguf).unwrap()[..4], b"GGUF");
 
     // Each regeneration at the same commit prunes the one before (K = 1, no grace), so a
     // name chosen by what is on disk would come round again.
@@ -329,4 +336,52 @@ fn metrics_parse_and_count_what_happened() {
     let from_cli = parsed_metrics(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(from_cli["evolora_adapters_published_total{}"], m["evolora_adapters_published_total{}"]);
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn uncommitted_work_gets_an_ephemeral_adapter_and_leaves_the_state_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with_config(tmp.path(), "keep_adapters = 5\n");
+    let repo = project(tmp.path(), "project");
+    daemon.register_and_wait(&repo);
+    commit(&daemon, &repo, "def area(r):\n    return 3.14 * r * r\n");
+    let committed = hand_out(&daemon, &repo);
+    let before = daemon.repo_status(&repo.path);
+    let worktree = |daemon: &Daemon| {
+        let reply = daemon.request(json!({"op": "adapter", "repo": repo.path, "worktree": true}));
+        assert_eq!(reply["ok"], true, "{reply}");
+        reply
+    };
+
+    // A dirty tree: a new adapter, elsewhere, with other weights.
+    repo.write("pkg/m.py", "import math\n\ndef area(r):\n    return math.pi * r ** 2\n");
+    let dirty = worktree(&daemon);
+    assert_eq!(dirty["ephemeral"], true, "{dirty}");
+    assert_ne!(dirty["path"], committed["path"]);
+    let dirty_path = Path::new(dirty["path"].as_str().unwrap());
+    util::assert_complete_adapter(dirty_path, 24 * 7 * 2);
+    let weights = |p: &Path| std::fs::read(p.join("adapter_model.safetensors")).unwrap();
+    assert_ne!(weights(dirty_path), weights(Path::new(committed["path"].as_str().unwrap())), "the uncommitted diff moved the adapter");
+
+    // The same work asked for again, staged or not, is the same adapter.
+    assert_eq!(worktree(&daemon)["path"], dirty["path"]);
+    repo.git(&["add", "pkg/m.py"]);
+    assert_eq!(worktree(&daemon)["path"], dirty["path"], "index and work tree together are what counts");
+    // Other work, another adapter; through the CLI too.
+    repo.write("pkg/m.py", "def area(r):\n    return 3 * r * r\n");
+    let out = daemon.cli(&["adapter", repo.path.to_str().unwrap(), "--worktree"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let other = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(other != dirty["path"].as_str().unwrap() && Path::new(&other).is_dir(), "{other}");
+
+    // The committed state and its versions are untouched.
+    let after = daemon.repo_status(&repo.path);
+    assert_eq!(after["refs"][0]["state_sha256"], before["refs"][0]["state_sha256"]);
+    assert_eq!(after["refs"][0]["last_commit"], before["refs"][0]["last_commit"]);
+    assert_eq!(after["adapters"], before["adapters"], "no version published or pruned");
+
+    // A clean tree gets the committed adapter.
+    repo.git(&["checkout", "HEAD", "--", "."]);
+    let clean = worktree(&daemon);
+    assert_eq!((clean["path"].clone(), clean["ephemeral"].clone()), (committed["path"].clone(), Value::Null), "{clean}");
 }

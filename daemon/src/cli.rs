@@ -77,6 +77,11 @@ enum Command {
         /// Print the name to give an inference server (`<repo key>/<version>`) instead
         #[arg(long, conflicts_with_all = ["json", "format"])]
         served_name: bool,
+        /// Include the uncommitted changes at PATH (tracked files, index and work tree): an
+        /// ephemeral adapter of them, never stored in the state; a clean tree gets the current
+        /// adapter
+        #[arg(long, conflicts_with = "refname")]
+        worktree: bool,
     },
     /// Show where each repository stands (last commit, steps, state digest, adapter)
     Status {
@@ -350,10 +355,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("unregistered {}", path.display());
         }
-        Command::Adapter { path, refname, wait, json, format, served_name } => {
+        Command::Adapter { path, refname, wait, json, format, served_name, worktree } => {
             let path = absolute(&path)?;
             let wait = Duration::from_millis(wait.map(|s| (s.max(0.0) * 1000.0) as u64).unwrap_or(0));
-            let reply = client.adapter(&path, refname, wait)?;
+            let reply = if worktree { client.adapter_for_worktree(&path, wait.max(Duration::from_secs(120)))? } else { client.adapter(&path, refname, wait)? };
             if let Some(crate::config::AdapterFormat::Gguf) = format {
                 let file = Path::new(&reply.path).join(evolora_model::peft::GGUF_FILE);
                 if !file.is_file() {

@@ -242,11 +242,14 @@ pub struct ServeSettings {
     pub metrics_listen: Option<String>,
     /// Inference servers to load each new version into (`[[serve.push]]`).
     pub push: Vec<PushEndpoint>,
+    /// An adapter of uncommitted work (`evolora adapter --worktree`) is removed after this
+    /// many seconds without a request.
+    pub worktree_ttl_secs: u64,
 }
 
 impl Default for ServeSettings {
     fn default() -> Self {
-        ServeSettings { base_model_name: None, grace_secs: 3600, formats: vec![AdapterFormat::Peft], metrics_listen: None, push: Vec::new() }
+        ServeSettings { base_model_name: None, grace_secs: 3600, formats: vec![AdapterFormat::Peft], metrics_listen: None, push: Vec::new(), worktree_ttl_secs: 3600 }
     }
 }
 

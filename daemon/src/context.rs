@@ -89,6 +89,8 @@ pub struct Jobs {
     walks: Mutex<HashMap<(String, String), Walk>>,
     /// The last fidelity check of each ref's published adapter.
     verifications: Mutex<HashMap<(String, String), Verification>>,
+    /// Adapters of uncommitted work waiting for the model thread.
+    worktree: Mutex<std::collections::VecDeque<crate::job::worktree::WorktreeRequest>>,
 }
 
 /// A walk as the model thread records it; [`Jobs::walk`] reports it.
@@ -105,7 +107,14 @@ struct Walk {
 
 impl Default for Jobs {
     fn default() -> Self {
-        Jobs { scheduler: Scheduler::default(), progress: watch::channel(0).0, errors: Mutex::default(), walks: Mutex::default(), verifications: Mutex::default() }
+        Jobs {
+            scheduler: Scheduler::default(),
+            progress: watch::channel(0).0,
+            errors: Mutex::default(),
+            walks: Mutex::default(),
+            verifications: Mutex::default(),
+            worktree: Mutex::default(),
+        }
     }
 }
 
@@ -209,6 +218,17 @@ impl Jobs {
 
     pub fn queued(&self) -> usize {
         self.scheduler.queued()
+    }
+
+    /// Queues an adapter of uncommitted work for the model thread, ahead of catch-up jobs.
+    pub fn request_worktree(&self, request: crate::job::worktree::WorktreeRequest) {
+        self.worktree.lock().expect("worktree lock").push_back(request);
+        self.scheduler.poke();
+    }
+
+    /// The next adapter of uncommitted work to make, if any.
+    pub fn next_worktree(&self) -> Option<crate::job::worktree::WorktreeRequest> {
+        self.worktree.lock().expect("worktree lock").pop_front()
     }
 
     /// When the running job's first wake-up came (for the commit-to-adapter latency).

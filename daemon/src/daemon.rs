@@ -230,10 +230,15 @@ fn enforce_budget_in_background(daemon: &Arc<Daemon>) {
 /// at the next publish (which may never come for a quiet repository).
 async fn sweep_after_grace(daemon: Arc<Daemon>) {
     loop {
-        let grace = daemon.config.get().serve.grace_secs;
-        tokio::time::sleep(Duration::from_secs(grace.clamp(1, 60))).await;
-        let (adapters, keep) = (daemon.adapters.clone(), daemon.config.get().keep());
-        let _ = tokio::task::spawn_blocking(move || adapters.sweep_held(keep)).await;
+        let serve = daemon.config.get().serve;
+        tokio::time::sleep(Duration::from_secs(serve.grace_secs.min(serve.worktree_ttl_secs).clamp(1, 60))).await;
+        let (adapters, cfg) = (daemon.adapters.clone(), daemon.config.get());
+        let _ = tokio::task::spawn_blocking(move || {
+            adapters.sweep_held(cfg.keep());
+            let ttl = Duration::from_secs(cfg.serve.worktree_ttl_secs);
+            crate::job::worktree::sweep(&cfg.state_dir, ttl, crate::job::worktree::MAX_EPHEMERAL);
+        })
+        .await;
     }
 }
 

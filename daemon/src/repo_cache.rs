@@ -45,6 +45,11 @@ impl Found {
         git::tracked_ref(&self.repo.lock().expect("repository lock"))
     }
 
+    /// The work tree of the checkout the path is in (none for a bare repository).
+    pub fn work_dir(&self) -> Option<std::path::PathBuf> {
+        self.repo.lock().expect("repository lock").workdir().map(Path::to_path_buf)
+    }
+
     pub fn ref_tip(&self, refname: &str) -> Option<Oid> {
         self.repo.lock().expect("repository lock").refname_to_id(refname).ok()
     }

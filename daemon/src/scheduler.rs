@@ -32,6 +32,8 @@ struct Queue {
     /// When each queued entry's first wake-up came, and the running job's.
     woken_at: HashMap<String, Instant>,
     running_woken_at: Option<Instant>,
+    /// Set by [`Scheduler::poke`]: the model thread has other work than a job.
+    poked: bool,
     closed: bool,
 }
 
@@ -66,6 +68,10 @@ impl Scheduler {
             if q.closed {
                 return None;
             }
+            if q.poked {
+                q.poked = false;
+                return None;
+            }
             if let Some(repo) = q.order.pop_front() {
                 let flags = q.pending.remove(&repo).unwrap_or_default();
                 q.running_woken_at = q.woken_at.remove(&repo);
@@ -83,6 +89,13 @@ impl Scheduler {
     /// Marks the running job finished.
     pub fn done(&self) {
         self.queue.lock().expect("scheduler lock").running = None;
+    }
+
+    /// Makes a waiting [`Scheduler::next`] return `None` at once, so that the model thread
+    /// looks at its other work.
+    pub fn poke(&self) {
+        self.queue.lock().expect("scheduler lock").poked = true;
+        self.ready.notify_all();
     }
 
     /// When the running job's first wake-up came.

@@ -106,7 +106,13 @@ impl Client {
 
     /// The newest adapter; with `wait`, one that covers the ref's tip, waiting that long.
     pub fn adapter(&self, repo: &Path, refname: Option<String>, wait: Duration) -> Result<AdapterReply, ClientError> {
-        self.call(Op::Adapter { repo: text(repo), refname, wait_ms: wait.as_millis() as u64 }, wait)
+        self.call(Op::Adapter { repo: text(repo), refname, wait_ms: wait.as_millis() as u64, worktree: false }, wait)
+    }
+
+    /// An adapter that includes the uncommitted changes of the work tree at `repo` (see
+    /// [`Op::Adapter`]); generating one takes the model thread, so allow `wait` for it.
+    pub fn adapter_for_worktree(&self, repo: &Path, wait: Duration) -> Result<AdapterReply, ClientError> {
+        self.call(Op::Adapter { repo: text(repo), refname: None, wait_ms: wait.as_millis() as u64, worktree: true }, wait)
     }
 
     pub fn status(&self, repo: Option<&Path>) -> Result<Status, ClientError> {

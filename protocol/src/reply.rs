@@ -93,6 +93,9 @@ pub struct AdapterReply {
     /// Set when the model is untrained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// An adapter of uncommitted work (`worktree`): removed after its TTL, never pushed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 /// `pin`, `unpin`.
@@ -403,6 +406,7 @@ mod tests {
             covers_tip: false,
             trained: true,
             warning: None,
+            ephemeral: false,
         };
         let value = serde_json::to_value(&reply).unwrap();
         assert!(value.get("warning").is_none());

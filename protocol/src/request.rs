@@ -31,6 +31,11 @@ pub enum Op {
         /// Wait up to this long for an adapter that covers the tracked ref's tip.
         #[serde(default)]
         wait_ms: u64,
+        /// Fold the uncommitted changes of the work tree at `repo` (tracked files, index and
+        /// work tree, against HEAD) into a copy of the state, and answer with an ephemeral
+        /// adapter of that; the stored state is untouched. A clean tree gets the current one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        worktree: bool,
     },
     Status {
         #[serde(default)]
@@ -134,7 +139,7 @@ mod tests {
     fn parses_ops_with_arguments() {
         let r = Request::parse(br#"{"id":7,"op":"adapter","repo":"/r","wait_ms":100}"#).unwrap();
         assert_eq!(r.id, json!(7));
-        assert_eq!(r.op, Op::Adapter { repo: "/r".into(), refname: None, wait_ms: 100 });
+        assert_eq!(r.op, Op::Adapter { repo: "/r".into(), refname: None, wait_ms: 100, worktree: false });
         assert_eq!(Request::parse(br#"{"op":"status"}"#).unwrap().op, Op::Status { repo: None });
         let pin = Request::parse(br#"{"op":"pin","repo":"/r","adapter":"abcdef0"}"#).unwrap().op;
         assert_eq!(pin, Op::Pin { repo: "/r".into(), adapter: Some("abcdef0".into()) });
@@ -165,7 +170,7 @@ mod tests {
             Op::Register { repo: repo(), refs: vec!["refs/heads/main".into()] },
             Op::Unregister { repo: repo() },
             Op::Notify { repo: repo() },
-            Op::Adapter { repo: repo(), refname: Some("refs/heads/dev".into()), wait_ms: 5 },
+            Op::Adapter { repo: repo(), refname: Some("refs/heads/dev".into()), wait_ms: 5, worktree: true },
             Op::Status { repo: None },
             Op::Regenerate { repo: repo() },
             Op::Reset { repo: repo() },

@@ -19,6 +19,7 @@ pub mod steps;
 pub mod triggers;
 mod verify;
 mod walk;
+pub mod worktree;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub enum JobError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Encode(#[from] encoder::EncodeError),
+    #[error("no adapter of the uncommitted work: {0}")]
+    WorkTree(String),
     #[error("internal error while processing this repository (a bug; please report it): {0}")]
     Panicked(String),
 }
@@ -133,6 +136,10 @@ impl Engine {
         // A stop (signal or request) ends the loop before the next job, even before the
         // queue is closed.
         while !self.ctx.stop.is_set() {
+            // A client waits on each of these: they go before catch-ups.
+            while let Some(request) = self.ctx.jobs.next_worktree() {
+                self.serve_worktree(request);
+            }
             let Some((key, flags)) = self.ctx.jobs.next(Duration::from_millis(500)) else {
                 continue;
             };

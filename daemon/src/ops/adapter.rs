@@ -6,6 +6,8 @@ use evolora_protocol::{ErrorCode, OpError};
 
 use super::internal;
 use crate::context::{Daemon, UNTRAINED_WARNING};
+use crate::job::worktree::WorktreeRequest;
+use crate::repo_cache::Found;
 use crate::scheduler::JobFlags;
 
 /// Longest wait a client may ask for.
@@ -78,6 +80,7 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
                 covers_tip,
                 trained,
                 warning: (!trained).then(|| UNTRAINED_WARNING.to_owned()),
+                ephemeral: false,
             });
         }
         if !woke {
@@ -88,4 +91,75 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = tokio::time::timeout(remaining.min(Duration::from_millis(250)), progress.changed()).await;
     }
+}
+
+/// `adapter --worktree`: an ephemeral adapter of the uncommitted work at `repo`, or the
+/// current adapter when there is none.
+pub async fn worktree(daemon: &Arc<Daemon>, repo: &str, wait_ms: u64) -> Result<AdapterReply, OpError> {
+    let (rec, found) = super::registered(daemon, repo).await?;
+    if let Some(e) = daemon.model_error.get() {
+        return Err(OpError::new(ErrorCode::NoAdapter, format!("no adapter of the uncommitted work: the model did not load: {e}")));
+    }
+    let f = found.clone();
+    let snapshot = super::blocking(move || worktree_snapshot(&f)).await?;
+    let Some((refname, head, snapshot)) = snapshot else {
+        // Nothing uncommitted: the committed adapter is the answer.
+        return run(daemon, repo, None, wait_ms).await;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    daemon.jobs.request_worktree(WorktreeRequest { key: rec.key.clone(), refname: refname.clone(), head, snapshot, reply: tx });
+    // The model thread may first have to catch the repository up.
+    let limit = Duration::from_millis(wait_ms).clamp(Duration::from_secs(60), MAX_WAIT);
+    let path = match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(Ok(path))) => path,
+        Ok(Ok(Err(why))) => return Err(OpError::new(ErrorCode::NoAdapter, why)),
+        Ok(Err(_)) => return Err(OpError::new(ErrorCode::NoAdapter, "no adapter of the uncommitted work: the daemon is stopping")),
+        Err(_) => return Err(OpError::new(ErrorCode::Timeout, format!("no adapter of the uncommitted work within {} s", limit.as_secs()))),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let trained = daemon.model.get().is_some_and(|m| m.trained);
+    Ok(AdapterReply {
+        path: path.display().to_string(),
+        served_name: format!("{}/{}/{name}", rec.key, crate::job::worktree::WORKTREE_DIR),
+        commit: head.to_string(),
+        refname,
+        tip: Some(head.to_string()),
+        covers_tip: true,
+        trained,
+        warning: (!trained).then(|| UNTRAINED_WARNING.to_owned()),
+        ephemeral: true,
+    })
+}
+
+/// The branch, HEAD and the commit `git stash create` makes of the work tree at the client's
+/// checkout; None when nothing tracked differs from HEAD.
+fn worktree_snapshot(found: &Found) -> Result<Option<(String, git2::Oid, git2::Oid)>, OpError> {
+    let bad = |why: String| OpError::new(ErrorCode::BadRequest, why);
+    let work_dir = found.work_dir().ok_or_else(|| bad("a bare repository has no work tree".into()))?;
+    let (refname, head) = match found.tracked_ref().map_err(internal)? {
+        Some((r, Some(h))) => (r, h),
+        Some((r, None)) => return Err(bad(format!("{r} has no commits yet"))),
+        None => return Err(bad("HEAD is detached: the work tree has no branch to build on".into())),
+    };
+    // A fixed identity: the stash commit is never stored under a ref, and git refuses to
+    // make one without an identity where none is configured.
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&work_dir)
+        .args(["stash", "create"])
+        .env("GIT_AUTHOR_NAME", "evolora")
+        .env("GIT_AUTHOR_EMAIL", "evolora@localhost")
+        .env("GIT_COMMITTER_NAME", "evolora")
+        .env("GIT_COMMITTER_EMAIL", "evolora@localhost")
+        .output()
+        .map_err(|e| internal(format!("running git stash create: {e}")))?;
+    if !out.status.success() {
+        return Err(internal(format!("git stash create: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let snapshot = git2::Oid::from_str(&text).map_err(|e| internal(format!("git stash create printed `{text}`: {e}")))?;
+    Ok(Some((refname, head, snapshot)))
 }

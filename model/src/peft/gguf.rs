@@ -1,5 +1,5 @@
-//! The adapter as a llama.cpp GGUF LoRA (`llama-server --lora`), byte for byte what
-//! `convert_lora_to_gguf.py` makes of the PEFT directory: GGUF v3, `general.type = adapter`,
+//! The adapter as a llama.cpp GGUF LoRA (`llama-server --lora`), in the form
+//! `convert_lora_to_gguf.py` gives a PEFT directory: GGUF v3, `general.type = adapter`,
 //! `adapter.type = lora`, `adapter.lora.alpha`, and per layer and projection
 //! `blk.{i}.{attn_q|...}.weight.lora_{a,b}`.
 //!
@@ -127,7 +127,8 @@ struct Info {
 /// Writes the GGUF adapter to `path` (created or truncated), streamed from one encoded
 /// buffer per factor, and fsyncs it. Returns the file's size in bytes. The base must be
 /// known to be Qwen2 or Qwen3: llama.cpp refuses an adapter whose architecture differs
-/// from the base's.
+/// from the base's. On error a partial file may remain; [`super::write_adapter_dir_with`]
+/// writes it inside a temporary directory that it removes.
 pub fn write_gguf(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes, dtype: AdapterDtype) -> Result<u64, ModelError> {
     let family = base.family.ok_or_else(|| ModelError::Gguf {
         path: path.into(),
@@ -135,7 +136,7 @@ pub fn write_gguf(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes,
     })?;
     let (ggml_type, file_type) = ggml_types(dtype);
     let pairs: Vec<_> = LAYER_ORDER.iter().filter_map(|m| weights.pairs.iter().find(|p| p.module == *m)).collect();
-    let encoded: Vec<[Vec<u8>; 2]> = pairs.iter().map(|p| [encode(&p.a, dtype), encode(&p.b.iter().map(|v| -v).collect::<Vec<f32>>(), dtype)]).collect();
+    let encoded: Vec<[Vec<u8>; 2]> = pairs.iter().map(|p| [encode(&p.a, dtype), encode(&p.b, dtype)]).collect();
 
     let mut infos = Vec::with_capacity(base.num_hidden_layers * pairs.len() * 2);
     for layer in 0..base.num_hidden_layers {
@@ -163,7 +164,7 @@ pub fn write_gguf(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes,
         w.put(MAGIC)?;
         w.put(&VERSION.to_le_bytes())?;
         w.put(&(infos.len() as u64).to_le_bytes())?;
-        w.put(&7u64.to_le_bytes())?; // the key-value pairs below
+        w.put(&7u64.to_le_bytes())?; // the seven key-value pairs that follow
         w.kv_string("general.architecture", family.as_str())?;
         w.kv_string("general.type", "adapter")?;
         w.kv_string("general.name", "evolora adapter")?;
