@@ -45,6 +45,20 @@ fn regenerate(daemon: &Daemon, repo: &Repo) -> String {
     })
 }
 
+/// vLLM's filesystem resolver, rule by rule (vllm/plugins/lora_resolvers/filesystem_resolver.py):
+/// a relative name joined to the cache dir must stay under it once symlinks are resolved,
+/// hold an adapter_config.json with peft_type LORA, and name the served base model exactly.
+fn vllm_resolves(cache_dir: &Path, name: &str, served_model: &str) -> bool {
+    if Path::new(name).is_absolute() {
+        return false;
+    }
+    let root = std::fs::canonicalize(cache_dir).unwrap();
+    let Ok(path) = std::fs::canonicalize(root.join(name)) else { return false };
+    let Ok(text) = std::fs::read(path.join("adapter_config.json")) else { return false };
+    let config: Value = serde_json::from_slice(&text).unwrap();
+    path.starts_with(&root) && config["peft_type"] == "LORA" && config["base_model_name_or_path"] == served_model
+}
+
 fn commit(daemon: &Daemon, repo: &Repo, text: &str) -> String {
     repo.write("pkg/m.py", text);
     let tip = repo.commit(text);
@@ -74,6 +88,8 @@ fn served_names_are_unique_per_version_and_never_reused_after_pruning() {
     assert_eq!(root.join(first["served_name"].as_str().unwrap()), Path::new(first["path"].as_str().unwrap()), "the name is the path under the adapter root");
     let config: Value = serde_json::from_slice(&std::fs::read(Path::new(first["path"].as_str().unwrap()).join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["base_model_name_or_path"], "/models/qwen2.5-coder-0.5b", "the name the server was started with");
+    assert!(vllm_resolves(&root, first["served_name"].as_str().unwrap(), "/models/qwen2.5-coder-0.5b"));
+    assert!(!vllm_resolves(&root, first["served_name"].as_str().unwrap(), "Qwen/Qwen2.5-Coder-0.5B"), "the resolver refuses another base name");
     // llama.cpp's file beside the PEFT pair (its contents are checked against the PEFT file
     // by the model crate's gguf_reference test).
     let out = daemon.cli(&["adapter", repo.path.to_str().unwrap(), "--format", "gguf"]);
@@ -254,11 +270,16 @@ fn pushed_versions_load_once_each_under_their_own_names_and_old_ones_unload() {
     assert!(down["last_error"].is_string(), "{down}");
     assert_eq!(push_status(&daemon, "vllm")["last_error"], Value::Null);
 
-    // SGLang recovers: the next version loads there.
+    // SGLang recovers (once the push thread is done with the last version everywhere): the
+    // next version loads there.
+    daemon.wait_for(Duration::from_secs(30), "the last push to end", || (push_status(&daemon, "down")["last_adapter"] == last.as_str()).then_some(()));
     sglang.status.store(200, std::sync::atomic::Ordering::SeqCst);
     let tip = commit(&daemon, &repo, "V = 9\n");
     let name = format!("{key}/{tip}");
-    daemon.wait_for(Duration::from_secs(30), "the load at SGLang", || (push_status(&daemon, "sglang")["last_error"].is_null()).then_some(()));
+    daemon.wait_for(Duration::from_secs(30), "the load at SGLang", || {
+        let s = push_status(&daemon, "sglang");
+        (s["last_adapter"] == name.as_str() && s["last_error"].is_null()).then_some(())
+    });
     assert_eq!(sglang.names("/load_lora_adapter").last(), Some(&name));
     assert_eq!(push_status(&daemon, "sglang")["loaded"], 1);
 

@@ -563,6 +563,20 @@ mod tests {
     }
 
     #[test]
+    fn serve_settings_parse_and_a_repository_can_opt_out_of_push() {
+        let text = "[serve]\nformats = [\"peft\", \"gguf\"]\n[[serve.push]]\nkind = \"sglang\"\nurl = \"http://h:30000\"\n\
+                    [[repo]]\npath = \"/srv/quiet.git\"\n[repo.serve]\npush = false\n";
+        let mut c: Config = toml::from_str(text).unwrap();
+        assert!(c.serve.gguf());
+        assert_eq!((c.serve.push[0].kind, c.serve.push[0].keep, c.serve.push[0].attempts), (PushKind::Sglang, 2, 5), "unnamed keys keep their defaults");
+        c.repos[0].git_dir = Some("/srv/quiet.git".into());
+        assert!(!c.pushes(Path::new("/srv/quiet.git")));
+        assert!(c.pushes(Path::new("/srv/other.git")));
+        assert!(toml::from_str::<Config>("[serve]\nformats = [\"onnx\"]\n").is_err());
+        assert_eq!(Config::default().serve.grace_secs, 3600);
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<Config>("[triggers]\nevery_comit = true\n").is_err());
     }
