@@ -11,8 +11,9 @@ mod retention;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use evolora_model::peft::{AdapterDtype, Formats, write_adapter_dir_with};
-use evolora_model::{AdapterWeights, BaseModelShapes, ModelError};
+use evolora_model::hypernet::head::LoraPair;
+use evolora_model::peft::{AdapterDirWriter, AdapterDtype, Formats};
+use evolora_model::{AdapterWeights, BaseModelShapes, ModelError, ModuleType};
 use evolora_state::{AdapterRecord, RefState, StateError, StateStore};
 use tracing::{info, warn};
 
@@ -42,6 +43,21 @@ pub struct Contents<'a> {
     pub info: &'a AdapterInfo,
     /// Also write `adapter_model.gguf` for llama.cpp.
     pub gguf: bool,
+}
+
+/// A version being written (see [`Adapters::start_version`]); dropped unfinished, its
+/// temporary directory goes and its name stays unused.
+pub struct NewVersion {
+    repo_key: String,
+    name: String,
+    writer: AdapterDirWriter,
+}
+
+impl NewVersion {
+    /// Writes the next projection type's factors.
+    pub fn put(&mut self, pair: &LoraPair) -> Result<(), ModelError> {
+        self.writer.put(pair)
+    }
 }
 
 /// Retention settings in force for one publish.
@@ -106,31 +122,52 @@ impl Adapters {
         }
     }
 
-    /// Publishes `contents` as a new version of `state`'s ref: writes the directory under a
-    /// fresh name, points `current` at it, records it with the state that now names it,
-    /// then applies retention. Returns the directory.
-    pub fn publish(&self, repo_key: &str, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
-        let Contents { weights, base, dtype, info, gguf } = contents;
+    /// Starts a new version of a repository's adapter at `commit`: reserves its name (never
+    /// used before) and opens its weights file, which [`NewVersion::put`] fills while the
+    /// adapter is generated; [`Adapters::finish_version`] publishes it.
+    pub fn start_version(&self, repo_key: &str, commit: &str, layout: &[(ModuleType, usize, usize)], rank: usize, base: &BaseModelShapes, dtype: AdapterDtype) -> Result<NewVersion, PublishError> {
         let repo_dir = self.repo_dir(repo_key);
+        std::fs::create_dir_all(&repo_dir).map_err(|source| PublishError::Io { path: repo_dir.clone(), source })?;
+        let issued = self.store.issued_names(repo_key, commit)?;
+        let (index, name) = dirs::fresh_name(&repo_dir, commit, issued);
+        self.store.set_issued_names(repo_key, commit, index + 1)?;
+        let writer = AdapterDirWriter::begin(&repo_dir.join(&name), layout, rank, base.num_hidden_layers, dtype)?;
+        Ok(NewVersion { repo_key: repo_key.to_owned(), name, writer })
+    }
+
+    /// Completes `version` with `contents` (the weights put, the other files), points
+    /// `current` at it, records it with the state that now names it, then applies retention.
+    /// Returns the directory.
+    pub fn finish_version(&self, version: NewVersion, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
+        let Contents { weights, base, dtype: _, info, gguf } = contents;
+        let NewVersion { repo_key, name, writer } = version;
+        let repo_dir = self.repo_dir(&repo_key);
         let io = |source| PublishError::Io { path: repo_dir.clone(), source };
-        std::fs::create_dir_all(&repo_dir).map_err(io)?;
-        let issued = self.store.issued_names(repo_key, &state.last_commit)?;
-        let (index, name) = dirs::fresh_name(&repo_dir, &state.last_commit, issued);
-        self.store.set_issued_names(repo_key, &state.last_commit, index + 1)?;
         let now = info.created_at.unwrap_or_else(crate::clock::now_secs);
-        let dir = write_adapter_dir_with(&repo_dir.join(&name), weights, base, dtype, &[(info::FILE, info.to_bytes())], Formats { gguf })?;
+        let dir = writer.finish(weights, base, &[(info::FILE, info.to_bytes())], Formats { gguf })?;
         dirs::swap_current(&repo_dir, &name).map_err(io)?;
         state.published(&name, now);
         let bytes = dirs::dir_bytes(&dir);
         let trigger = info.trigger.as_deref().unwrap_or("request");
         let record = AdapterRecord::published(&state.refname, &state.last_commit, &name, trigger, state.steps, bytes, now);
-        self.store.record_adapter(repo_key, state, &record)?;
+        self.store.record_adapter(&repo_key, state, &record)?;
         {
             let mut total = self.bytes_on_record.lock().expect("bytes lock");
             *total = total.map(|b| b + bytes);
         }
-        self.retain(repo_key, &repo_dir, keep, now);
+        self.retain(&repo_key, &repo_dir, keep, now);
         Ok(dir)
+    }
+
+    /// Publishes `contents` as a new version of `state`'s ref in one go (see
+    /// [`Adapters::start_version`]).
+    pub fn publish(&self, repo_key: &str, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
+        let layout: Vec<(ModuleType, usize, usize)> = contents.weights.pairs.iter().map(|p| (p.module, p.in_features, p.out_features)).collect();
+        let mut version = self.start_version(repo_key, &state.last_commit, &layout, contents.weights.rank, contents.base, contents.dtype)?;
+        for pair in &contents.weights.pairs {
+            version.put(pair)?;
+        }
+        self.finish_version(version, state, contents, keep)
     }
 
     /// After a publish: the repository's newest versions, then the disk budget. Failures

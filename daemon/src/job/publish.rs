@@ -35,8 +35,17 @@ pub fn due(cfg: &Config, state: &RefState, flags: JobFlags, cold: bool, now: u64
 impl Engine {
     /// Publishes the adapter of `state`; returns its directory and the weights written there.
     pub(super) fn publish(&mut self, cfg: &Config, git_dir: &Path, key: &str, state: &mut RefState, trigger: &str, walked: u64) -> Result<(PathBuf, AdapterWeights), JobError> {
+        // Servers compare the base name with the one they were started with.
+        // The weights file fills while the head runs: each projection type is written (and
+        // its writeback started) while the next is computed.
+        let base = match &cfg.serve.base_model_name {
+            Some(name) => BaseModelShapes { name: name.clone(), ..self.model.base.clone() },
+            None => self.model.base.clone(),
+        };
+        let layout = self.model.adapter_layout().to_vec();
+        let mut version = self.ctx.adapters.start_version(key, &state.last_commit, &layout, self.model.config.rank, &base, cfg.model.dtype)?;
         let generating = std::time::Instant::now();
-        let weights = self.model.adapter(&state.vector)?;
+        let weights = self.model.adapter_each(&state.vector, |pair| version.put(pair))?;
         self.ctx.metrics.generation.observe(secs(generating.elapsed()));
         let meta = &self.model.meta;
         let info = AdapterInfo {
@@ -60,18 +69,9 @@ impl Engine {
             warning: (!meta.trained).then(|| UNTRAINED_WARNING.to_owned()),
             ..AdapterInfo::default()
         };
-        // Servers compare this name with the one they were started with.
-        let renamed: BaseModelShapes;
-        let base = match &cfg.serve.base_model_name {
-            Some(name) => {
-                renamed = BaseModelShapes { name: name.clone(), ..self.model.base.clone() };
-                &renamed
-            }
-            None => &self.model.base,
-        };
-        let contents = Contents { weights: &weights, base, dtype: cfg.model.dtype, info: &info, gguf: cfg.serve.gguf() };
+        let contents = Contents { weights: &weights, base: &base, dtype: cfg.model.dtype, info: &info, gguf: cfg.serve.gguf() };
         let writing = std::time::Instant::now();
-        let dir = self.ctx.adapters.publish(key, state, contents, cfg.keep())?;
+        let dir = self.ctx.adapters.finish_version(version, state, contents, cfg.keep())?;
         let metrics = &self.ctx.metrics;
         metrics.write.observe(secs(writing.elapsed()));
         metrics.published.inc();

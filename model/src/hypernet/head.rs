@@ -107,6 +107,23 @@ impl Code2LoraHead {
 
     /// ctx: [1, gru_hidden] (Evo: output_norm(h_t); Static: the snapshot vector).
     pub fn forward(&self, ctx: Tensor<2>) -> Vec<LoraPair> {
+        let mut pairs = Vec::with_capacity(self.types.len());
+        let _ = self.forward_each(ctx, |pair| {
+            pairs.push(pair);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        pairs
+    }
+
+    /// Each projection type: (module, in features, out features), in the order
+    /// [`Code2LoraHead::forward_each`] produces them.
+    pub fn layout(&self) -> &[(ModuleType, usize, usize)] {
+        &self.types
+    }
+
+    /// [`Code2LoraHead::forward`], handing each type's pair to `each` as soon as it is made
+    /// (so its file can be written while the next is computed); stops at `each`'s first error.
+    pub fn forward_each<E>(&self, ctx: Tensor<2>, mut each: impl FnMut(LoraPair) -> Result<(), E>) -> Result<(), E> {
         let device = ctx.device();
         let ctx = match &self.task_row {
             Some(row) => Tensor::cat(vec![ctx, tensor2(row.clone(), [1, row.len()], &device)], 1),
@@ -118,18 +135,15 @@ impl Code2LoraHead {
         let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
         let z = z.div(norm).mul_scalar((self.hidden as f64).sqrt());
         let r = self.rank;
-        self.types
-            .iter()
-            .enumerate()
-            .map(|(k, &(module, i, o))| {
-                let (sa, sb) = self.scales[k];
-                let a = streamed(&self.heads_a[k], &z).tanh().mul_scalar(sa as f64);
-                let b = streamed(&self.heads_b[k], &z).tanh().mul_scalar(sb as f64);
-                let (a, b) = (host(a), host(b));
-                debug_assert_eq!(a.len(), r * i);
-                debug_assert_eq!(b.len(), o * r);
-                LoraPair { module, in_features: i, out_features: o, a, b }
-            })
-            .collect()
+        for (k, &(module, i, o)) in self.types.iter().enumerate() {
+            let (sa, sb) = self.scales[k];
+            let a = streamed(&self.heads_a[k], &z).tanh().mul_scalar(sa as f64);
+            let b = streamed(&self.heads_b[k], &z).tanh().mul_scalar(sb as f64);
+            let (a, b) = (host(a), host(b));
+            debug_assert_eq!(a.len(), r * i);
+            debug_assert_eq!(b.len(), o * r);
+            each(LoraPair { module, in_features: i, out_features: o, a, b })?;
+        }
+        Ok(())
     }
 }

@@ -129,6 +129,13 @@ impl Hypernetwork {
 
     /// The adapter for a state.
     pub fn adapter(&self, state: &[f32]) -> Result<AdapterWeights, ModelError> {
+        self.adapter_each(state, |_| Ok(()))
+    }
+
+    /// [`Hypernetwork::adapter`], handing each projection type's pair to `each` as soon as it
+    /// is made, in [`Hypernetwork::adapter_layout`]'s order: writing one type's files
+    /// overlaps computing the next.
+    pub fn adapter_each(&self, state: &[f32], mut each: impl FnMut(&LoraPair) -> Result<(), ModelError>) -> Result<AdapterWeights, ModelError> {
         if state.len() != self.state_dim() {
             return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
         }
@@ -136,7 +143,18 @@ impl Hypernetwork {
             Some(gru) => gru.context(state, &self.device),
             None => tensor2(state.to_vec(), [1, state.len()], &self.device),
         };
-        Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs: self.head.forward(ctx) })
+        let mut pairs = Vec::with_capacity(self.head.layout().len());
+        self.head.forward_each(ctx, |pair| {
+            each(&pair)?;
+            pairs.push(pair);
+            Ok(())
+        })?;
+        Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs })
+    }
+
+    /// The adapter's projection types (module, in, out) in the order they are made.
+    pub fn adapter_layout(&self) -> &[(crate::ModuleType, usize, usize)] {
+        self.head.layout()
     }
 }
 

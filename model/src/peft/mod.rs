@@ -15,7 +15,7 @@ pub mod write;
 
 pub use gguf::{GGUF_FILE, gguf_tensor_name, write_gguf};
 pub use read::{PeftAdapter, PeftConfig};
-pub use write::{AdapterDtype, Formats, TEMP_PREFIX, adapter_config, write_adapter_dir, write_adapter_dir_with};
+pub use write::{AdapterDirWriter, AdapterDtype, Formats, TEMP_PREFIX, adapter_config, write_adapter_dir, write_adapter_dir_with};
 
 use crate::ModuleType;
 

@@ -1,18 +1,17 @@
 //! Writing an adapter directory: assembled under a temporary name beside its final place,
 //! fsynced, and renamed into place, so a reader sees either nothing or all of it.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::gguf::{GGUF_FILE, write_gguf};
 use super::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, tensor_key};
 use crate::floats::{f32_to_bf16, f32_to_f16};
-use crate::{AdapterWeights, BaseModelShapes, ModelError};
+use crate::hypernet::head::LoraPair;
+use crate::{AdapterWeights, BaseModelShapes, ModelError, ModuleType};
 
 /// Prefix of temporary adapter directories; anything carrying it is an unfinished write
 /// that recovery may delete.
@@ -141,26 +140,141 @@ pub fn write_adapter_dir_with(
     extra_files: &[(&str, Vec<u8>)],
     formats: Formats,
 ) -> Result<PathBuf, ModelError> {
-    let parent = final_dir.parent().ok_or_else(|| ModelError::AdapterIo {
-        path: final_dir.into(),
-        source: std::io::Error::other("adapter directory has no parent"),
-    })?;
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ModelError::AdapterIo { path, source }
-    };
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let name = final_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(
-        "{TEMP_PREFIX}{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    ));
-    let result = (|| {
+    let layout: Vec<(ModuleType, usize, usize)> = weights.pairs.iter().map(|p| (p.module, p.in_features, p.out_features)).collect();
+    let mut writer = AdapterDirWriter::begin(final_dir, &layout, weights.rank, base.num_hidden_layers, dtype)?;
+    for pair in &weights.pairs {
+        writer.put(pair)?;
+    }
+    writer.finish(weights, base, extra_files, formats)
+}
+
+/// An adapter directory written while its adapter is being generated: [`AdapterDirWriter::begin`]
+/// lays out `adapter_model.safetensors` from the shapes alone, [`AdapterDirWriter::put`]
+/// writes each projection type's factors as they come (every layer's copy, then starts the
+/// disk writing them back), and [`AdapterDirWriter::finish`] adds the other files, fsyncs and
+/// renames the directory into place. Dropped unfinished, it removes its temporary directory.
+///
+/// The weights file's data is ordered by type, then A for every layer, then B for every layer;
+/// the header (a safetensors header with `format = pt`) gives each tensor's offsets, so
+/// readers do not depend on the order.
+pub struct AdapterDirWriter {
+    final_dir: PathBuf,
+    tmp: PathBuf,
+    file: File,
+    /// Where the data section starts in the file.
+    data_start: u64,
+    written: u64,
+    dtype: AdapterDtype,
+    rank: usize,
+    layers: usize,
+    layout: Vec<(ModuleType, usize, usize)>,
+    next: usize,
+    finished: bool,
+}
+
+impl AdapterDirWriter {
+    pub fn begin(final_dir: &Path, layout: &[(ModuleType, usize, usize)], rank: usize, layers: usize, dtype: AdapterDtype) -> Result<Self, ModelError> {
+        let parent = final_dir.parent().ok_or_else(|| ModelError::AdapterIo {
+            path: final_dir.into(),
+            source: std::io::Error::other("adapter directory has no parent"),
+        })?;
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let name = final_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = parent.join(format!(
+            "{TEMP_PREFIX}{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        ));
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        write_tensors(&tmp.join(ADAPTER_WEIGHTS), weights, base, dtype)?;
+        let path = tmp.join(ADAPTER_WEIGHTS);
+        let opened = File::create(&path).map_err(io_err(&path));
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let mut writer = AdapterDirWriter {
+            final_dir: final_dir.to_path_buf(),
+            tmp,
+            file,
+            data_start: 0,
+            written: 0,
+            dtype,
+            rank,
+            layers,
+            layout: layout.to_vec(),
+            next: 0,
+            finished: false,
+        };
+        let header = writer.header();
+        writer.data_start = header.len() as u64;
+        writer.file.write_all(&header).map_err(io_err(&path))?;
+        Ok(writer)
+    }
+
+    /// The safetensors header: its length (u64 LE) and JSON, padded with spaces to 8 bytes.
+    fn header(&self) -> Vec<u8> {
+        let (dtype, width) = match self.dtype {
+            AdapterDtype::F32 => ("F32", 4),
+            AdapterDtype::Bf16 => ("BF16", 2),
+            AdapterDtype::F16 => ("F16", 2),
+        };
+        let mut entries = serde_json::Map::new();
+        entries.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+        let mut offset = 0usize;
+        for &(module, i, o) in &self.layout {
+            for (factor, shape) in [('A', [self.rank, i]), ('B', [o, self.rank])] {
+                let bytes = shape[0] * shape[1] * width;
+                for layer in 0..self.layers {
+                    entries.insert(tensor_key(layer, module, factor), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
+                    offset += bytes;
+                }
+            }
+        }
+        let mut json = serde_json::to_vec(&entries).expect("json");
+        while !json.len().is_multiple_of(8) {
+            json.push(b' ');
+        }
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&json);
+        out
+    }
+
+    /// Writes the next projection type's factors (the types come in `layout` order).
+    pub fn put(&mut self, pair: &LoraPair) -> Result<(), ModelError> {
+        let path = self.tmp.join(ADAPTER_WEIGHTS);
+        let Some(&(module, i, o)) = self.layout.get(self.next) else {
+            return Err(ModelError::AdapterIo { path, source: std::io::Error::other("more projection types than the adapter's layout") });
+        };
+        if (pair.module, pair.in_features, pair.out_features) != (module, i, o) || pair.a.len() != self.rank * i || pair.b.len() != o * self.rank {
+            return Err(ModelError::AdapterIo { path, source: std::io::Error::other(format!("{:?} arrived out of the layout's order or shape", pair.module)) });
+        }
+        let from = self.written;
+        for values in [&pair.a, &pair.b] {
+            let bytes = encode(values, self.dtype);
+            for _ in 0..self.layers {
+                self.file.write_all(&bytes).map_err(io_err(&path))?;
+                self.written += bytes.len() as u64;
+            }
+        }
+        self.next += 1;
+        start_writeback(&self.file, self.data_start + from, self.written - from);
+        Ok(())
+    }
+
+    /// Writes `adapter_config.json`, the `extra_files` and the `formats`, makes everything
+    /// durable and renames the directory into place. `weights` must be the pairs put.
+    pub fn finish(mut self, weights: &AdapterWeights, base: &BaseModelShapes, extra_files: &[(&str, Vec<u8>)], formats: Formats) -> Result<PathBuf, ModelError> {
+        let tmp = self.tmp.clone();
+        if self.next != self.layout.len() {
+            return Err(ModelError::AdapterIo { path: tmp, source: std::io::Error::other("the adapter's projection types were not all written") });
+        }
+        let weights_path = tmp.join(ADAPTER_WEIGHTS);
+        self.file.sync_all().map_err(io_err(&weights_path))?;
         if formats.gguf {
-            write_gguf(&tmp.join(GGUF_FILE), weights, base, dtype)?;
+            write_gguf(&tmp.join(GGUF_FILE), weights, base, self.dtype)?;
         }
         let config = serde_json::to_vec_pretty(&adapter_config(weights, base)).expect("json");
         let p = tmp.join(ADAPTER_CONFIG);
@@ -170,55 +284,113 @@ pub fn write_adapter_dir_with(
             write_file(&p, bytes).map_err(io_err(&p))?;
         }
         sync_dir(&tmp).map_err(io_err(&tmp))?;
+        let final_dir = self.final_dir.clone();
         if final_dir.exists() {
             return Err(ModelError::AdapterIo {
-                path: final_dir.into(),
+                path: final_dir,
                 source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "adapter directories are immutable"),
             });
         }
-        fs::rename(&tmp, final_dir).map_err(io_err(final_dir))?;
+        fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir))?;
+        self.finished = true;
+        let parent = final_dir.parent().expect("checked in begin");
         sync_dir(parent).map_err(io_err(parent))?;
-        Ok(final_dir.to_path_buf())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+        Ok(final_dir)
     }
-    result
 }
 
-fn write_tensors(path: &Path, weights: &AdapterWeights, base: &BaseModelShapes, dtype: AdapterDtype) -> Result<(), ModelError> {
-    let st_dtype = match dtype {
-        AdapterDtype::F32 => Dtype::F32,
-        AdapterDtype::Bf16 => Dtype::BF16,
-        AdapterDtype::F16 => Dtype::F16,
-    };
-    // One encoded buffer per factor; every layer's view points at the same bytes.
-    let encoded: Vec<(Vec<u8>, Vec<u8>)> = weights.pairs.iter().map(|p| (encode(&p.a, dtype), encode(&p.b, dtype))).collect();
-    let mut views = Vec::new();
-    for layer in 0..base.num_hidden_layers {
-        for (pair, (a, b)) in weights.pairs.iter().zip(&encoded) {
-            let va = TensorView::new(st_dtype, vec![weights.rank, pair.in_features], a)
-                .map_err(|e| ModelError::Safetensors(e.to_string()))?;
-            let vb = TensorView::new(st_dtype, vec![pair.out_features, weights.rank], b)
-                .map_err(|e| ModelError::Safetensors(e.to_string()))?;
-            views.push((tensor_key(layer, pair.module, 'A'), va));
-            views.push((tensor_key(layer, pair.module, 'B'), vb));
+impl Drop for AdapterDirWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_dir_all(&self.tmp);
         }
     }
-    let mut md = HashMap::new();
-    md.insert("format".to_string(), "pt".to_string());
-    // Streamed from the per-factor buffers: the replicated layers are never copied into one
-    // file-sized buffer (74 MB at the paper's size in f32).
-    safetensors::serialize_to_file(views, Some(md), path).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(source) => ModelError::AdapterIo { path: path.into(), source },
-        other => ModelError::Safetensors(other.to_string()),
-    })?;
-    File::open(path).and_then(|f| f.sync_all()).map_err(|source| ModelError::AdapterIo { path: path.into(), source })
 }
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ModelError + use<> {
+    let path = path.to_path_buf();
+    move |source| ModelError::AdapterIo { path: path.clone(), source }
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` back to disk now, so that the
+/// final fsync finds most of the file already there.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range on an open descriptor with in-range values; failure only means
+    // no early writeback, which the final fsync covers.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn weights() -> AdapterWeights {
+        let pair = |module, i: usize, o: usize, seed: f32| LoraPair {
+            module,
+            in_features: i,
+            out_features: o,
+            a: (0..3 * i).map(|k| seed + k as f32 * 0.25).collect(),
+            b: (0..o * 3).map(|k| -seed - k as f32 * 0.5).collect(),
+        };
+        AdapterWeights { rank: 3, alpha: 6.0, pairs: vec![pair(ModuleType::Q, 5, 7, 1.0), pair(ModuleType::Down, 11, 5, 2.0)] }
+    }
+
+    fn base() -> BaseModelShapes {
+        BaseModelShapes {
+            name: "test/b".into(),
+            hidden_size: 5,
+            intermediate_size: 11,
+            num_attention_heads: 1,
+            num_key_value_heads: 1,
+            head_dim: 5,
+            num_hidden_layers: 4,
+            family: None,
+        }
+    }
+
+    /// The streamed file is a valid safetensors file (the crate's own checks: header, no
+    /// holes, no overlaps) holding every layer's copy of each factor, in every dtype.
+    #[test]
+    fn the_streamed_weights_file_reads_back_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = weights();
+        for dtype in [AdapterDtype::F32, AdapterDtype::Bf16, AdapterDtype::F16] {
+            let dir = write_adapter_dir(&tmp.path().join(dtype.as_str()), &w, &base(), dtype, &[]).unwrap();
+            let bytes = fs::read(dir.join(ADAPTER_WEIGHTS)).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            assert_eq!(file.len(), 4 * 2 * 2);
+            for layer in 0..4 {
+                for pair in &w.pairs {
+                    for (factor, values, shape) in [('A', &pair.a, [3, pair.in_features]), ('B', &pair.b, [pair.out_features, 3])] {
+                        let t = file.tensor(&tensor_key(layer, pair.module, factor)).unwrap();
+                        assert_eq!(t.shape(), shape);
+                        assert_eq!(t.data(), encode(values, dtype).as_slice(), "{layer} {:?} {factor} {dtype}", pair.module);
+                    }
+                }
+            }
+            let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            assert_eq!(metadata.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
+        }
+    }
+
+    #[test]
+    fn an_unfinished_or_misfed_writer_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = weights();
+        let layout: Vec<_> = w.pairs.iter().map(|p| (p.module, p.in_features, p.out_features)).collect();
+        let final_dir = tmp.path().join("v");
+        let mut writer = AdapterDirWriter::begin(&final_dir, &layout, 3, 4, AdapterDtype::F32).unwrap();
+        assert!(writer.put(&w.pairs[1]).is_err(), "types come in the layout's order");
+        writer.put(&w.pairs[0]).unwrap();
+        assert!(writer.finish(&w, &base(), &[], Formats::default()).is_err(), "a type is missing");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "no directory, no temporary one");
+    }
 
     #[test]
     fn dtypes_parse_and_deserialise_alike_and_refuse_unknown_names() {
