@@ -442,6 +442,9 @@ impl Config {
                     if let Some(k) = o.serve.keys().find(|k| *k != "push") {
                         return Err(format!("config {}: [repo.serve] for {}: unknown key `{k}` (only `push`)", path.display(), o.path.display()));
                     }
+                    if o.serve.get("push").is_some_and(|v| !v.is_bool()) {
+                        return Err(format!("config {}: [repo.serve] for {}: push must be true or false", path.display(), o.path.display()));
+                    }
                 }
                 if cfg.verify_after_publish && cfg.model.base_dir.is_none() {
                     return Err(format!("config {}: verify_after_publish needs [model] base_dir, the base model's directory", path.display()));

@@ -39,7 +39,11 @@ impl LiveConfig {
     /// and the return value says whether the file asked to change them.
     pub fn reload(&self, mut new: Config) -> bool {
         let mut cfg = self.0.write().expect("config lock");
-        let needs_restart = new.model != cfg.model || new.state_dir != cfg.state_dir || new.socket != cfg.socket;
+        // The push thread and the metrics listener start with the daemon.
+        let serving = new.serve.push != cfg.serve.push || new.serve.metrics_listen != cfg.serve.metrics_listen;
+        let needs_restart = new.model != cfg.model || new.state_dir != cfg.state_dir || new.socket != cfg.socket || serving;
+        new.serve.push = cfg.serve.push.clone();
+        new.serve.metrics_listen = cfg.serve.metrics_listen.clone();
         new.model = cfg.model.clone();
         new.state_dir = cfg.state_dir.clone();
         new.socket = cfg.socket.clone();

@@ -89,7 +89,7 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     }
     let daemon = Daemon::new(config.clone(), store.clone());
     daemon.adapters.recover();
-    daemon.push.start(config.serve.push.clone(), &config.state_dir, daemon.adapters.clone(), daemon.metrics.clone());
+    daemon.push.start(config.serve.push.clone(), config.serve.grace_secs, &config.state_dir, daemon.adapters.clone(), daemon.metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -249,7 +249,7 @@ fn reload(daemon: &Daemon, file: Option<&Path>) {
     match Config::load(file) {
         Ok(new) => {
             if daemon.config.reload(new) {
-                warn!("model, state_dir and socket changes take effect after a restart");
+                warn!("model, state_dir, socket, [[serve.push]] and metrics_listen changes take effect after a restart");
             }
             info!("configuration reloaded");
         }

@@ -47,7 +47,8 @@ pub struct Metrics {
     /// Adapter paths handed to clients (`adapter` replies).
     pub served: Counter,
     pub pruned: Counter,
-    /// Failures by kind: `job`, `publish`, `push`, `verify`, `request`.
+    /// Failures by kind: `job` (a publish that fails fails its job), `push`, `verify`,
+    /// `worktree`, `request` (internal errors only).
     pub errors: Family<KindLabel, Counter>,
     /// Load and unload calls to inference servers, by endpoint, op and outcome.
     pub pushes: Family<PushLabels, Counter>,

@@ -23,17 +23,26 @@ use crate::adapters::Adapters;
 use crate::config::{PushEndpoint, PushKind};
 use crate::metrics::Metrics;
 
-/// How often loaded versions are marked as handed out again, so that the serve grace never
-/// runs out under a version a server holds.
+/// Longest wait between two rounds of marking loaded versions as handed out (and retrying
+/// failed loads); shorter when the serve grace is short.
 const TOUCH_EVERY: Duration = Duration::from_secs(30);
 
 /// A published version, as the push thread receives it.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub repo_key: String,
+    pub refname: String,
     /// The version's directory name under the repository's adapter folder.
     pub dir: String,
     pub path: PathBuf,
+}
+
+impl Published {
+    /// What a server's versions are kept and replaced by: each followed ref of a repository
+    /// has its own newest versions there.
+    fn slot(&self) -> String {
+        format!("{} {}", self.repo_key, self.refname)
+    }
 }
 
 /// What went wrong with one call.
@@ -53,7 +62,8 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// What each endpoint holds, by endpoint name then repository key, oldest first.
+/// What each endpoint holds: by endpoint name, then slot (repository key and ref), the
+/// served names oldest first.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Loaded(BTreeMap<String, BTreeMap<String, Vec<String>>>);
 
@@ -65,8 +75,9 @@ pub struct Pusher {
 
 impl Pusher {
     /// Starts the push thread when any endpoint is configured; until then (and without
-    /// endpoints) publishes are dropped.
-    pub fn start(&self, endpoints: Vec<PushEndpoint>, state_dir: &Path, adapters: Arc<Adapters>, metrics: Arc<Metrics>) {
+    /// endpoints) publishes are dropped. `grace_secs`: loaded versions are re-marked as
+    /// handed out well within it.
+    pub fn start(&self, endpoints: Vec<PushEndpoint>, grace_secs: u64, state_dir: &Path, adapters: Arc<Adapters>, metrics: Arc<Metrics>) {
         if endpoints.is_empty() {
             return;
         }
@@ -74,11 +85,21 @@ impl Pusher {
             let mut s = self.status.lock().expect("push status lock");
             for e in &endpoints {
                 s.insert(e.label(), PushStatus { endpoint: e.label(), kind: e.kind.as_str().into(), url: e.public_url(), ..Default::default() });
+                if let Some(var) = &e.api_key_env
+                    && std::env::var(var).map_or(true, |v| v.is_empty())
+                {
+                    warn!(endpoint = %e.label(), variable = %var, "api_key_env names an unset variable: calls go without a token");
+                }
             }
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let file = state_dir.join("push.json");
-        let worker = Worker { endpoints, loaded: load_file(&file), file, adapters, metrics, status: self.status.clone() };
+        let mut loaded = load_file(&file);
+        // Endpoints no longer configured: evolora does not reach them any more, and their
+        // versions must not stay protected from retention for ever.
+        loaded.0.retain(|label, _| endpoints.iter().any(|e| &e.label() == label));
+        let touch_every = Duration::from_secs((grace_secs / 3).clamp(1, TOUCH_EVERY.as_secs()));
+        let worker = Worker { endpoints, loaded, failed: BTreeMap::new(), file, touch_every, adapters, metrics, status: self.status.clone() };
         match std::thread::Builder::new().name("evolora-push".into()).spawn(move || worker.run(rx)) {
             Ok(_) => *self.tx.lock().expect("push lock") = Some(tx),
             Err(e) => warn!(error = %e, "push mode disabled: cannot start its thread"),
@@ -111,7 +132,11 @@ fn load_file(file: &Path) -> Loaded {
 struct Worker {
     endpoints: Vec<PushEndpoint>,
     loaded: Loaded,
+    /// Loads that failed, by (endpoint index, slot): retried each round until they succeed
+    /// or a newer version of the slot replaces them.
+    failed: BTreeMap<(usize, String), Published>,
     file: PathBuf,
+    touch_every: Duration,
     adapters: Arc<Adapters>,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<BTreeMap<String, PushStatus>>>,
@@ -122,37 +147,47 @@ impl Worker {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         self.touch_loaded();
         loop {
-            let first = match rx.recv_timeout(TOUCH_EVERY) {
+            let first = match rx.recv_timeout(self.touch_every) {
                 Ok(p) => p,
                 Err(RecvTimeoutError::Timeout) => {
                     self.touch_loaded();
+                    self.retry_failed(&agent);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            // The newest publish per repository, in arrival order of the first.
+            // The newest publish per slot, in arrival order of the first.
             let mut batch: Vec<Published> = vec![first];
             while let Ok(p) = rx.try_recv() {
-                match batch.iter_mut().find(|b| b.repo_key == p.repo_key) {
-                    Some(slot) => *slot = p,
+                match batch.iter_mut().find(|b| b.slot() == p.slot()) {
+                    Some(held) => *held = p,
                     None => batch.push(p),
                 }
             }
             for version in batch {
                 for i in 0..self.endpoints.len() {
+                    self.failed.remove(&(i, version.slot()));
                     self.push_one(&agent, i, &version);
                 }
+                self.touch_loaded();
             }
-            self.touch_loaded();
         }
     }
 
-    /// Loads `version` at endpoint `i`, then unloads what exceeds its `keep`.
+    fn retry_failed(&mut self, agent: &ureq::Agent) {
+        let due: Vec<((usize, String), Published)> = std::mem::take(&mut self.failed).into_iter().collect();
+        for ((i, _), version) in due {
+            self.push_one(agent, i, &version);
+        }
+    }
+
+    /// Loads `version` at endpoint `i`, then unloads what exceeds its `keep` for that slot.
     fn push_one(&mut self, agent: &ureq::Agent, i: usize, version: &Published) {
         let endpoint = self.endpoints[i].clone();
         let label = endpoint.label();
         let name = crate::adapters::served_name(&version.repo_key, &version.dir);
-        let held = self.loaded.0.entry(label.clone()).or_default().entry(version.repo_key.clone()).or_default();
+        let slot = version.slot();
+        let held = self.loaded.0.entry(label.clone()).or_default().entry(slot.clone()).or_default();
         if held.contains(&name) {
             return;
         }
@@ -165,27 +200,26 @@ impl Worker {
             }
             Err(e) => {
                 self.note(&label, "load", &name, Some(e.to_string()));
+                if version.path.is_dir() {
+                    self.failed.insert((i, slot), version.clone());
+                }
                 return;
             }
         }
         let keep = endpoint.keep.max(1);
-        loop {
-            let held = self.loaded.0.entry(label.clone()).or_default().entry(version.repo_key.clone()).or_default();
-            if held.len() <= keep {
-                break;
-            }
-            let oldest = held[0].clone();
+        let held = self.loaded.0.entry(label.clone()).or_default().entry(slot).or_default();
+        let excess: Vec<String> = held.iter().take(held.len().saturating_sub(keep)).cloned().collect();
+        for oldest in excess {
             match call(agent, &endpoint, "unload", &serde_json::json!({"lora_name": oldest})) {
                 Ok(()) => {
-                    held.remove(0);
+                    if let Some(h) = self.loaded.0.get_mut(&label).and_then(|m| m.get_mut(&version.slot())) {
+                        h.retain(|n| n != &oldest);
+                    }
                     self.note(&label, "unload", &oldest, None);
                     self.save();
                 }
-                Err(e) => {
-                    // Left on record: the next publish tries again.
-                    self.note(&label, "unload", &oldest, Some(e.to_string()));
-                    break;
-                }
+                // Left on record: the next publish of this slot tries again.
+                Err(e) => self.note(&label, "unload", &oldest, Some(e.to_string())),
             }
         }
     }
@@ -205,19 +239,17 @@ impl Worker {
             s.last_adapter = Some(name.to_owned());
             s.last_at = Some(crate::clock::now_secs());
             s.last_error = error;
-            s.loaded = self.loaded.0.get(label).map_or(0, |repos| repos.values().map(Vec::len).sum());
+            s.loaded = self.loaded.0.get(label).map_or(0, |slots| slots.values().map(Vec::len).sum());
         }
     }
 
     /// Marks every loaded version as handed out now.
     fn touch_loaded(&self) {
         let now = crate::clock::now_secs();
-        for repos in self.loaded.0.values() {
-            for (repo, names) in repos {
-                for name in names {
-                    if let Some(dir) = name.strip_prefix(&format!("{repo}/")) {
-                        self.adapters.touch(repo, dir, now);
-                    }
+        for slots in self.loaded.0.values() {
+            for name in slots.values().flatten() {
+                if let Some((repo, dir)) = name.split_once('/') {
+                    self.adapters.touch(repo, dir, now);
                 }
             }
         }
@@ -271,7 +303,10 @@ fn call_once(agent: &ureq::Agent, endpoint: &PushEndpoint, url: &str, op: &str, 
     // Already in the state asked for: a restart between a call and its record, or a name
     // the server dropped itself.
     let lower = text.to_ascii_lowercase();
-    if (op == "load" && lower.contains("already")) || (op == "unload" && code == 404) || (op == "unload" && lower.contains("not found")) {
+    // An unload the server refuses (404, or vLLM's and SGLang's 400 for an unknown name)
+    // leaves nothing loaded under that name: done.
+    let unload_refused = op == "unload" && (400..500).contains(&code) && code != 408 && code != 429;
+    if (op == "load" && lower.contains("already")) || unload_refused {
         return Ok(());
     }
     let message = format!("{} {op}: HTTP {code}: {}", endpoint.public_url(), text.trim());

@@ -46,6 +46,17 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
         report.moved_aside = Some(aside);
     }
     let store = StateStore::open(&db_dir)?;
+    // Names the old database issued stay used (servers cache adapters by name), when it
+    // can still be read; directories still on disk are skipped by name either way.
+    if let Some(aside) = &report.moved_aside
+        && let Ok(old) = StateStore::open(aside)
+    {
+        match store.import_issued_names(&old) {
+            Ok(n) if n > 0 => tracing::info!(names = n, "kept the record of issued adapter names"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not keep the record of issued adapter names: a pruned version's name may be issued again"),
+        }
+    }
     let daemon = Daemon::new(config.clone(), store.clone());
     let cache = config.embeddings_dir();
     let (model, encoder) = job::model::load_with_encoder(&config.model, Some((&cache, config.embedding_cache_budget.0))).map_err(|e| DaemonError::Model(e.to_string()))?;

@@ -88,7 +88,9 @@ impl Scheduler {
 
     /// Marks the running job finished.
     pub fn done(&self) {
-        self.queue.lock().expect("scheduler lock").running = None;
+        let mut q = self.queue.lock().expect("scheduler lock");
+        q.running = None;
+        q.running_woken_at = None;
     }
 
     /// Makes a waiting [`Scheduler::next`] return `None` at once, so that the model thread

@@ -77,8 +77,9 @@ pub struct AdapterReply {
     pub path: String,
     /// The name to give an inference server for this version: `<repo key>/<version dir>`,
     /// unique per version and never reused, and the version's path under the adapter root
-    /// (vLLM's filesystem resolver loads it by this name). Never `…/current`.
-    #[serde(default)]
+    /// (vLLM's filesystem resolver loads it by this name). Never `…/current`. Absent for an
+    /// ephemeral adapter, which is loaded by path.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub served_name: String,
     /// Commit the adapter was generated at.
     pub commit: String,

@@ -183,6 +183,23 @@ impl StateStore {
         self.flush()
     }
 
+    /// Copies every issued-name count of `other` that exceeds this store's (after a
+    /// rebuild: names the old database issued stay used). Returns how many were copied.
+    pub fn import_issued_names(&self, other: &StateStore) -> Result<usize, StateError> {
+        let mut copied = 0;
+        for kv in other.issued.iter() {
+            let (k, v) = kv?;
+            let theirs = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
+            let ours = self.issued.get(&k)?.and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok()).map_or(0, u32::from_be_bytes);
+            if theirs > ours {
+                self.issued.insert(k, &theirs.to_be_bytes())?;
+                copied += 1;
+            }
+        }
+        self.flush()?;
+        Ok(copied)
+    }
+
     pub fn ref_state(&self, repo: &str, refname: &str) -> Result<Option<RefState>, StateError> {
         self.refs.get(ref_key(repo, refname))?.map(|v| RefState::from_bytes(&v)).transpose()
     }
@@ -451,6 +468,12 @@ mod tests {
         assert_eq!(s.issued_names("r", "abc").unwrap(), 2);
         assert_eq!(s.issued_names("r", "abd").unwrap(), 0);
         assert_eq!(s.issued_names("rr", "abc").unwrap(), 0);
+        // A rebuilt database keeps them.
+        let other = tempfile::tempdir().unwrap();
+        let fresh = StateStore::open(other.path()).unwrap();
+        fresh.set_issued_names("r", "abd", 1).unwrap();
+        assert_eq!(fresh.import_issued_names(&s).unwrap(), 1);
+        assert_eq!((fresh.issued_names("r", "abc").unwrap(), fresh.issued_names("r", "abd").unwrap()), (2, 1));
     }
 
 

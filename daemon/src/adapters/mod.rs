@@ -216,9 +216,10 @@ impl Adapters {
         }
     }
 
-    /// Notes that a client was handed `dir` (for least-recently-used eviction).
-    pub fn touch(&self, repo_key: &str, dir: &str, now: u64) {
-        self.retention.touch(&self.store, repo_key, dir, now);
+    /// Notes that a client was handed `dir` (for least-recently-used eviction and the serve
+    /// grace); false when the version is gone (see [`retention::Retention::touch`]).
+    pub fn touch(&self, repo_key: &str, dir: &str, now: u64) -> bool {
+        self.retention.touch(&self.store, repo_key, dir, now)
     }
 
     /// Pins or unpins a version named by directory or commit prefix; `None` if no such version.

@@ -78,7 +78,6 @@ struct Queried {
     handed: u64,
 }
 
-#[derive(Default)]
 pub struct Retention {
     /// Guards record rewrites; holds, per (repo key, dir), query times.
     written: Mutex<HashMap<(String, String), Queried>>,
@@ -112,22 +111,35 @@ fn protected_dirs(store: &StateStore, repo_key: &str, repo_dir: &Path) -> Result
     Ok(names)
 }
 
+impl Default for Retention {
+    fn default() -> Self {
+        // A version kept for the grace by the previous process is not known to this one: the
+        // first sweep looks at everything.
+        Retention { written: Mutex::default(), held: std::sync::atomic::AtomicBool::new(true), pass: Mutex::default() }
+    }
+}
+
 impl Retention {
     /// Notes that a client was handed `dir`; persisted at most once a minute per adapter,
     /// without a flush (sled writes it within its flush interval).
-    pub fn touch(&self, store: &StateStore, repo_key: &str, dir: &str, now: u64) {
+    /// Returns false when the version is no longer on record (pruned since the caller
+    /// looked), so that the caller looks again rather than hand out a deleted path. Under
+    /// the same lock as deletions: once this returns true, the grace protects the version.
+    pub fn touch(&self, store: &StateStore, repo_key: &str, dir: &str, now: u64) -> bool {
         let mut written = self.written.lock().expect("retention lock");
+        let Ok(Some((key, mut rec))) = store.adapter_by_dir(repo_key, dir) else {
+            return false;
+        };
         let seen = written.entry((repo_key.to_owned(), dir.to_owned())).or_default();
         seen.handed = seen.handed.max(now);
         if seen.written > 0 && now < seen.written + QUERY_WRITE_INTERVAL {
-            return;
+            return true;
         }
-        if let Ok(Some((key, mut rec))) = store.adapter_by_dir(repo_key, dir) {
-            rec.last_queried = now;
-            if store.update_adapter_record(&key, &rec, false).is_ok() {
-                seen.written = now;
-            }
+        rec.last_queried = now;
+        if store.update_adapter_record(&key, &rec, false).is_ok() {
+            seen.written = now;
         }
+        true
     }
 
     /// Whether `rec` was handed out within the grace. This process's own hand-outs count

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use evolora_model::{AdapterWeights, BaseModelShapes};
 use evolora_state::RefState;
+use tracing::warn;
 
 use super::triggers::{self, Since};
 use super::{Engine, JobError, now_secs, vector_digest};
@@ -69,7 +70,12 @@ impl Engine {
             warning: (!meta.trained).then(|| UNTRAINED_WARNING.to_owned()),
             ..AdapterInfo::default()
         };
-        let contents = Contents { weights: &weights, base: &base, dtype: cfg.model.dtype, info: &info, gguf: cfg.serve.gguf() };
+        // llama.cpp needs the base's family; without it the PEFT files still go out.
+        let gguf = cfg.serve.gguf() && base.family.is_some();
+        if cfg.serve.gguf() && !gguf {
+            warn!(repo = %key, base = %base.name, "no GGUF file: the base's config.json names neither Qwen2 nor Qwen3, and llama.cpp needs the architecture");
+        }
+        let contents = Contents { weights: &weights, base: &base, dtype: cfg.model.dtype, info: &info, gguf };
         let writing = std::time::Instant::now();
         let dir = self.ctx.adapters.finish_version(version, state, contents, cfg.keep())?;
         let metrics = &self.ctx.metrics;
@@ -81,7 +87,8 @@ impl Engine {
         if cfg.pushes(git_dir)
             && let Some(name) = dir.file_name()
         {
-            self.ctx.push.published(Published { repo_key: key.to_owned(), dir: name.to_string_lossy().into_owned(), path: dir.clone() });
+            let version = Published { repo_key: key.to_owned(), refname: state.refname.clone(), dir: name.to_string_lossy().into_owned(), path: dir.clone() };
+            self.ctx.push.published(version);
         }
         Ok((dir, weights))
     }

@@ -66,7 +66,10 @@ impl Engine {
             |w, p| {
                 let started = std::time::Instant::now();
                 let prepared = w.prepare(p, globs);
-                metrics.encode.observe(secs(started.elapsed()));
+                // Encoded here only when a vector came out; text is encoded on the model thread.
+                if let Ok(Prepared { input: Some(StepInput::Vector(_)), .. }) = &prepared {
+                    metrics.encode.observe(secs(started.elapsed()));
+                }
                 prepared
             },
             |i, prepared| {

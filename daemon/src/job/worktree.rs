@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use evolora_model::hypernet::StepPolicy;
 use evolora_model::peft::{Formats, write_adapter_dir_with};
 use git2::Oid;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::inputs::{StepInput, Worker};
@@ -45,6 +46,10 @@ impl Engine {
     /// Answers one request; the answer goes back on its channel.
     pub fn serve_worktree(&mut self, request: WorktreeRequest) {
         let WorktreeRequest { key, refname, head, snapshot, reply } = request;
+        if reply.is_closed() {
+            // The client gave up waiting (a long catch-up came first).
+            return;
+        }
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.worktree_adapter(&key, &refname, head, snapshot)))
             .unwrap_or_else(|_| Err(JobError::Panicked("while making a work-tree adapter".into())));
         if let Err(e) = &result {
@@ -67,7 +72,11 @@ impl Engine {
         let tree = git::open(git_dir)?.find_commit(snapshot)?.tree_id();
         let digest = vector_digest(&state.vector);
         let root = ephemeral_root(&cfg.state_dir).join(key);
-        let name = format!("{}-{}-{}", &head.to_string()[..12], &tree.to_string()[..12], &digest[..12]);
+        // The state and the settings that shape the files (dtype, formats, base name) name it
+        // along with HEAD and the work tree, so a name always means the same files.
+        let settings = [cfg.model.dtype.as_str(), if cfg.serve.gguf() { "gguf" } else { "peft" }, cfg.serve.base_model_name.as_deref().unwrap_or("")].join("\n");
+        let settings: String = Sha256::digest(settings.as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect();
+        let name = format!("{}-{}-{}{settings}", &head.to_string()[..12], &tree.to_string()[..12], &digest[..12]);
         let dir = root.join(&name);
         if dir.is_dir() {
             touch(&dir);
@@ -108,7 +117,7 @@ impl Engine {
             None => self.model.base.clone(),
         };
         std::fs::create_dir_all(&root).map_err(|e| JobError::WorkTree(format!("{}: {e}", root.display())))?;
-        let written = write_adapter_dir_with(&dir, &weights, &base, cfg.model.dtype, &[(info::FILE, info.to_bytes())], Formats { gguf: cfg.serve.gguf() })?;
+        let written = write_adapter_dir_with(&dir, &weights, &base, cfg.model.dtype, &[(info::FILE, info.to_bytes())], Formats { gguf: cfg.serve.gguf() && base.family.is_some() })?;
         info!(repo = %key, %refname, adapter = %written.display(), "adapter of the uncommitted work");
         sweep(&cfg.state_dir, Duration::from_secs(cfg.serve.worktree_ttl_secs), MAX_EPHEMERAL);
         Ok(written)

@@ -20,6 +20,7 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
     let mut progress = daemon.jobs.subscribe();
     let mut woke = false;
+    let mut vanished = 0;
     loop {
         // The ref is the one checked out where the client asked (a linked worktree has its
         // own HEAD), unless it named one.
@@ -68,7 +69,15 @@ pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_m
                 };
                 return Err(OpError::new(ErrorCode::Timeout, why));
             }
-            daemon.adapters.touch(&rec.key, &dir, crate::job::now_secs());
+            if !daemon.adapters.touch(&rec.key, &dir, crate::job::now_secs()) {
+                // Replaced and pruned since the state was read: read it again (a version the
+                // state names but the records lack is not waited on for ever).
+                vanished += 1;
+                if vanished < 3 {
+                    continue;
+                }
+                return Err(OpError::new(ErrorCode::NoAdapter, format!("the adapter of {repo} that the state names ({dir}) is not on record; `evolora regenerate` makes a new one")));
+            }
             daemon.metrics.served.inc();
             let trained = daemon.model.get().is_some_and(|m| m.trained);
             return Ok(AdapterReply {
@@ -116,11 +125,11 @@ pub async fn worktree(daemon: &Arc<Daemon>, repo: &str, wait_ms: u64) -> Result<
         Ok(Err(_)) => return Err(OpError::new(ErrorCode::NoAdapter, "no adapter of the uncommitted work: the daemon is stopping")),
         Err(_) => return Err(OpError::new(ErrorCode::Timeout, format!("no adapter of the uncommitted work within {} s", limit.as_secs()))),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let trained = daemon.model.get().is_some_and(|m| m.trained);
     Ok(AdapterReply {
         path: path.display().to_string(),
-        served_name: format!("{}/{}/{name}", rec.key, crate::job::worktree::WORKTREE_DIR),
+        // Outside the adapter root, so no resolver finds it by name: load it by path.
+        served_name: String::new(),
         commit: head.to_string(),
         refname,
         tip: Some(head.to_string()),
