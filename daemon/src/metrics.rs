@@ -35,9 +35,10 @@ pub struct Metrics {
     pub gru_step: Histogram,
     /// Diffing and encoding one commit.
     pub encode: Histogram,
-    /// Running the head: state vector to adapter weights.
+    /// Running the head: state vector to adapter weights, each type's tensors written to the
+    /// weights file as they come.
     pub generation: Histogram,
-    /// Writing a version directory, fsync included.
+    /// Finishing a version directory: fsync, the other files, rename, record.
     pub write: Histogram,
     /// From the wake-up (hook, watcher or request) that started a job to its adapter being
     /// published.
