@@ -175,12 +175,15 @@ impl StateStore {
         Ok(v.and_then(|b| <[u8; 4]>::try_from(b.as_ref()).ok()).map_or(0, u32::from_be_bytes))
     }
 
-    /// Records, durably, that `count` names were issued at `commit`: before the directory
-    /// exists, so that a crash that leaves the directory (and start-up adopts it) cannot
-    /// leave its name free for reuse.
+    /// Records that `count` names were issued at `commit` (never lowers the count). Not
+    /// flushed: the publish that hands the name out flushes it with its record, and a
+    /// directory left by a crash before that is adopted at start-up, which records its name
+    /// again ([`StateStore::set_issued_names`] from the directory's name).
     pub fn set_issued_names(&self, repo: &str, commit: &str, count: u32) -> Result<(), StateError> {
-        self.issued.insert(ref_key(repo, commit), &count.to_be_bytes())?;
-        self.flush()
+        if self.issued_names(repo, commit)? < count {
+            self.issued.insert(ref_key(repo, commit), &count.to_be_bytes())?;
+        }
+        Ok(())
     }
 
     /// Copies every issued-name count of `other` that exceeds this store's (after a

@@ -24,6 +24,14 @@ pub fn fresh_name(repo_dir: &Path, commit: &str, issued: u32) -> (u32, String) {
     (issued..).map(|n| (n, name(n))).find(|(_, name)| !repo_dir.join(name).exists()).expect("unbounded")
 }
 
+/// The index [`fresh_name`] gave `name` at `commit` (`<commit>` is 0, `<commit>.<n>` is n).
+pub fn name_index(name: &str, commit: &str) -> Option<u32> {
+    match name.strip_prefix(commit)? {
+        "" => Some(0),
+        rest => rest.strip_prefix('.')?.parse().ok(),
+    }
+}
+
 /// Points `current` at `name` atomically (a new symlink renamed over the old one).
 pub fn swap_current(repo_dir: &Path, name: &str) -> std::io::Result<()> {
     let tmp = repo_dir.join(format!("{TEMP_PREFIX}{CURRENT}-{}", std::process::id()));

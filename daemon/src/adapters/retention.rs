@@ -332,7 +332,12 @@ pub fn reconcile(store: &StateStore, root: &Path) -> Result<(usize, usize), Stat
         }
         for version in dirs::published(&repo_dir) {
             if !records.iter().any(|(_, r)| r.dir == version.name) {
-                store.insert_adapter_record(&repo.key, &version.record(&repo_dir))?;
+                let record = version.record(&repo_dir);
+                // Its name was issued, whether or not the count reached the disk.
+                if let Some(index) = dirs::name_index(&version.name, &record.commit) {
+                    store.set_issued_names(&repo.key, &record.commit, index + 1)?;
+                }
+                store.insert_adapter_record(&repo.key, &record)?;
                 adopted += 1;
             }
         }
@@ -345,6 +350,8 @@ pub fn reconcile(store: &StateStore, root: &Path) -> Result<(usize, usize), Stat
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn rec(dir: &str, commit: &str) -> ((), AdapterRecord) {
@@ -385,11 +392,15 @@ mod tests {
         };
         complete("kept");
         complete("unrecorded");
+        // Published under its issued name, killed before the count reached the disk.
+        complete("abc.2");
         store.insert_adapter_record("r-1", &AdapterRecord::published("refs/heads/main", "k", "kept", "t", 1, 3, 1)).unwrap();
         store.insert_adapter_record("r-1", &AdapterRecord::published("refs/heads/main", "g", "gone", "t", 1, 3, 1)).unwrap();
-        assert_eq!(reconcile(&store, &root).unwrap(), (1, 1));
-        let dirs: Vec<String> = store.adapters("r-1").unwrap().into_iter().map(|(_, r)| r.dir).collect();
-        assert_eq!(dirs, ["kept", "unrecorded"]);
+        assert_eq!(reconcile(&store, &root).unwrap(), (1, 2));
+        let dirs: BTreeSet<String> = store.adapters("r-1").unwrap().into_iter().map(|(_, r)| r.dir).collect();
+        assert_eq!(dirs, BTreeSet::from(["kept".to_owned(), "unrecorded".to_owned(), "abc.2".to_owned()]));
+        assert_eq!(store.issued_names("r-1", "abc").unwrap(), 3, "an adopted directory's name stays issued");
+        assert_eq!((dirs::name_index("abc", "abc"), dirs::name_index("abc.7", "abc"), dirs::name_index("abcd", "abc")), (Some(0), Some(7), None));
         let adopted = store.adapter_by_dir("r-1", "unrecorded").unwrap().unwrap().1;
         assert_eq!((adopted.commit.as_str(), adopted.steps, adopted.created_at), ("abc", 4, 9));
         assert_eq!(reconcile(&store, &root).unwrap(), (0, 0), "a second pass finds nothing to do");
