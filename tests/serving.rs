@@ -410,3 +410,31 @@ fn uncommitted_work_gets_an_ephemeral_adapter_and_leaves_the_state_alone() {
     let clean = worktree(&daemon);
     assert_eq!((clean["path"].clone(), clean["ephemeral"].clone()), (committed["path"].clone(), Value::Null), "{clean}");
 }
+
+#[test]
+fn a_restart_neither_reloads_nor_forgets_what_a_server_holds_and_an_opted_out_repository_is_not_pushed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vllm = FakeServer::start(200);
+    let quiet = project(tmp.path(), "quiet");
+    let config = format!(
+        "[[serve.push]]\nname = \"vllm\"\nurl = \"{}\"\nkeep = 1\n[[repo]]\npath = \"{}\"\n[repo.serve]\npush = false\n",
+        vllm.url,
+        quiet.path.display()
+    );
+    let mut daemon = Daemon::start_with_config(tmp.path(), &config);
+    let repo = project(tmp.path(), "project");
+    daemon.register_and_wait(&repo);
+    daemon.register_and_wait(&quiet);
+    let key = repo_key(&daemon, &repo);
+    let first = format!("{key}/{}", repo.head());
+    daemon.wait_for(Duration::from_secs(30), "the first load", || (vllm.names("/v1/load_lora_adapter") == [first.clone()]).then_some(()));
+
+    assert!(daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30)).success());
+    daemon.restart();
+    commit(&daemon, &quiet, "Q = 1\n");
+    let tip = commit(&daemon, &repo, "R = 1\n");
+    let second = format!("{key}/{tip}");
+    daemon.wait_for(Duration::from_secs(30), "the unload of the first", || (vllm.names("/v1/unload_lora_adapter") == [first.clone()]).then_some(()));
+    assert_eq!(vllm.names("/v1/load_lora_adapter"), [first, second], "loaded once each across the restart; nothing of the opted-out repository");
+    assert_eq!(push_status(&daemon, "vllm")["loaded"], 1);
+}

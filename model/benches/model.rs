@@ -168,4 +168,24 @@ fn main() {
     println!("| seeded model load | {:.2} s | – | – |", load.as_secs_f64());
     println!("| RSS of the loaded model | {rss_model:.0} MiB | {:.0} MiB of f32 weights | {:.2} |", (head_params + 3 * g * g * 2 + 2 * g * cfg.input_dim) as f64 * 4.0 / 1048576.0, rss_model / ((head_params + 3 * g * g * 2 + 2 * g * cfg.input_dim) as f64 * 4.0 / 1048576.0));
     println!("| peak RSS during load | {peak_load:.0} MiB | – | – |");
+
+    // `--repeat N`: the daemon's per-commit work N more times, for a profiler
+    // (scripts/profile.sh), so that loading the model does not dominate the samples.
+    let repeat: usize = std::env::args().skip_while(|a| a != "--repeat").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    for i in 0..repeat {
+        profiled_commit(&model, &h0, &e, &batch, &out.path().join(format!("repeat-{i}")), &base, &layout, cfg.rank);
+    }
+}
+
+/// One commit's model work as the daemon does it: a lone GRU step, a catch-up block, and the
+/// adapter generated with its directory written as it comes.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn profiled_commit(model: &Hypernetwork, h0: &[f32], e: &[f32], batch: &[Vec<f32>], dir: &std::path::Path, base: &BaseModelShapes, layout: &[(evolora_model::ModuleType, usize, usize)], rank: usize) {
+    let h = model.advance(h0, std::slice::from_ref(&e.to_vec())).unwrap();
+    std::hint::black_box(model.advance(h0, batch).unwrap());
+    let mut writer = AdapterDirWriter::begin(dir, layout, rank, base.num_hidden_layers, AdapterDtype::F32).unwrap();
+    let weights = model.adapter_each(&h, |pair| writer.put(pair)).unwrap();
+    writer.finish(&weights, base, &[], Formats::default()).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
