@@ -201,9 +201,33 @@ impl DirectWrite {
     fn run(&self, file: &File) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         for copy in 0..self.copies {
-            file.write_all_at(&self.bytes, self.offset + (copy * self.bytes.len()) as u64)?;
+            let at = self.offset + (copy * self.bytes.len()) as u64;
+            match file.write_all_at(&self.bytes, at) {
+                // A device whose blocks are larger than ours, or a file system that accepts
+                // O_DIRECT at open and not at write: on without it.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && stop_direct(file) => file.write_all_at(&self.bytes, at)?,
+                other => other?,
+            }
         }
         Ok(())
+    }
+}
+
+/// Turns direct I/O off for `file`; whether it was on.
+#[cfg(not(target_os = "linux"))]
+fn stop_direct(_file: &File) -> bool {
+    false
+}
+
+/// Turns direct I/O off for `file`; whether it was on.
+#[cfg(target_os = "linux")]
+fn stop_direct(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on an open descriptor with F_GETFL/F_SETFL.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && flags & libc::O_DIRECT != 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) == 0
     }
 }
 
@@ -584,6 +608,15 @@ mod tests {
                 assert_eq!(file.tensor(&tensor_key(layer, p.module, 'B')).unwrap().data(), encode(&p.b, AdapterDtype::F32).as_slice());
             }
         }
+    }
+
+    #[test]
+    fn direct_io_can_be_turned_off_on_an_open_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(file) = open_direct(&tmp.path().join("f")) else { return };
+        assert!(stop_direct(&file), "it was on");
+        assert!(!stop_direct(&file), "and is off now");
+        std::os::unix::fs::FileExt::write_all_at(&file, b"unaligned", 3).unwrap();
     }
 
     #[test]
