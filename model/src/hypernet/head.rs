@@ -35,13 +35,6 @@ pub struct Code2LoraHead {
     scales: Vec<(f32, f32)>,
     #[module(skip)]
     types: Vec<(ModuleType, usize, usize)>,
-    /// Indices into `types`, largest adapter first: the order [`Code2LoraHead::forward_each`]
-    /// makes them in, so that what is left to write when the head finishes is small.
-    #[module(skip)]
-    order: Vec<usize>,
-    /// `types` in that order.
-    #[module(skip)]
-    made_in_order: Vec<(ModuleType, usize, usize)>,
     #[module(skip)]
     rank: usize,
     #[module(skip)]
@@ -109,10 +102,7 @@ impl Code2LoraHead {
         } else {
             None
         };
-        let mut order: Vec<usize> = (0..types.len()).collect();
-        order.sort_by_key(|&k| std::cmp::Reverse(types[k].1 + types[k].2));
-        let made_in_order = order.iter().map(|&k| types[k]).collect();
-        Ok(Code2LoraHead { trunk_in, trunk_mid, heads_a, heads_b, scales, types, order, made_in_order, rank: r, hidden: h, task_row })
+        Ok(Code2LoraHead { trunk_in, trunk_mid, heads_a, heads_b, scales, types, rank: r, hidden: h, task_row })
     }
 
     /// ctx: [1, gru_hidden] (Evo: output_norm(h_t); Static: the snapshot vector).
@@ -122,19 +112,13 @@ impl Code2LoraHead {
             pairs.push(pair);
             Ok::<(), std::convert::Infallible>(())
         });
-        self.in_type_order(pairs)
+        pairs
     }
 
     /// Each projection type: (module, in features, out features), in the order
-    /// [`Code2LoraHead::forward_each`] produces them (largest first).
+    /// [`Code2LoraHead::forward_each`] produces them.
     pub fn layout(&self) -> &[(ModuleType, usize, usize)] {
-        &self.made_in_order
-    }
-
-    /// Pairs made by [`Code2LoraHead::forward_each`], back in the configured type order.
-    pub fn in_type_order(&self, mut pairs: Vec<LoraPair>) -> Vec<LoraPair> {
-        pairs.sort_by_key(|p| self.types.iter().position(|t| t.0 == p.module));
-        pairs
+        &self.types
     }
 
     /// [`Code2LoraHead::forward`], handing each type's pair to `each` as soon as it is made
@@ -151,8 +135,7 @@ impl Code2LoraHead {
         let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
         let z = z.div(norm).mul_scalar((self.hidden as f64).sqrt());
         let r = self.rank;
-        for &k in &self.order {
-            let (module, i, o) = self.types[k];
+        for (k, &(module, i, o)) in self.types.iter().enumerate() {
             let (sa, sb) = self.scales[k];
             let a = streamed(&self.heads_a[k], &z).tanh().mul_scalar(sa as f64);
             let b = streamed(&self.heads_b[k], &z).tanh().mul_scalar(sb as f64);

@@ -149,7 +149,7 @@ impl Hypernetwork {
             pairs.push(pair);
             Ok(())
         })?;
-        Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs: self.head.in_type_order(pairs) })
+        Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs })
     }
 
     /// The adapter's projection types (module, in, out) in the order they are made.
