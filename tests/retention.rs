@@ -10,15 +10,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use util::{Daemon, Repo};
 
-/// Version directories on disk for a repository (no `current` link, no temporaries).
-fn on_disk(daemon: &Daemon, key: &str) -> BTreeSet<String> {
-    std::fs::read_dir(daemon.state_dir.join("adapters").join(key))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.') && n != "current")
-        .collect()
-}
-
 /// Commits a change and waits for the ref's adapter to cover it; returns the commit.
 fn commit_and_adapt(daemon: &Daemon, repo: &Repo, at: &Path, refname: &str, text: &str) -> String {
     let r = Repo { path: at.to_path_buf() };
@@ -51,7 +42,7 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
     let f1 = commit_and_adapt(&daemon, &repo, &wt, "refs/heads/feature", "F = 1\n");
     let m1 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 1\n");
     let m2 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 2\n");
-    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([f1.clone(), m2.clone()]), "the feature branch's current adapter survives K = 1");
+    assert_eq!(daemon.versions_on_disk(&key), BTreeSet::from([f1.clone(), m2.clone()]), "the feature branch's current adapter survives K = 1");
 
     // Pin main's current adapter (by default) and move on twice: it stays.
     let out = daemon.cli(&["pin", repo.path.to_str().unwrap()]);
@@ -59,7 +50,7 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&m2), "pin names the directory");
     let m3 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 3\n");
     let m4 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 4\n");
-    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([f1.clone(), m2.clone(), m4.clone()]));
+    assert_eq!(daemon.versions_on_disk(&key), BTreeSet::from([f1.clone(), m2.clone(), m4.clone()]));
     let pinned: Vec<Value> = versions(&daemon, &repo).into_iter().filter(|v| v["pinned"] == true).collect();
     assert_eq!(pinned.len(), 1);
     assert_eq!(pinned[0]["dir"], m2.as_str());
@@ -68,8 +59,8 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
     let reply = daemon.request(json!({"op": "unpin", "repo": repo.path, "adapter": &m2[..9]}));
     assert_eq!(reply["pinned"], false, "{reply}");
     let m5 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 5\n");
-    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([f1.clone(), m5]));
-    assert!(!on_disk(&daemon, &key).contains(&m1) && !on_disk(&daemon, &key).contains(&m3));
+    assert_eq!(daemon.versions_on_disk(&key), BTreeSet::from([f1.clone(), m5]));
+    assert!(!daemon.versions_on_disk(&key).contains(&m1) && !daemon.versions_on_disk(&key).contains(&m3));
 
     // The feature branch is deleted: its state goes, and its adapter is prunable again.
     repo.git(&["worktree", "remove", wt.to_str().unwrap()]);
@@ -77,7 +68,7 @@ fn newest_k_per_repository_never_a_current_or_pinned_one() {
     let m6 = commit_and_adapt(&daemon, &repo, &repo.path, "refs/heads/main", "M = 6\n");
     let refs = daemon.repo_status(&repo.path)["refs"].as_array().cloned().unwrap();
     assert_eq!(refs.len(), 1, "only main's state is left: {refs:?}");
-    assert_eq!(on_disk(&daemon, &key), BTreeSet::from([m6]));
+    assert_eq!(daemon.versions_on_disk(&key), BTreeSet::from([m6]));
 
     let reply = daemon.request(json!({"op": "pin", "repo": repo.path, "adapter": "no-such-version"}));
     assert_eq!(reply["error"]["code"], "no_adapter", "{reply}");
@@ -114,9 +105,9 @@ fn a_disk_budget_evicts_the_least_recently_queried_first() {
     // Room for all but one version: the oldest by creation is X1, but it was queried after
     // Y1 was published, so Y1 goes.
     daemon.reconfigure(&format!("keep_adapters = 10\nadapter_disk_budget = {}\n[serve]\ngrace_secs = 0\n", bx1 + bx2 + by2 + 100));
-    daemon.wait_for(Duration::from_secs(30), "an eviction", || (!on_disk(&daemon, &ky).contains(&y1)).then_some(()));
-    assert_eq!(on_disk(&daemon, &kx), BTreeSet::from([x1.clone(), x2.clone()]));
-    assert_eq!(on_disk(&daemon, &ky), BTreeSet::from([y2.clone()]));
+    daemon.wait_for(Duration::from_secs(30), "an eviction", || (!daemon.versions_on_disk(&ky).contains(&y1)).then_some(()));
+    assert_eq!(daemon.versions_on_disk(&kx), BTreeSet::from([x1.clone(), x2.clone()]));
+    assert_eq!(daemon.versions_on_disk(&ky), BTreeSet::from([y2.clone()]));
     assert_eq!(versions(&daemon, &y).len(), 1, "the evicted version's record goes with it");
 
     // A budget nothing fits in: current and pinned versions stay, and the log says so.
@@ -126,14 +117,14 @@ fn a_disk_budget_evicts_the_least_recently_queried_first() {
     daemon.wait_for(Duration::from_secs(30), "the over-budget warning", || {
         daemon.log_text().contains("exceeded by current and pinned adapters alone").then_some(())
     });
-    assert_eq!(on_disk(&daemon, &kx), BTreeSet::from([x1.clone(), x2.clone()]));
-    assert_eq!(on_disk(&daemon, &ky), BTreeSet::from([y2.clone()]));
+    assert_eq!(daemon.versions_on_disk(&kx), BTreeSet::from([x1.clone(), x2.clone()]));
+    assert_eq!(daemon.versions_on_disk(&ky), BTreeSet::from([y2.clone()]));
 
     // Unpinned, X1 goes at the next start (the budget is applied on start too).
     let out = daemon.cli(&["unpin", x.path.to_str().unwrap(), &x1]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(30)).success());
     daemon.restart();
-    daemon.wait_for(Duration::from_secs(30), "X1's eviction", || (on_disk(&daemon, &kx) == BTreeSet::from([x2.clone()])).then_some(()));
+    daemon.wait_for(Duration::from_secs(30), "X1's eviction", || (daemon.versions_on_disk(&kx) == BTreeSet::from([x2.clone()])).then_some(()));
     assert_eq!(daemon.request(json!({"op": "adapter", "repo": x.path}))["commit"], x2.as_str());
 }

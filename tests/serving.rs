@@ -15,15 +15,6 @@ fn project(root: &Path, name: &str) -> Repo {
     Repo::with_file(&root.join(name), "pkg/__init__.py", "")
 }
 
-/// Version directories on disk for a repository (no `current` link, no temporaries).
-fn on_disk(daemon: &Daemon, key: &str) -> BTreeSet<String> {
-    std::fs::read_dir(daemon.state_dir.join("adapters").join(key))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.') && n != "current")
-        .collect()
-}
-
 fn repo_key(daemon: &Daemon, repo: &Repo) -> String {
     daemon.repo_status(&repo.path)["repo_key"].as_str().unwrap().to_owned()
 }
@@ -103,7 +94,7 @@ fn served_names_are_unique_per_version_and_never_reused_after_pruning() {
     let mut names = vec![first["served_name"].as_str().unwrap().to_owned()];
     for _ in 0..3 {
         regenerate(&daemon, &repo);
-        assert_eq!(on_disk(&daemon, &key).len(), 1, "older versions are pruned");
+        assert_eq!(daemon.versions_on_disk(&key).len(), 1, "older versions are pruned");
         let reply = hand_out(&daemon, &repo);
         names.push(reply["served_name"].as_str().unwrap().to_owned());
     }
@@ -137,7 +128,7 @@ fn a_version_handed_out_stays_through_its_grace_and_goes_after_it() {
     assert_eq!(handed["commit"], a.as_str());
     let b = commit(&daemon, &repo, "B = 1\n");
     let c = commit(&daemon, &repo, "C = 1\n");
-    let disk = on_disk(&daemon, &key);
+    let disk = daemon.versions_on_disk(&key);
     assert!(disk.contains(&a), "the version handed out is kept within its grace whatever K says: {disk:?}");
     assert!(!disk.contains(&b), "a version never handed out goes as before: {disk:?}");
     assert!(disk.contains(&c));
@@ -145,11 +136,11 @@ fn a_version_handed_out_stays_through_its_grace_and_goes_after_it() {
     // A budget nothing fits in still keeps it, and says why.
     daemon.reconfigure(&format!("keep_adapters = 1\nadapter_disk_budget = \"1 kB\"\n[serve]\ngrace_secs = {grace}\n"));
     daemon.wait_for(Duration::from_secs(30), "the grace warning", || daemon.log_text().contains("handed out within the serve grace").then_some(()));
-    assert!(on_disk(&daemon, &key).contains(&a));
+    assert!(daemon.versions_on_disk(&key).contains(&a));
 
     // After the grace it goes, with no further commit to prompt it.
     daemon.wait_for(Duration::from_secs(30), "the handed-out version to go after its grace", || {
-        (on_disk(&daemon, &key) == BTreeSet::from([c.clone()])).then_some(())
+        (daemon.versions_on_disk(&key) == BTreeSet::from([c.clone()])).then_some(())
     });
     assert_eq!(hand_out(&daemon, &repo)["commit"], c.as_str(), "the current version is still served");
 }
@@ -260,7 +251,7 @@ fn pushed_versions_load_once_each_under_their_own_names_and_old_ones_unload() {
     }
     // A version a server holds is kept on disk though K = 1 (it may re-read it).
     let held = &loads[loads.len() - 2];
-    assert!(on_disk(&daemon, &key).contains(held.rsplit('/').next().unwrap()), "{held} is loaded at vLLM");
+    assert!(daemon.versions_on_disk(&key).contains(held.rsplit('/').next().unwrap()), "{held} is loaded at vLLM");
 
     // The failing servers: tried (with retries), never blocking, and `status` says how.
     let s = push_status(&daemon, "sglang");

@@ -119,6 +119,15 @@ impl Daemon {
         }
     }
 
+    /// A repository's version directories on disk (no `current` link, no temporaries).
+    pub fn versions_on_disk(&self, key: &str) -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(self.state_dir.join("adapters").join(key))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.') && n != "current")
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
