@@ -25,8 +25,12 @@ use crate::git;
 use crate::scheduler::JobFlags;
 
 /// Most ephemeral adapters on disk at once (all repositories); the least recently asked for
-/// goes first.
+/// goes first, but never one asked for within [`MIN_KEEP`] (a client may be loading it):
+/// the count may run over for that long.
 pub const MAX_EPHEMERAL: usize = 16;
+
+/// An ephemeral adapter handed out is kept at least this long, whatever the count.
+pub const MIN_KEEP: Duration = Duration::from_secs(120);
 
 /// Folder of the ephemeral adapters under the state directory.
 pub const WORKTREE_DIR: &str = "worktree";
@@ -135,8 +139,8 @@ fn touch(dir: &Path) {
     }
 }
 
-/// Removes ephemeral adapters unused for `ttl`, then the least recently used beyond `max`.
-/// Returns how many went.
+/// Removes ephemeral adapters unused for `ttl`, then the least recently used beyond `max`
+/// that were not used within [`MIN_KEEP`]. Returns how many went.
 pub fn sweep(state_dir: &Path, ttl: Duration, max: usize) -> usize {
     let root = ephemeral_root(state_dir);
     let mut all: Vec<(SystemTime, PathBuf)> = Vec::new();
@@ -151,8 +155,9 @@ pub fn sweep(state_dir: &Path, ttl: Duration, max: usize) -> usize {
     let excess = all.len().saturating_sub(max);
     let mut removed = 0;
     for (i, (used, path)) in all.iter().enumerate() {
-        let expired = now.duration_since(*used).unwrap_or_default() >= ttl;
-        if (i < excess || expired) && std::fs::remove_dir_all(path).is_ok() {
+        let age = now.duration_since(*used).unwrap_or_default();
+        let evictable = i < excess && age >= MIN_KEEP;
+        if (evictable || age >= ttl) && std::fs::remove_dir_all(path).is_ok() {
             removed += 1;
         }
     }
@@ -172,13 +177,15 @@ mod tests {
             let f = std::fs::File::open(&d).unwrap();
             f.set_modified(SystemTime::now() - Duration::from_secs(age_secs)).unwrap();
         };
-        make("a", "old", 500);
-        make("a", "mid", 50);
-        make("b", "new", 5);
-        make("b", "newer", 1);
-        assert_eq!(sweep(tmp.path(), Duration::from_secs(100), 16), 1, "past the TTL");
-        assert_eq!(sweep(tmp.path(), Duration::from_secs(100), 2), 1, "beyond the count, oldest first");
-        let left: Vec<bool> = ["a/mid", "b/new", "b/newer"].iter().map(|p| ephemeral_root(tmp.path()).join(p).exists()).collect();
-        assert_eq!(left, [false, true, true]);
+        make("a", "old", 5000);
+        make("a", "mid", 500);
+        make("b", "new", 300);
+        make("b", "newer", 60);
+        make("b", "newest", 1);
+        assert_eq!(sweep(tmp.path(), Duration::from_secs(1000), 16), 1, "past the TTL");
+        assert_eq!(sweep(tmp.path(), Duration::from_secs(1000), 2), 2, "beyond the count, oldest first");
+        assert_eq!(sweep(tmp.path(), Duration::from_secs(1000), 1), 0, "never one used within MIN_KEEP, even over the count");
+        let left: Vec<bool> = ["a/mid", "b/new", "b/newer", "b/newest"].iter().map(|p| ephemeral_root(tmp.path()).join(p).exists()).collect();
+        assert_eq!(left, [false, false, true, true]);
     }
 }
