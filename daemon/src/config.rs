@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use evolora_model::BaseModelShapes;
 use evolora_model::peft::AdapterDtype;
 use serde::{Deserialize, Serialize};
 
@@ -256,6 +257,20 @@ impl Default for ServeSettings {
 impl ServeSettings {
     pub fn gguf(&self) -> bool {
         self.formats.contains(&AdapterFormat::Gguf)
+    }
+
+    /// `base` under the name servers know it by (`base_model_name`, when set).
+    pub fn served_base(&self, base: &BaseModelShapes) -> BaseModelShapes {
+        match &self.base_model_name {
+            Some(name) => BaseModelShapes { name: name.clone(), ..base.clone() },
+            None => base.clone(),
+        }
+    }
+
+    /// Whether a GGUF file is written beside the PEFT files for `base`: asked for, and the
+    /// base's family known (llama.cpp needs the architecture).
+    pub fn gguf_for(&self, base: &BaseModelShapes) -> bool {
+        self.gguf() && base.family.is_some()
     }
 }
 

@@ -9,7 +9,7 @@
 //! loads a version twice nor forgets to unload one. Versions loaded somewhere count as handed
 //! out for retention (see `adapters::retention`) until they are unloaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -315,12 +315,12 @@ fn call_once(agent: &ureq::Agent, endpoint: &PushEndpoint, url: &str, op: &str, 
 
 /// Endpoint names must be unique; the label defaults to the URL.
 pub fn check_endpoints(endpoints: &[PushEndpoint]) -> Result<(), String> {
-    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut seen = HashSet::new();
     for e in endpoints {
         if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
             return Err(format!("[[serve.push]] url = \"{}\": expected http:// or https://", e.public_url()));
         }
-        if seen.insert(e.label(), ()).is_some() {
+        if !seen.insert(e.label()) {
             return Err(format!("[[serve.push]] endpoint `{}` is configured twice", e.label()));
         }
     }

@@ -38,7 +38,6 @@ pub enum PublishError {
 pub struct Contents<'a> {
     pub weights: &'a AdapterWeights,
     pub base: &'a BaseModelShapes,
-    pub dtype: AdapterDtype,
     /// Its `evolora.json`.
     pub info: &'a AdapterInfo,
     /// Also write `adapter_model.gguf` for llama.cpp.
@@ -139,7 +138,7 @@ impl Adapters {
     /// `current` at it, records it with the state that now names it, then applies retention.
     /// Returns the directory.
     pub fn finish_version(&self, version: NewVersion, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
-        let Contents { weights, base, dtype: _, info, gguf } = contents;
+        let Contents { weights, base, info, gguf } = contents;
         let NewVersion { repo_key, name, writer } = version;
         let repo_dir = self.repo_dir(&repo_key);
         let io = |source| PublishError::Io { path: repo_dir.clone(), source };
@@ -157,17 +156,6 @@ impl Adapters {
         }
         self.retain(&repo_key, &repo_dir, keep, now);
         Ok(dir)
-    }
-
-    /// Publishes `contents` as a new version of `state`'s ref in one go (see
-    /// [`Adapters::start_version`]).
-    pub fn publish(&self, repo_key: &str, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
-        let layout: Vec<(ModuleType, usize, usize)> = contents.weights.pairs.iter().map(|p| (p.module, p.in_features, p.out_features)).collect();
-        let mut version = self.start_version(repo_key, &state.last_commit, &layout, contents.weights.rank, contents.base, contents.dtype)?;
-        for pair in &contents.weights.pairs {
-            version.put(pair)?;
-        }
-        self.finish_version(version, state, contents, keep)
     }
 
     /// After a publish: the repository's newest versions, then the disk budget. Failures

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use evolora_model::{AdapterWeights, BaseModelShapes};
+use evolora_model::AdapterWeights;
 use evolora_state::RefState;
 use tracing::warn;
 
@@ -37,12 +37,9 @@ impl Engine {
     /// Publishes the adapter of `state`; returns its directory and the weights written there.
     pub(super) fn publish(&mut self, cfg: &Config, git_dir: &Path, key: &str, state: &mut RefState, trigger: &str, walked: u64) -> Result<(PathBuf, AdapterWeights), JobError> {
         // Servers compare the base name with the one they were started with.
-        // The weights file fills while the head runs: each projection type is written (and
-        // its writeback started) while the next is computed.
-        let base = match &cfg.serve.base_model_name {
-            Some(name) => BaseModelShapes { name: name.clone(), ..self.model.base.clone() },
-            None => self.model.base.clone(),
-        };
+        let base = cfg.serve.served_base(&self.model.base);
+        // The weights file fills while the head runs: each projection type goes to disk
+        // while the next is computed.
         let layout = self.model.adapter_layout().to_vec();
         let mut version = self.ctx.adapters.start_version(key, &state.last_commit, &layout, self.model.config.rank, &base, cfg.model.dtype)?;
         let generating = std::time::Instant::now();
@@ -71,11 +68,11 @@ impl Engine {
             ..AdapterInfo::default()
         };
         // llama.cpp needs the base's family; without it the PEFT files still go out.
-        let gguf = cfg.serve.gguf() && base.family.is_some();
+        let gguf = cfg.serve.gguf_for(&base);
         if cfg.serve.gguf() && !gguf {
             warn!(repo = %key, base = %base.name, "no GGUF file: the base's config.json names neither Qwen2 nor Qwen3, and llama.cpp needs the architecture");
         }
-        let contents = Contents { weights: &weights, base: &base, dtype: cfg.model.dtype, info: &info, gguf };
+        let contents = Contents { weights: &weights, base: &base, info: &info, gguf };
         let writing = std::time::Instant::now();
         let dir = self.ctx.adapters.finish_version(version, state, contents, cfg.keep())?;
         let metrics = &self.ctx.metrics;

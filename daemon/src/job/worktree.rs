@@ -116,12 +116,9 @@ impl Engine {
             state_sha256: Some(vector_digest(&vector)),
             ..AdapterInfo::default()
         };
-        let base = match &cfg.serve.base_model_name {
-            Some(n) => evolora_model::BaseModelShapes { name: n.clone(), ..self.model.base.clone() },
-            None => self.model.base.clone(),
-        };
+        let base = cfg.serve.served_base(&self.model.base);
         std::fs::create_dir_all(&root).map_err(|e| JobError::WorkTree(format!("{}: {e}", root.display())))?;
-        let written = write_adapter_dir_with(&dir, &weights, &base, cfg.model.dtype, &[(info::FILE, info.to_bytes())], Formats { gguf: cfg.serve.gguf() && base.family.is_some() })?;
+        let written = write_adapter_dir_with(&dir, &weights, &base, cfg.model.dtype, &[(info::FILE, info.to_bytes())], Formats { gguf: cfg.serve.gguf_for(&base) })?;
         info!(repo = %key, %refname, adapter = %written.display(), "adapter of the uncommitted work");
         sweep(&cfg.state_dir, Duration::from_secs(cfg.serve.worktree_ttl_secs), MAX_EPHEMERAL);
         Ok(written)

@@ -294,7 +294,7 @@ impl AdapterDirWriter {
         ));
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
         let path = tmp.join(ADAPTER_WEIGHTS);
-        let width = dtype_width(dtype);
+        let (_, width) = safetensors_dtype(dtype);
         let aligned = layout.iter().all(|&(_, i, o)| (rank * i * width).is_multiple_of(DIRECT_BLOCK) && (o * rank * width).is_multiple_of(DIRECT_BLOCK));
         let direct = if aligned && std::env::var_os("EVOLORA_BUFFERED_WRITES").is_none() { open_direct(&path) } else { None };
         let sink = match direct {
@@ -330,11 +330,7 @@ impl AdapterDirWriter {
     /// The safetensors header: its length (u64 LE) and JSON, padded with spaces to 8 bytes
     /// (to a whole block for direct writes, so that the data stays aligned).
     fn header(&self) -> Vec<u8> {
-        let (dtype, width) = match self.dtype {
-            AdapterDtype::F32 => ("F32", 4),
-            AdapterDtype::Bf16 => ("BF16", 2),
-            AdapterDtype::F16 => ("F16", 2),
-        };
+        let (dtype, width) = safetensors_dtype(self.dtype);
         let mut entries = serde_json::Map::new();
         entries.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
         let mut offset = 0usize;
@@ -484,10 +480,12 @@ impl Drop for AdapterDirWriter {
     }
 }
 
-fn dtype_width(dtype: AdapterDtype) -> usize {
+/// The safetensors name of `dtype` and its width in bytes.
+fn safetensors_dtype(dtype: AdapterDtype) -> (&'static str, usize) {
     match dtype {
-        AdapterDtype::F32 => 4,
-        AdapterDtype::Bf16 | AdapterDtype::F16 => 2,
+        AdapterDtype::F32 => ("F32", 4),
+        AdapterDtype::Bf16 => ("BF16", 2),
+        AdapterDtype::F16 => ("F16", 2),
     }
 }
 
