@@ -127,14 +127,21 @@ impl Retention {
     /// the same lock as deletions: once this returns true, the grace protects the version.
     pub fn touch(&self, store: &StateStore, repo_key: &str, dir: &str, now: u64) -> bool {
         let mut written = self.written.lock().expect("retention lock");
+        let slot = (repo_key.to_owned(), dir.to_owned());
+        // A version written recently is still on record: deleting one drops its entry here,
+        // under this lock. So the common case reads no record.
+        if let Some(seen) = written.get_mut(&slot)
+            && seen.written > 0
+            && now < seen.written + QUERY_WRITE_INTERVAL
+        {
+            seen.handed = seen.handed.max(now);
+            return true;
+        }
         let Ok(Some((key, mut rec))) = store.adapter_by_dir(repo_key, dir) else {
             return false;
         };
-        let seen = written.entry((repo_key.to_owned(), dir.to_owned())).or_default();
+        let seen = written.entry(slot).or_default();
         seen.handed = seen.handed.max(now);
-        if seen.written > 0 && now < seen.written + QUERY_WRITE_INTERVAL {
-            return true;
-        }
         rec.last_queried = now;
         if store.update_adapter_record(&key, &rec, false).is_ok() {
             seen.written = now;
