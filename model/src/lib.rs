@@ -38,6 +38,7 @@ pub mod nn;
 pub mod peft;
 pub mod replay;
 pub mod tokenizer;
+pub mod train;
 pub mod verify;
 pub mod transformer;
 

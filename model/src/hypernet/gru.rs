@@ -20,6 +20,25 @@ use crate::{HyperConfig, ModelError};
 /// each output in the same order for a row alone or within a block.
 const INPUT_BLOCK: usize = 16;
 
+/// The `gru.*` tensors' names (the released checkpoints' `gru_state` keys), shared with the
+/// trainable twin in [`crate::train`].
+pub(crate) mod names {
+    pub const DIFF_PROJ: &str = "gru.diff_proj.0";
+    pub const DIFF_NORM: &str = "gru.diff_proj.1";
+    pub const INIT_PROJ: &str = "gru.repo_init_proj.0";
+    pub const INIT_NORM: &str = "gru.repo_init_proj.2";
+    pub const WEIGHT_IH: &str = "gru.gru.weight_ih_l0";
+    pub const BIAS_IH: &str = "gru.gru.bias_ih_l0";
+    pub const WEIGHT_HH: &str = "gru.gru.weight_hh_l0";
+    pub const BIAS_HH: &str = "gru.gru.bias_hh_l0";
+    pub const OUTPUT_NORM: &str = "gru.output_norm";
+}
+
+/// nn.GRU initialises its packed gates with bound 1/√H.
+pub(crate) fn gate_init(hidden: usize) -> Init {
+    Init::Uniform { bound: 1.0 / (hidden as f32).sqrt() }
+}
+
 /// The recurrence (diff projection, its norm, the gates) runs on host vectors with kernels
 /// whose arithmetic is fixed ([`crate::nn::host`]): a state is continued across restarts
 /// and machines, so it must come out bit-identical however the commits arrived (one by one
@@ -44,16 +63,15 @@ impl CommitGru {
     /// Declares the `gru.*` tensors (PyTorch layout) against `params` and builds the GRU.
     pub fn new(cfg: &HyperConfig, params: &mut impl ParamSource, device: &Device) -> Result<Self, ModelError> {
         let (d, h) = (cfg.input_dim, cfg.gru_hidden);
-        let diff_proj = HostLinear::new(params, "gru.diff_proj.0", d, h)?;
-        let diff_norm = HostLayerNorm::new(params, "gru.diff_proj.1", h)?;
-        let init_proj = layers::linear(params, "gru.repo_init_proj.0", d, h, device)?;
-        let init_norm = layers::layer_norm(params, "gru.repo_init_proj.2", h, device)?;
-        // nn.GRU packs its gates [3H, in] in (r, z, n) order and initialises them with bound
-        // 1/√H; transposed to [in, 3H], the gates are column ranges [0,H), [H,2H), [2H,3H).
-        let gates = Init::Uniform { bound: 1.0 / (h as f32).sqrt() };
-        let input_gates = HostLinear::named(params, "gru.gru.weight_ih_l0", "gru.gru.bias_ih_l0", h, 3 * h, gates)?;
-        let hidden_gates = HostLinear::named(params, "gru.gru.weight_hh_l0", "gru.gru.bias_hh_l0", h, 3 * h, gates)?;
-        let output_norm = layers::layer_norm(params, "gru.output_norm", h, device)?;
+        let diff_proj = HostLinear::new(params, names::DIFF_PROJ, d, h)?;
+        let diff_norm = HostLayerNorm::new(params, names::DIFF_NORM, h)?;
+        let init_proj = layers::linear(params, names::INIT_PROJ, d, h, device)?;
+        let init_norm = layers::layer_norm(params, names::INIT_NORM, h, device)?;
+        // nn.GRU packs its gates [3H, in] in (r, z, n) order; transposed to [in, 3H], the
+        // gates are column ranges [0,H), [H,2H), [2H,3H).
+        let input_gates = HostLinear::named(params, names::WEIGHT_IH, names::BIAS_IH, h, 3 * h, gate_init(h))?;
+        let hidden_gates = HostLinear::named(params, names::WEIGHT_HH, names::BIAS_HH, h, 3 * h, gate_init(h))?;
+        let output_norm = layers::layer_norm(params, names::OUTPUT_NORM, h, device)?;
         Ok(CommitGru { diff_proj, diff_norm, init_proj, init_norm, input_gates, hidden_gates, output_norm, hidden: h, input: d })
     }
 

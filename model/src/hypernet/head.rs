@@ -60,7 +60,33 @@ fn streamed(head: &Linear, z: &Tensor<2>) -> Tensor<2> {
 }
 
 /// Initial `log_scale_*`: scales start at exp(-3.5) ≈ 0.03.
-const LOG_SCALE_INIT: f32 = -3.5;
+pub(crate) const LOG_SCALE_INIT: f32 = -3.5;
+
+/// The range `exp(log_scale)` is clamped to.
+pub(crate) const SCALE_RANGE: (f32, f32) = (1e-5, 0.3);
+
+/// The `head.*` tensors' names (the released checkpoints' `head_state` keys), shared with
+/// the trainable twin in [`crate::train`].
+pub(crate) mod names {
+    use crate::ModuleType;
+
+    pub const TRUNK_IN: &str = "head.trunk.0";
+    pub const TRUNK_MID: &str = "head.trunk.2";
+    pub const TASK_EMBEDDING: &str = "head.task_embedding.weight";
+
+    pub fn head_a(t: ModuleType) -> String {
+        format!("head.heads_A.{}", t.peft_name())
+    }
+    pub fn head_b(t: ModuleType) -> String {
+        format!("head.heads_B.{}", t.peft_name())
+    }
+    pub fn log_scale_a(t: ModuleType) -> String {
+        format!("head.log_scale_A.{}", t.peft_name())
+    }
+    pub fn log_scale_b(t: ModuleType) -> String {
+        format!("head.log_scale_B.{}", t.peft_name())
+    }
+}
 
 impl Code2LoraHead {
     /// Declares the `head.*` tensors (PyTorch layout) against `params` and builds the head,
@@ -74,24 +100,24 @@ impl Code2LoraHead {
     ) -> Result<Self, ModelError> {
         let h = cfg.head_hidden;
         let r = cfg.rank;
-        let trunk_in = layers::linear(params, "head.trunk.0", cfg.head_input_dim(), h, device)?;
-        let trunk_mid = layers::linear(params, "head.trunk.2", h, h, device)?;
+        let trunk_in = layers::linear(params, names::TRUNK_IN, cfg.head_input_dim(), h, device)?;
+        let trunk_mid = layers::linear(params, names::TRUNK_MID, h, h, device)?;
         let mut heads_a = Vec::new();
         let mut heads_b = Vec::new();
         let mut scales = Vec::new();
         let mut types = Vec::new();
         for &t in &cfg.module_types {
             let (i, o) = base.in_out(t);
-            let n = t.peft_name();
-            heads_a.push(layers::linear(params, &format!("head.heads_A.{n}"), h, r * i, device)?);
-            heads_b.push(layers::linear(params, &format!("head.heads_B.{n}"), h, o * r, device)?);
-            let la = layers::scalar(params, &format!("head.log_scale_A.{n}"), Init::Constant(LOG_SCALE_INIT))?;
-            let lb = layers::scalar(params, &format!("head.log_scale_B.{n}"), Init::Constant(LOG_SCALE_INIT))?;
-            scales.push((la.exp().clamp(1e-5, 0.3), lb.exp().clamp(1e-5, 0.3)));
+            heads_a.push(layers::linear(params, &names::head_a(t), h, r * i, device)?);
+            heads_b.push(layers::linear(params, &names::head_b(t), h, o * r, device)?);
+            let la = layers::scalar(params, &names::log_scale_a(t), Init::Constant(LOG_SCALE_INIT))?;
+            let lb = layers::scalar(params, &names::log_scale_b(t), Init::Constant(LOG_SCALE_INIT))?;
+            let (lo, hi) = SCALE_RANGE;
+            scales.push((la.exp().clamp(lo, hi), lb.exp().clamp(lo, hi)));
             types.push((t, i, o));
         }
         let task_row = if cfg.num_tasks > 0 {
-            let table = params.tensor("head.task_embedding.weight", &[cfg.num_tasks, cfg.task_dim], Init::Uniform { bound: 1.0 })?;
+            let table = params.tensor(names::TASK_EMBEDDING, &[cfg.num_tasks, cfg.task_dim], Init::Uniform { bound: 1.0 })?;
             if task >= cfg.num_tasks {
                 return Err(ModelError::Checkpoint {
                     path: "<config>".into(),

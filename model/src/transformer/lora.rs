@@ -34,6 +34,9 @@ impl Branch {
 pub struct Lora {
     layers: Vec<[Option<Branch>; 7]>,
     scale: f32,
+    /// The branch reads its input detached, as the authors' training forward does: gradients
+    /// reach the factors, and earlier layers only through the frozen path.
+    detach_input: bool,
 }
 
 impl Lora {
@@ -47,7 +50,7 @@ impl Lora {
                 out[layer][module.index()] = Some(Branch::new(&f.a, &f.b, r, f.in_features, f.out_features, scale, device));
             }
         }
-        Lora { layers: out, scale }
+        Lora { layers: out, scale, detach_input: false }
     }
 
     /// Straight from the hypernetwork, without touching disk: every layer shares one branch
@@ -58,7 +61,21 @@ impl Lora {
         for p in &weights.pairs {
             shared[p.module.index()] = Some(Branch::new(&p.a, &p.b, weights.rank, p.in_features, p.out_features, scale, device));
         }
-        Lora { layers: vec![shared; layers], scale }
+        Lora { layers: vec![shared; layers], scale, detach_input: false }
+    }
+
+    /// Straight from the trainable hypernetwork's factors, still on their (autodiff) device so
+    /// that gradients flow back into the hypernetwork: every layer shares one branch per type.
+    /// `detach_input`: the paper's training forward (see [`Lora::detach_input`]); false gives
+    /// the exact gradient of the loss.
+    pub fn from_factors(factors: &[crate::train::Factors], rank: usize, alpha: f32, layers: usize, detach_input: bool) -> Lora {
+        let scale = alpha / rank as f32;
+        let mut shared = <[Option<Branch>; 7]>::default();
+        for f in factors {
+            let branch = Branch { down: f.a.clone().transpose(), up: f.b.clone().transpose().mul_scalar(scale as f64) };
+            shared[f.module.index()] = Some(branch);
+        }
+        Lora { layers: vec![shared; layers], scale, detach_input }
     }
 
     /// `α / r` (or `α / √r`).
@@ -69,6 +86,7 @@ impl Lora {
     /// `y + s · B (A x)` for the projection `module` of `layer`, or `y` where it is not adapted.
     pub(crate) fn add(&self, layer: usize, module: ModuleType, x: Tensor<3>, y: Tensor<3>) -> Tensor<3> {
         match self.layers.get(layer).and_then(|l| l[module.index()].as_ref()) {
+            Some(branch) if self.detach_input => few_rows::add_low_rank(y, &x.detach(), &branch.down, &branch.up),
             Some(branch) => few_rows::add_low_rank(y, &x, &branch.down, &branch.up),
             None => y,
         }

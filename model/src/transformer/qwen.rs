@@ -80,7 +80,9 @@ impl Attention {
             Some((cache, layer)) => cache.extend(layer, k, v),
             None => (k, v),
         };
-        // GQA is handled by the op: each key/value head serves heads / kv_heads query heads.
+        // GQA is handled by the op (each key/value head serves heads / kv_heads query heads),
+        // except under autodiff, whose fallback expects one key/value head per query head.
+        let (k, v) = if q.is_autodiff() && self.kv_heads < self.heads { (repeat_kv(k, self.heads), repeat_kv(v, self.heads)) } else { (k, v) };
         let out = attention(q, k, v, mask, None, AttentionModuleOptions { scale: None, softcap: None, is_causal: true });
         lora.project(&self.o_proj, ModuleType::O, out.swap_dims(1, 2).reshape([b, t, self.heads * d]))
     }
@@ -247,6 +249,13 @@ pub struct Input<'a> {
     /// Per row and token, the rotary position (`rows × len`); counted from the cache's
     /// length for every row when absent.
     pub positions: Option<&'a [usize]>,
+}
+
+/// `[b, kv_heads, len, d]` → `[b, heads, len, d]`, each key/value head repeated for the
+/// query heads it serves (as Hugging Face's `repeat_kv`).
+fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [b, kv, len, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).repeat_dim(2, heads / kv).reshape([b, heads, len, d])
 }
 
 /// The adapter (if any) and the layer a projection belongs to.
