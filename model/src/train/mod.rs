@@ -13,7 +13,9 @@
 pub mod hypernet;
 pub mod loss;
 pub mod optim;
+pub mod run;
 
 pub use hypernet::{Factors, TrainableHypernet};
 pub use loss::{Example, TargetLoss, target_loss};
 pub use optim::{OptimSettings, Optimiser, Schedule, StepReport};
+pub use run::{Conditioning, RepoData, Task, TrainSettings, Trainer};

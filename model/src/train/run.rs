@@ -1,0 +1,209 @@
+//! The training loop over a corpus of repositories: "first sample a repository, then tasks
+//! from it" (paper §3.4), each micro-batch one repository's adapter and a few of its tasks.
+//!
+//! Evo states are rebuilt per micro-batch from the repository's origin: the commits before
+//! the last `bptt` ones are folded without a graph (detached), the last `bptt` with one, so
+//! gradients flow through at most `bptt` GRU steps (truncated BPTT, K = 16 in the paper).
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
+
+use super::hypernet::{Factors, TrainableHypernet};
+use super::loss::{Example, target_loss};
+use super::optim::{OptimSettings, Optimiser, StepReport};
+use crate::nn::init::SplitMix64;
+use crate::nn::tensor::{host, tensor2};
+use crate::transformer::{Lora, Qwen};
+use crate::{HyperConfig, ModelError};
+
+/// One task, anchored at the commit it was mined at.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// How many of the repository's diffs precede it (0: the origin snapshot's state).
+    pub commit: usize,
+    pub example: Example,
+}
+
+/// A repository as training sees it: its vectors and its tasks.
+#[derive(Debug, Clone)]
+pub struct RepoData {
+    pub name: String,
+    pub snapshot: Vec<f32>,
+    pub diffs: Vec<Vec<f32>>,
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    pub optim: OptimSettings,
+    /// Tasks per micro-batch (all from one repository).
+    pub tasks_per_batch: usize,
+    /// GRU steps gradients flow through.
+    pub bptt: usize,
+    /// Longest example in tokens (prefix left-truncated, target kept whole).
+    pub max_len: usize,
+    pub seed: u64,
+    /// The paper's detached LoRA-branch input.
+    pub detach_branch_input: bool,
+}
+
+/// How well adapters answer held-out tasks: with the repository's own adapter, another
+/// repository's (shuffled), and the mean of all repositories' adapters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conditioning {
+    pub own: f64,
+    pub shuffled: f64,
+    pub mean: f64,
+    /// Mean loss per target token with the own adapter.
+    pub own_loss: f64,
+}
+
+pub struct Trainer<'a> {
+    pub model: TrainableHypernet,
+    lm: &'a Qwen,
+    cfg: HyperConfig,
+    settings: TrainSettings,
+    optimiser: Optimiser<TrainableHypernet>,
+    rng: SplitMix64,
+    pad: u32,
+}
+
+impl<'a> Trainer<'a> {
+    /// `lm` must live on the same autodiff device as `model`, frozen (`no_grad`).
+    pub fn new(model: TrainableHypernet, lm: &'a Qwen, cfg: HyperConfig, settings: TrainSettings, pad: u32) -> Self {
+        let optimiser = Optimiser::new(settings.optim.clone());
+        let rng = SplitMix64::new(settings.seed);
+        Trainer { model, lm, cfg, settings, optimiser, rng, pad }
+    }
+
+    fn device(&self) -> Device {
+        self.lm.device()
+    }
+
+    /// One micro-batch: a repository drawn at random, then up to `tasks_per_batch` of its
+    /// tasks. Returns the micro-batch's loss and, when it completed an optimiser step, what
+    /// the step did.
+    pub fn micro_step(&mut self, corpus: &[RepoData]) -> Result<(f32, Option<StepReport>), ModelError> {
+        let with_tasks: Vec<&RepoData> = corpus.iter().filter(|r| !r.tasks.is_empty()).collect();
+        if with_tasks.is_empty() {
+            return Err(ModelError::Generation("no repository in the corpus has a task".into()));
+        }
+        let repo = with_tasks[self.rng.below(with_tasks.len())];
+        // Tasks at one commit share a state: pick an anchor task, then others at its commit.
+        let anchor = &repo.tasks[self.rng.below(repo.tasks.len())];
+        let mut same: Vec<&Task> = repo.tasks.iter().filter(|t| t.commit == anchor.commit).collect();
+        shuffle(&mut same, &mut self.rng);
+        let examples: Vec<Example> = same.iter().take(self.settings.tasks_per_batch.max(1)).filter_map(|t| t.example.truncated(self.settings.max_len)).collect();
+        if examples.is_empty() {
+            return Err(ModelError::Generation(format!("{}: a task's target is longer than max_len {}", repo.name, self.settings.max_len)));
+        }
+        let state = self.state(repo, anchor.commit, true);
+        let lora = self.lora(&self.model.adapter(state));
+        let loss = target_loss(self.lm, Some(&lora), &examples, self.pad)?;
+        let value = host(loss.mean.clone())[0];
+        let scaled = loss.mean.div_scalar(self.settings.optim.accumulate.max(1) as f64);
+        let grads = GradientsParams::from_grads(scaled.backward(), &self.model);
+        let model = self.model.clone();
+        let (model, report) = self.optimiser.accumulate(model, grads);
+        self.model = model;
+        Ok((value, report))
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.optimiser.steps
+    }
+
+    /// A repository's state `[1, state]` after its first `commit` diffs; with `graph`, the
+    /// last `bptt` steps keep theirs.
+    fn state(&self, repo: &RepoData, commit: usize, graph: bool) -> Tensor<2> {
+        let device = self.device();
+        let h0 = self.model.initial_state(row(&repo.snapshot, &device));
+        let diffs = &repo.diffs[..commit.min(repo.diffs.len())];
+        if diffs.is_empty() {
+            return h0;
+        }
+        let cut = if graph { diffs.len().saturating_sub(self.settings.bptt.max(1)) } else { diffs.len() };
+        let mut h = h0;
+        if cut > 0 {
+            h = self.model.advance(h, rows(&diffs[..cut], &device)).detach();
+        }
+        if cut < diffs.len() {
+            h = self.model.advance(h, rows(&diffs[cut..], &device));
+        }
+        h
+    }
+
+    fn lora(&self, factors: &[Factors]) -> Lora {
+        Lora::from_factors(factors, self.cfg.rank, self.cfg.alpha, self.lm.config().num_hidden_layers, self.settings.detach_branch_input)
+    }
+
+    /// Teacher-forced exact match on `held_out` tasks (per repository, parallel to `corpus`):
+    /// with the repository's own adapter at each task's commit, with the next repository's
+    /// adapter at its newest commit (shuffled), and with the mean of every repository's
+    /// newest adapter (mean factors).
+    pub fn conditioning(&self, corpus: &[RepoData], held_out: &[Vec<Task>]) -> Result<Conditioning, ModelError> {
+        let adapter_at = |r: &RepoData, commit: usize| -> Vec<Factors> { self.model.adapter(self.state(r, commit, false)).into_iter().map(detached).collect() };
+        let newest: Vec<Vec<Factors>> = corpus.iter().map(|r| adapter_at(r, r.diffs.len())).collect();
+        let mean = mean_factors(&newest);
+        let n = corpus.len();
+        let (mut own, mut shuffled, mut averaged, mut total, mut loss_sum, mut tokens) = (0usize, 0usize, 0usize, 0usize, 0f64, 0usize);
+        let hits = |l: &super::loss::TargetLoss| l.exact.iter().filter(|&&e| e).count();
+        for (k, tasks) in held_out.iter().enumerate().take(n) {
+            let mut commits: Vec<usize> = tasks.iter().map(|t| t.commit).collect();
+            commits.sort_unstable();
+            commits.dedup();
+            for commit in commits {
+                let examples: Vec<Example> = tasks.iter().filter(|t| t.commit == commit).filter_map(|t| t.example.truncated(self.settings.max_len)).collect();
+                if examples.is_empty() {
+                    continue;
+                }
+                let score = |factors: &[Factors]| target_loss(self.lm, Some(&self.lora(factors)), &examples, self.pad);
+                let mine = score(&adapter_at(&corpus[k], commit))?;
+                loss_sum += host(mine.mean.clone())[0] as f64 * mine.tokens as f64;
+                tokens += mine.tokens;
+                own += hits(&mine);
+                shuffled += hits(&score(&newest[(k + 1) % n])?);
+                averaged += hits(&score(&mean)?);
+                total += examples.len();
+            }
+        }
+        let rate = |hits: usize| hits as f64 / total.max(1) as f64;
+        Ok(Conditioning { own: rate(own), shuffled: rate(shuffled), mean: rate(averaged), own_loss: loss_sum / tokens.max(1) as f64 })
+    }
+
+    /// The model as it would be served: its tensors in checkpoint layout.
+    pub fn weights(&self) -> crate::nn::Weights {
+        self.model.valid().to_weights()
+    }
+}
+
+fn detached(f: Factors) -> Factors {
+    Factors { module: f.module, a: f.a.detach(), b: f.b.detach() }
+}
+
+fn mean_factors(all: &[Vec<Factors>]) -> Vec<Factors> {
+    let n = all.len() as f64;
+    (0..all[0].len())
+        .map(|t| {
+            let a = all.iter().map(|f| f[t].a.clone()).reduce(|x, y| x + y).expect("one repository").div_scalar(n);
+            let b = all.iter().map(|f| f[t].b.clone()).reduce(|x, y| x + y).expect("one repository").div_scalar(n);
+            Factors { module: all[0][t].module, a, b }
+        })
+        .collect()
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.below(i + 1));
+    }
+}
+
+fn row(v: &[f32], device: &Device) -> Tensor<2> {
+    tensor2(v.to_vec(), [1, v.len()], device)
+}
+
+fn rows(vs: &[Vec<f32>], device: &Device) -> Tensor<2> {
+    tensor2(vs.concat(), [vs.len(), vs[0].len()], device)
+}

@@ -1,0 +1,121 @@
+//! Training learns conditioning: scripted repositories whose tests expect a value that only
+//! the repository's own code tells (a different name in each), a tiny frozen LM that cannot
+//! know it, and a tiny hypernetwork trained end to end through the LM. On held-out tasks the
+//! repository's own adapter must answer, while another repository's adapter and the mean
+//! adapter must not; with the repository embedding replaced by a constant, nothing can.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use evolora_model::encoder::HashedEncoder;
+use evolora_model::hypernet::seeded_weights;
+use evolora_model::nn::Seeded;
+use evolora_model::nn::init::SplitMix64;
+use evolora_model::train::{Conditioning, Example, OptimSettings, RepoData, Schedule, Task, TrainSettings, TrainableHypernet, Trainer};
+use evolora_model::transformer::{Head, Qwen, QwenConfig};
+use evolora_model::{Architecture, BaseModelShapes, HyperConfig};
+
+const REPOS: usize = 10;
+const VOCAB: usize = 40;
+/// Token ids: 2 ends a target, 3 asks the question, 4..20 are context, 20.. are the values.
+const EOS: u32 = 2;
+const QUERY: u32 = 3;
+const FIRST_VALUE: u32 = 20;
+
+fn tiny_lm(device: &Device) -> (Qwen, BaseModelShapes) {
+    let json = br#"{"model_type":"qwen2","hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+        "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":40,"tie_word_embeddings":true}"#;
+    let cfg = QwenConfig::from_json(json, Path::new("<tiny>")).unwrap();
+    assert_eq!(cfg.vocab_size, VOCAB);
+    let lm = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(3), device).unwrap().no_grad();
+    let base = BaseModelShapes {
+        name: "tiny".into(),
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        num_hidden_layers: 2,
+        family: None,
+    };
+    (lm, base)
+}
+
+/// Repository `k`'s code: the value its tests expect is named in its settings module.
+fn code(k: usize) -> String {
+    let names = ["amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "juniper"];
+    format!(
+        "DEFAULT_BACKEND = \"{n}\"\n\ndef backend_name():\n    return DEFAULT_BACKEND\n\nclass {N}Client:\n    def connect(self, host):\n        return open_{n}(host)\n",
+        n = names[k],
+        N = names[k].to_uppercase()
+    )
+}
+
+/// A task: some context, the question, and the repository's value.
+fn task(k: usize, rng: &mut SplitMix64) -> Task {
+    let len = 3 + rng.below(6);
+    let mut prefix: Vec<u32> = (0..len).map(|_| 4 + rng.below(16) as u32).collect();
+    prefix.push(QUERY);
+    Task { commit: 0, example: Example { prefix, target: vec![FIRST_VALUE + k as u32, EOS] } }
+}
+
+fn corpus(constant_embedding: bool) -> (Vec<RepoData>, Vec<Vec<Task>>) {
+    let mut rng = SplitMix64::new(42);
+    let mut repos = Vec::new();
+    let mut held_out = Vec::new();
+    for k in 0..REPOS {
+        let text = code(k);
+        let snapshot = if constant_embedding { HashedEncoder.encode_snapshot([("app/settings.py", code(0).as_str())]).vector } else { HashedEncoder.encode_snapshot([("app/settings.py", text.as_str())]).vector };
+        let tasks = (0..24).map(|_| task(k, &mut rng)).collect();
+        held_out.push((0..8).map(|_| task(k, &mut rng)).collect());
+        repos.push(RepoData { name: format!("repo{k}"), snapshot, diffs: Vec::new(), tasks });
+    }
+    (repos, held_out)
+}
+
+fn train(constant_embedding: bool) -> (Conditioning, Conditioning) {
+    let device = Device::flex().autodiff();
+    let (lm, base) = tiny_lm(&device);
+    let mut cfg = HyperConfig::preset("tiny").unwrap();
+    (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (HashedEncoder::DIM, 16, 4, 8.0);
+    let mut weights = seeded_weights(&cfg, &base, 5, false);
+    let model = TrainableHypernet::from_weights(&cfg, &base, Architecture::Static, 0, &mut weights, &device).unwrap();
+    let steps = 1000;
+    let settings = TrainSettings {
+        optim: OptimSettings { accumulate: 1, ..OptimSettings::paper(Schedule { peak: 2e-2, warmup: 15, total: steps }) },
+        tasks_per_batch: 8,
+        bptt: 16,
+        max_len: 64,
+        seed: 1,
+        detach_branch_input: true,
+    };
+    let (repos, held_out) = corpus(constant_embedding);
+    let mut trainer = Trainer::new(model, &lm, cfg, settings, EOS);
+    let before = trainer.conditioning(&repos, &held_out).unwrap();
+    let started = Instant::now();
+    while trainer.steps() < steps {
+        let (loss, _) = trainer.micro_step(&repos).unwrap();
+        assert!(loss.is_finite());
+    }
+    let after = trainer.conditioning(&repos, &held_out).unwrap();
+    eprintln!("constant embedding {constant_embedding}: {steps} steps in {:.1} s; before {before:?}; after {after:?}", started.elapsed().as_secs_f32());
+    (before, after)
+}
+
+#[test]
+fn training_makes_each_repository_s_adapter_answer_for_it() {
+    let (before, after) = train(false);
+    assert!(before.own <= 0.2, "the untrained model does not know the values: {before:?}");
+    assert!(after.own >= 0.8, "own adapter: {after:?}");
+    assert!(after.shuffled <= 0.2, "another repository's adapter: {after:?}");
+    assert!(after.mean <= 0.2, "the mean adapter: {after:?}");
+    assert!(after.own_loss < before.own_loss);
+}
+
+#[test]
+fn with_a_constant_embedding_no_adapter_can_answer() {
+    let (_, after) = train(true);
+    assert!(after.own < 0.8, "a constant embedding carries no repository: {after:?}");
+}
