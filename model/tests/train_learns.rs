@@ -13,9 +13,10 @@ use evolora_model::encoder::HashedEncoder;
 use evolora_model::hypernet::seeded_weights;
 use evolora_model::nn::Seeded;
 use evolora_model::nn::init::SplitMix64;
-use evolora_model::train::{Conditioning, Example, OptimSettings, RepoData, Schedule, Task, TrainSettings, TrainableHypernet, Trainer};
-use evolora_model::transformer::{Head, Qwen, QwenConfig};
-use evolora_model::{Architecture, BaseModelShapes, HyperConfig};
+use evolora_model::checkpoint;
+use evolora_model::train::{Conditioning, Example, OptimSettings, RepoData, Schedule, Task, TrainSettings, TrainableHypernet, Trainer, target_loss};
+use evolora_model::transformer::{Head, Lora, Qwen, QwenConfig};
+use evolora_model::{Architecture, BaseModelShapes, HyperConfig, Hypernetwork, StepPolicy};
 
 const REPOS: usize = 10;
 const VOCAB: usize = 40;
@@ -75,7 +76,10 @@ fn corpus(constant_embedding: bool) -> (Vec<RepoData>, Vec<Vec<Task>>) {
     (repos, held_out)
 }
 
-fn train(constant_embedding: bool) -> (Conditioning, Conditioning) {
+/// Before and after training, and the exact match the saved checkpoint gives through the
+/// serving path (loader, host GRU and head, adapter attached to the LM without autodiff):
+/// own and shuffled.
+fn train(constant_embedding: bool) -> (Conditioning, Conditioning, (f64, f64)) {
     let device = Device::flex().autodiff();
     let (lm, base) = tiny_lm(&device);
     let mut cfg = HyperConfig::preset("tiny").unwrap();
@@ -101,21 +105,51 @@ fn train(constant_embedding: bool) -> (Conditioning, Conditioning) {
     }
     let after = trainer.conditioning(&repos, &held_out).unwrap();
     eprintln!("constant embedding {constant_embedding}: {steps} steps in {:.1} s; before {before:?}; after {after:?}", started.elapsed().as_secs_f32());
-    (before, after)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trained.safetensors");
+    trainer.save(&path, &base, HashedEncoder::ID, StepPolicy::EveryCommit).unwrap();
+    (before, after, served(&path, &repos, &held_out))
+}
+
+/// Exact match with the checkpoint loaded the daemon's way.
+fn served(path: &Path, repos: &[RepoData], held_out: &[Vec<Task>]) -> (f64, f64) {
+    let device = Device::flex();
+    let (lm, base) = tiny_lm(&device);
+    let mut ck = checkpoint::load(path, &base).unwrap();
+    assert!(ck.meta.trained);
+    let model = Hypernetwork::from_weights(ck.config, base, &mut ck.weights, ck.meta, device.clone()).unwrap();
+    let adapters: Vec<Lora> = repos
+        .iter()
+        .map(|r| {
+            let state = model.initial_state(&r.snapshot).unwrap();
+            Lora::from_adapter_weights(&model.adapter(&state).unwrap(), lm.config().num_hidden_layers, &device)
+        })
+        .collect();
+    let (mut own, mut shuffled, mut total) = (0, 0, 0);
+    for (k, tasks) in held_out.iter().enumerate() {
+        let examples: Vec<Example> = tasks.iter().map(|t| t.example.clone()).collect();
+        let hits = |lora: &Lora| target_loss(&lm, Some(lora), &examples, EOS).unwrap().exact.iter().filter(|&&e| e).count();
+        own += hits(&adapters[k]);
+        shuffled += hits(&adapters[(k + 1) % repos.len()]);
+        total += examples.len();
+    }
+    (own as f64 / total as f64, shuffled as f64 / total as f64)
 }
 
 #[test]
 fn training_makes_each_repository_s_adapter_answer_for_it() {
-    let (before, after) = train(false);
+    let (before, after, (served_own, served_shuffled)) = train(false);
     assert!(before.own <= 0.2, "the untrained model does not know the values: {before:?}");
     assert!(after.own >= 0.8, "own adapter: {after:?}");
     assert!(after.shuffled <= 0.2, "another repository's adapter: {after:?}");
     assert!(after.mean <= 0.2, "the mean adapter: {after:?}");
     assert!(after.own_loss < before.own_loss);
+    // The saved checkpoint, served the daemon's way, answers as the trained twin did.
+    assert!((served_own - after.own).abs() < 0.05 && served_shuffled <= 0.2, "served: own {served_own}, shuffled {served_shuffled}; trained {after:?}");
 }
 
 #[test]
 fn with_a_constant_embedding_no_adapter_can_answer() {
-    let (_, after) = train(true);
+    let (_, after, _) = train(true);
     assert!(after.own < 0.8, "a constant embedding carries no repository: {after:?}");
 }

@@ -177,6 +177,20 @@ impl<'a> Trainer<'a> {
     pub fn weights(&self) -> crate::nn::Weights {
         self.model.valid().to_weights()
     }
+
+    /// Saves the model as an evolora safetensors checkpoint marked trained, which the daemon
+    /// serves as it is (`[model] checkpoint = PATH`).
+    pub fn save(&self, path: &std::path::Path, base: &crate::BaseModelShapes, encoder: &str, step_policy: crate::StepPolicy) -> Result<(), ModelError> {
+        let meta = crate::ModelMeta {
+            architecture: self.model.architecture(),
+            encoder: encoder.into(),
+            step_policy,
+            trained: true,
+            fingerprint: String::new(),
+            task: 0,
+        };
+        crate::checkpoint::save_safetensors(path, &self.weights(), &self.cfg, base, &meta)
+    }
 }
 
 fn detached(f: Factors) -> Factors {
