@@ -18,6 +18,9 @@
 //! draws the untrained model from a seed. [`meta`] says what a model is (architecture, step
 //! policy, encoder) and [`fingerprint`] identifies its weights and arithmetic.
 //!
+//! [`train`] holds the differentiable twin of the hypernetwork, the loss through the frozen
+//! LM and the optimiser: how a model is trained rather than served.
+//!
 //! [`nn`] holds the building blocks that are not specific to the hypernetwork (named
 //! tensors, parameter sources, initialisation, PyTorch layers), so that another model family
 //! can sit beside [`hypernet`] and reuse them. Nothing here knows about git, sockets or

@@ -153,3 +153,61 @@ fn with_a_constant_embedding_no_adapter_can_answer() {
     let (_, after, _) = train(true);
     assert!(after.own < 0.8, "a constant embedding carries no repository: {after:?}");
 }
+
+/// Evo: each repository renames its backend in its third commit, so the answer depends on
+/// the commit. The GRU must carry the origin's value and replace it when the diff that
+/// renames it arrives.
+#[test]
+fn the_commit_gru_learns_to_follow_a_value_through_history() {
+    use evolora_model::encoder::{DiffInput, FileDiff};
+    let names = ["amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "juniper"];
+    let setting = |n: &str| format!("DEFAULT_BACKEND = \"{n}\"\n");
+    let diff = |added: String, removed: String| HashedEncoder.encode_diff(&DiffInput { files: vec![FileDiff { path: "app/settings.py".into(), added, removed }], truncated: false }).vector;
+    let mut rng = SplitMix64::new(7);
+    let (mut repos, mut held_early, mut held_late) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..REPOS {
+        let (old, new) = (k, (k + 3) % REPOS);
+        let snapshot = HashedEncoder.encode_snapshot([("app/settings.py", code(k).as_str())]).vector;
+        let diffs = vec![
+            diff(format!("def retries():\n    return {}\n", k + 2), String::new()),
+            diff(setting(names[new]), setting(names[old])),
+            diff("def timeout():\n    return 30\n".into(), String::new()),
+        ];
+        // The answer at commit c: the old value before the rename (c < 2), the new one after.
+        let at = |commit: usize, rng: &mut SplitMix64| {
+            let mut t = task(if commit < 2 { old } else { new }, rng);
+            t.commit = commit;
+            t
+        };
+        let tasks = (0..32).map(|i| at([0, 1, 2, 3][i % 4], &mut rng)).collect();
+        held_early.push((0..6).map(|_| at(1, &mut rng)).collect::<Vec<_>>());
+        held_late.push((0..6).map(|_| at(3, &mut rng)).collect::<Vec<_>>());
+        repos.push(RepoData { name: format!("repo{k}"), snapshot, diffs, tasks });
+    }
+    let device = Device::flex().autodiff();
+    let (lm, base) = tiny_lm(&device);
+    let mut cfg = HyperConfig::preset("tiny").unwrap();
+    (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (32, 16, 4, 8.0);
+    let mut weights = seeded_weights(&cfg, &base, 5, true);
+    let model = TrainableHypernet::from_weights(&cfg, &base, Architecture::Evo, 0, &mut weights, &device).unwrap();
+    let steps = 2500;
+    let settings = TrainSettings {
+        optim: OptimSettings { accumulate: 1, ..OptimSettings::paper(Schedule { peak: 1e-2, warmup: 50, total: steps }) },
+        tasks_per_batch: 8,
+        bptt: 16,
+        max_len: 64,
+        seed: 3,
+        detach_branch_input: true,
+    };
+    let mut trainer = Trainer::new(model, &lm, cfg, settings, EOS);
+    let started = Instant::now();
+    while trainer.steps() < steps {
+        trainer.micro_step(&repos).unwrap();
+    }
+    let early = trainer.conditioning(&repos, &held_early).unwrap();
+    let late = trainer.conditioning(&repos, &held_late).unwrap();
+    eprintln!("evo: {steps} steps in {:.1} s; before the rename {early:?}; after it {late:?}", started.elapsed().as_secs_f32());
+    assert!(early.own >= 0.8, "the origin's value, carried by the state: {early:?}");
+    assert!(late.own >= 0.8, "the renamed value, taken from the diff: {late:?}");
+    assert!(late.shuffled <= 0.2 && late.mean <= 0.2, "{late:?}");
+}
