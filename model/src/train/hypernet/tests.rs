@@ -286,3 +286,24 @@ fn the_loss_is_the_same_with_and_without_autodiff() {
         .collect();
     assert!((losses[0] - losses[1]).abs() < 1e-5, "{losses:?}");
 }
+
+/// The clipping norm is the global one over every parameter (PyTorch's `clip_grad_norm_`),
+/// not burn's per-tensor norm: it equals the norm of all exported gradients together.
+#[test]
+fn the_global_gradient_norm_covers_every_parameter() {
+    let device = Device::flex().autodiff();
+    let (lm, base) = tiny_lm(&device);
+    let cfg = tiny_config(0);
+    let twin = trainable(&cfg, &base, Architecture::Evo, 0, 8, &device);
+    let mut rng = SplitMix64::new(4);
+    let snapshot = vectors(&mut rng, 1, cfg.input_dim).remove(0);
+    let diffs = vectors(&mut rng, 2, cfg.input_dim);
+    let mut grads = loss_of(&twin, &lm, &cfg, &snapshot, &diffs, true, &device).backward();
+    let grads = GradientsParams::from_module(&mut grads, &twin);
+    let by_name = gradient_weights(&twin, &grads);
+    let expected = by_name.iter().flat_map(|(_, g)| g.data.iter()).map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+    let largest_tensor = by_name.iter().map(|(_, g)| g.data.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt()).fold(0.0, f64::max);
+    let found = crate::train::optim::global_norm(&twin, &grads) as f64;
+    assert!((found - expected).abs() <= 1e-5 * expected, "{found} vs {expected}");
+    assert!(expected > largest_tensor * 1.01, "the test tells the global norm from one tensor's");
+}
