@@ -51,6 +51,8 @@ pub enum ModelError {
     AdapterDir { dir: PathBuf, reason: String },
     #[error("generation: {0}")]
     Generation(String),
+    #[error("training: {0}")]
+    Training(String),
     #[error("safetensors: {0}")]
     Safetensors(String),
     #[error("io error on {path}: {source}")]

@@ -43,14 +43,14 @@ pub struct TargetLoss {
 /// sit, go through the LM head.
 pub fn target_loss(lm: &Qwen, lora: Option<&Lora>, examples: &[Example], pad: u32) -> Result<TargetLoss, ModelError> {
     if examples.is_empty() {
-        return Err(ModelError::Generation("no examples in the batch".into()));
+        return Err(ModelError::Training("no examples in the batch".into()));
     }
     if let Some(e) = examples.iter().find(|e| e.prefix.is_empty() || e.target.is_empty()) {
-        return Err(ModelError::Generation(format!("an example needs a prefix and a target (prefix {} tokens, target {})", e.prefix.len(), e.target.len())));
+        return Err(ModelError::Training(format!("an example needs a prefix and a target (prefix {} tokens, target {})", e.prefix.len(), e.target.len())));
     }
     let vocab = lm.config().vocab_size;
     if let Some(id) = examples.iter().flat_map(|e| e.prefix.iter().chain(&e.target)).find(|&&id| id as usize >= vocab) {
-        return Err(ModelError::Generation(format!("token id {id} is outside the model's vocabulary of {vocab}")));
+        return Err(ModelError::Training(format!("token id {id} is outside the model's vocabulary of {vocab}")));
     }
     // The model reads prefix + target without its last token and predicts the next token at
     // each position; the last `target.len()` predictions are the target.

@@ -87,7 +87,7 @@ impl<'a> Trainer<'a> {
     pub fn micro_step(&mut self, corpus: &[RepoData]) -> Result<(f32, Option<StepReport>), ModelError> {
         let with_tasks: Vec<&RepoData> = corpus.iter().filter(|r| !r.tasks.is_empty()).collect();
         if with_tasks.is_empty() {
-            return Err(ModelError::Generation("no repository in the corpus has a task".into()));
+            return Err(ModelError::Training("no repository in the corpus has a task".into()));
         }
         let repo = with_tasks[self.rng.below(with_tasks.len())];
         // Tasks at one commit share a state: pick an anchor task, then others at its commit.
@@ -96,7 +96,7 @@ impl<'a> Trainer<'a> {
         shuffle(&mut same, &mut self.rng);
         let examples: Vec<Example> = same.iter().take(self.settings.tasks_per_batch.max(1)).filter_map(|t| t.example.truncated(self.settings.max_len)).collect();
         if examples.is_empty() {
-            return Err(ModelError::Generation(format!("{}: a task's target is longer than max_len {}", repo.name, self.settings.max_len)));
+            return Err(ModelError::Training(format!("{}: a task's target is longer than max_len {}", repo.name, self.settings.max_len)));
         }
         let state = self.state(repo, anchor.commit, true);
         let lora = self.lora(&self.model.adapter(state));
@@ -144,6 +144,9 @@ impl<'a> Trainer<'a> {
     /// adapter at its newest commit (shuffled), and with the mean of every repository's
     /// newest adapter (mean factors).
     pub fn conditioning(&self, corpus: &[RepoData], held_out: &[Vec<Task>]) -> Result<Conditioning, ModelError> {
+        if corpus.is_empty() || held_out.len() != corpus.len() {
+            return Err(ModelError::Training(format!("{} repositories but {} held-out task lists", corpus.len(), held_out.len())));
+        }
         let adapter_at = |r: &RepoData, commit: usize| -> Vec<Factors> { self.model.adapter(self.state(r, commit, false)).into_iter().map(detached).collect() };
         let newest: Vec<Vec<Factors>> = corpus.iter().map(|r| adapter_at(r, r.diffs.len())).collect();
         let mean = mean_factors(&newest);
