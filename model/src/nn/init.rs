@@ -20,12 +20,17 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// Uniform in [-1, 1), from the top 24 bits (exactly representable in f32).
     /// Uniform in `0..n` (n > 0; the modulo bias is negligible for the small n used here).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 
+    /// Where the stream is: `SplitMix64::new(s.state())` continues it exactly.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    /// Uniform in [-1, 1), from the top 24 bits (exactly representable in f32).
     pub fn next_symmetric(&mut self) -> f32 {
         let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         2.0 * u - 1.0

@@ -18,4 +18,4 @@ pub mod run;
 pub use hypernet::{Factors, TrainableHypernet};
 pub use loss::{Example, TargetLoss, target_loss};
 pub use optim::{OptimSettings, Optimiser, Schedule, StepReport};
-pub use run::{Conditioning, RepoData, Task, TrainSettings, Trainer};
+pub use run::{Conditioning, RepoData, ResumeState, Task, TrainSettings, Trainer};

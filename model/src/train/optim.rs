@@ -95,6 +95,25 @@ impl<M: Module> Optimiser<M> {
     }
 }
 
+impl<M: Module> Optimiser<M> {
+    /// AdamW's moments and step counts, as bytes (burn's burnpack), keyed by parameter id;
+    /// `None` between the micro-batches of a step, where a resumed run could not continue.
+    pub fn state_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        if self.micro != 0 {
+            return Ok(None);
+        }
+        self.adamw.into_bytes().map(|b| Some(b.to_vec())).map_err(|e| e.to_string())
+    }
+
+    /// The optimiser `state_bytes` described, after `steps` steps.
+    pub fn restore(settings: OptimSettings, bytes: &[u8], steps: usize) -> Result<Self, String> {
+        let mut restored = Self::new(settings);
+        restored.adamw = restored.adamw.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| e.to_string())?;
+        restored.steps = steps;
+        Ok(restored)
+    }
+}
+
 /// √(Σ over every parameter of ‖grad‖²), as `torch.nn.utils.clip_grad_norm_` computes it.
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f32 {
     struct SumSquares<'a> {

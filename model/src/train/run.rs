@@ -59,6 +59,18 @@ pub struct Conditioning {
     pub own_loss: f64,
 }
 
+/// A run's whole state between two optimiser steps (see [`Trainer::resume_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumeState {
+    /// The model's parameters with their ids (burn's burnpack).
+    pub model: Vec<u8>,
+    /// AdamW's state, keyed by those ids.
+    pub optimiser: Vec<u8>,
+    pub steps: usize,
+    /// The data stream's position.
+    pub rng: u64,
+}
+
 pub struct Trainer<'a> {
     pub model: TrainableHypernet,
     lm: &'a Qwen,
@@ -113,6 +125,26 @@ impl<'a> Trainer<'a> {
     /// Optimiser steps taken so far.
     pub fn steps(&self) -> usize {
         self.optimiser.steps
+    }
+
+    /// Everything a run needs to continue exactly where it is: the model with its parameter
+    /// ids, AdamW's state, the step count and the data stream. `None` between the
+    /// micro-batches of a step.
+    pub fn resume_state(&self) -> Result<Option<ResumeState>, ModelError> {
+        let fail = |e: String| ModelError::Training(format!("saving the training state: {e}"));
+        let Some(optimiser) = self.optimiser.state_bytes().map_err(fail)? else { return Ok(None) };
+        let model = self.model.clone().into_record().into_bytes().map_err(|e| fail(e.to_string()))?.to_vec();
+        Ok(Some(ResumeState { model, optimiser, steps: self.optimiser.steps, rng: self.rng.state() }))
+    }
+
+    /// Continues from a [`ResumeState`]: `model` must have the run's structure (its values
+    /// and parameter ids are replaced by the saved ones).
+    pub fn resume(model: TrainableHypernet, lm: &'a Qwen, cfg: HyperConfig, settings: TrainSettings, pad: u32, state: &ResumeState) -> Result<Self, ModelError> {
+        let fail = |e: String| ModelError::Training(format!("restoring the training state: {e}"));
+        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(state.model.clone())).map_err(|e| fail(e.to_string()))?;
+        let model = model.try_load_record(record).map_err(|e| fail(e.to_string()))?;
+        let optimiser = Optimiser::restore(settings.optim.clone(), &state.optimiser, state.steps).map_err(fail)?;
+        Ok(Trainer { model, lm, cfg, settings, optimiser, rng: SplitMix64::new(state.rng), pad })
     }
 
     /// A repository's state `[1, state]` after its first `commit` diffs; with `graph`, the
