@@ -153,6 +153,9 @@ enum Command {
     Eval(Box<crate::measure::eval::EvalArgs>),
     /// Mine RepoPeftBench assertion-completion tasks from a repository's history (JSON lines)
     Tasks(crate::measure::tasks::TasksArgs),
+    /// Train the hypernetwork on repositories, end to end through the frozen base model
+    /// (resumable; writes checkpoints the daemon serves)
+    Train(Box<crate::train::TrainArgs>),
     /// Offline maintenance of the state database (stop the daemon first)
     State {
         #[command(subcommand)]
@@ -315,6 +318,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lm { action } => crate::measure::lm::run(action)?,
         Command::Verify(args) => return crate::measure::verify::run(args),
         Command::Eval(args) => crate::measure::eval::run(*args)?,
+        Command::Train(args) => crate::train::run(*args)?,
         Command::Tasks(args) => crate::measure::tasks::run(args)?,
         Command::State { action: StateAction::Rebuild(args) } => {
             let report = crate::rebuild::rebuild(daemon_config(args, cli.socket)?)?;

@@ -29,4 +29,5 @@ pub mod repo_cache;
 pub mod scheduler;
 pub mod server;
 pub mod signals;
+pub mod train;
 pub mod watcher;

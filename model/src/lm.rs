@@ -58,6 +58,14 @@ impl LanguageModel {
         Ok(LanguageModel { dir: dir.to_path_buf(), model, tokenizer, shapes, stop, pad })
     }
 
+    /// The same model with its weights untracked, for training through it on an autodiff
+    /// device: burn then computes no gradient for them.
+    pub fn frozen(mut self) -> LanguageModel {
+        use burn::module::Module;
+        self.model = self.model.no_grad();
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

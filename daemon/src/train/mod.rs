@@ -1,0 +1,356 @@
+//! `evolora train`: trains the hypernetwork on a user's repositories, end to end through the
+//! frozen base LM (paper §3.4), and writes checkpoints the daemon serves as they are.
+//!
+//! In `--out`:
+//! - `cache/`: each repository's tasks and vectors (see [`data`]);
+//! - `metrics.jsonl`: one line per optimiser step, and one per validation;
+//! - `resume/`: the whole run's state at the last save (model, AdamW, step, data stream),
+//!   replaced atomically; a run started again with the same `--out` continues from it, and
+//!   ends bit-identical (on CPU) to a run that never stopped;
+//! - `best.safetensors` (lowest validation loss) and `final.safetensors`: evolora
+//!   checkpoints recording the encoder, step policy and base.
+
+mod data;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use evolora_eval::tasks::Track;
+use evolora_model::hypernet::seeded_weights;
+use evolora_model::train::{Conditioning, OptimSettings, ResumeState, Schedule, TrainSettings, TrainableHypernet, Trainer};
+use evolora_model::{Architecture, HyperConfig, LanguageModel, StepPolicy, select_device};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::progress::Progress;
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Training repositories (work trees or git directories), comma-separated or repeated
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub repos: Vec<PathBuf>,
+    /// Repositories never trained on, whose validation tasks measure generalisation
+    #[arg(long, value_delimiter = ',')]
+    pub held_out_repos: Vec<PathBuf>,
+    /// Base model directory (config.json, safetensors weights, tokenizer.json), kept frozen
+    #[arg(long)]
+    pub base_dir: PathBuf,
+    /// Where the cache, metrics, resumable state and checkpoints go
+    #[arg(long)]
+    pub out: PathBuf,
+    /// evo (a GRU over the commits) or static (the repository's snapshot alone)
+    #[arg(long, default_value = "evo", value_parser = parse_arch)]
+    pub arch: Architecture,
+    /// Size of a new hypernetwork: paper, compact, tiny (not used with --init)
+    #[arg(long, default_value = "compact")]
+    pub preset: String,
+    /// Start from this checkpoint (evolora .safetensors or a released .pt) instead of a
+    /// seeded model; its architecture wins over --arch
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Which commits step the GRU (recorded in the checkpoint): every-commit or paper
+    #[arg(long, default_value = "every-commit")]
+    pub step_policy: StepPolicy,
+    /// Task prefixes: evolution (the whole test file up to the cut) or static
+    #[arg(long, default_value = "evolution", value_parser = parse_track)]
+    pub track: Track,
+    /// Optimiser steps (default: three passes over the training tasks)
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Peak learning rate (default: 5e-5 for evo, 1e-4 for static, the paper's)
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Share of the steps spent warming up
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup: f64,
+    /// Micro-batches per optimiser step
+    #[arg(long, default_value_t = 8)]
+    pub accumulate: usize,
+    /// Tasks per micro-batch (all from one repository, at one commit)
+    #[arg(long, default_value_t = 8)]
+    pub tasks_per_batch: usize,
+    /// GRU steps gradients flow through (truncated BPTT)
+    #[arg(long, default_value_t = 16)]
+    pub bptt: usize,
+    /// Longest example in tokens (the prefix is cut on the left, never the target)
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// Global gradient-norm bound (0: no clipping)
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f32,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f32,
+    /// Validate every this many steps (and at the end)
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Save the resumable state every this many steps
+    #[arg(long, default_value_t = 20)]
+    pub save_every: usize,
+    /// Seed of the new model and of the data order
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub encoder: crate::offline::EncoderChoice,
+}
+
+fn parse_arch(s: &str) -> Result<Architecture, String> {
+    match s {
+        "evo" => Ok(Architecture::Evo),
+        "static" => Ok(Architecture::Static),
+        other => other.parse().map_err(|_| format!("unknown architecture `{other}` (evo, static)")),
+    }
+}
+
+fn parse_track(s: &str) -> Result<Track, String> {
+    match s {
+        "static" => Ok(Track::Static),
+        "evolution" => Ok(Track::Evolution),
+        other => Err(format!("unknown track `{other}` (static, evolution)")),
+    }
+}
+
+/// What `resume/state.json` holds beside the two binary records.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// The arguments that shape the run; a resume with others is refused.
+    run: String,
+    steps: usize,
+    rng: u64,
+    /// Bytes of `metrics.jsonl` written up to this state (later lines are dropped on resume).
+    metrics_len: u64,
+    best_loss: Option<f64>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let device = select_device(&args.device)?.autodiff();
+    let lm = LanguageModel::load(&args.base_dir, &device).with_context(|| format!("loading the base model {}", args.base_dir.display()))?.frozen();
+    let mut encoder = args.encoder.load(&args.device)?;
+
+    // The model to train: a checkpoint, or a seeded one of the preset's size.
+    let (cfg, architecture, weights) = match &args.init {
+        Some(path) => {
+            let ck = evolora_model::checkpoint::load(path, &lm.shapes)?;
+            if ck.meta.encoder != encoder.id() {
+                bail!("{} was trained on the {} encoder, not {}", path.display(), ck.meta.encoder, encoder.id());
+            }
+            (ck.config, ck.meta.architecture, ck.weights)
+        }
+        None => {
+            let mut cfg = HyperConfig::preset(&args.preset)?;
+            cfg.input_dim = encoder.dim();
+            if args.arch == Architecture::Static {
+                cfg.gru_hidden = cfg.input_dim;
+            }
+            let weights = seeded_weights(&cfg, &lm.shapes, args.seed, args.arch.has_gru());
+            (cfg, args.arch, weights)
+        }
+    };
+    let mut weights = weights;
+    let model = TrainableHypernet::from_weights(&cfg, &lm.shapes, architecture, 0, &mut weights, &device)?;
+
+    let tokenizer_id = fingerprint_file(&args.base_dir.join("tokenizer.json"))?;
+    let recipe = data::Recipe { architecture, policy: args.step_policy, track: args.track, lm: &lm, tokenizer_id };
+    let cache = data::cache_dir(&args.out);
+    std::fs::create_dir_all(&cache)?;
+    let mut prepare_all = |repos: &[PathBuf]| -> Result<Vec<data::Prepared>> { repos.iter().map(|r| data::prepare(r, &recipe, &mut encoder, &cache)).collect() };
+    let training = prepare_all(&args.repos)?;
+    let held_out = prepare_all(&args.held_out_repos)?;
+    let corpus: Vec<_> = training.iter().map(|p| p.data.clone()).collect();
+    let train_tasks: usize = training.iter().map(|p| p.train.len()).sum();
+    if train_tasks == 0 {
+        bail!("no training tasks in {} repositories (the train split of their mined tasks is empty)", training.len());
+    }
+    for p in training.iter().chain(&held_out) {
+        eprintln!("{}: {} train, {} validation, {} test tasks, {} diffs", p.data.name, p.train.len(), p.val.len(), p.test.len(), p.data.diffs.len());
+    }
+
+    let per_step = args.accumulate.max(1) * args.tasks_per_batch.max(1);
+    let total = args.steps.unwrap_or_else(|| (3 * train_tasks).div_ceil(per_step).max(1));
+    let peak = args.lr.unwrap_or(if architecture == Architecture::Evo { 5e-5 } else { 1e-4 });
+    let schedule = Schedule { peak, warmup: (args.warmup * total as f64).round() as usize, total };
+    let settings = TrainSettings {
+        optim: OptimSettings { schedule, weight_decay: args.weight_decay, clip_norm: args.clip, accumulate: args.accumulate.max(1) },
+        tasks_per_batch: args.tasks_per_batch,
+        bptt: args.bptt,
+        max_len: args.max_len,
+        seed: args.seed,
+        detach_branch_input: true,
+    };
+    let run_id = format!("{:?}|{architecture}|{total}|{peak}|{}|{:?}|{:?}", args.repos, args.init.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("{}:{}", args.preset, args.seed)), settings, args.held_out_repos);
+
+    let resume_dir = args.out.join("resume");
+    let metrics_path = args.out.join("metrics.jsonl");
+    let pad = lm.pad;
+    let (mut trainer, mut best_loss) = match read_saved(&resume_dir)? {
+        Some((saved, state)) => {
+            if saved.run != run_id {
+                bail!("{} holds another run's state (other repositories or settings); use another --out or delete it", resume_dir.display());
+            }
+            truncate(&metrics_path, saved.metrics_len)?;
+            eprintln!("resuming at step {} of {total}", saved.steps);
+            (Trainer::resume(model, &lm.model, cfg.clone(), settings, pad, &state)?, saved.best_loss)
+        }
+        None => {
+            truncate(&metrics_path, 0)?;
+            (Trainer::new(model, &lm.model, cfg.clone(), settings, pad), None)
+        }
+    };
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let checkpoint = |trainer: &Trainer, name: &str| -> Result<()> {
+        let path = args.out.join(name);
+        let tmp = args.out.join(format!(".{name}.tmp"));
+        trainer.save(&tmp, &lm.shapes, encoder_id(&args), args.step_policy)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    };
+
+    let mut bar = Progress::new("training", "steps");
+    let (mut loss_sum, mut micro) = (0f64, 0usize);
+    let mut step_started = Instant::now();
+    while trainer.steps() < total {
+        let (loss, report) = trainer.micro_step(&corpus)?;
+        if !loss.is_finite() {
+            bail!("the loss is {loss} at step {}; lower --lr or check the data", trainer.steps());
+        }
+        loss_sum += loss as f64;
+        micro += 1;
+        let Some(report) = report else { continue };
+        let step = trainer.steps();
+        let secs = step_started.elapsed().as_secs_f64();
+        let mean = loss_sum / micro as f64;
+        writeln!(metrics, "{}", json!({"kind": "step", "step": step, "loss": mean, "lr": report.rate, "grad_norm": report.grad_norm, "secs": secs}))?;
+        bar.update_noting(step as u64, total as u64, &format!("loss {mean:.4}, {:.2} s/step", secs));
+        (loss_sum, micro, step_started) = (0.0, 0, Instant::now());
+
+        if step % args.eval_every.max(1) == 0 || step == total {
+            let report = validate(&trainer, &training, &held_out)?;
+            writeln!(metrics, "{}", report.line(step))?;
+            if let Some(loss) = report.selection_loss()
+                && best_loss.is_none_or(|b| loss < b)
+            {
+                best_loss = Some(loss);
+                checkpoint(&trainer, "best.safetensors")?;
+            }
+        }
+        if step % args.save_every.max(1) == 0 || step == total {
+            metrics.sync_data()?;
+            let state = trainer.resume_state()?.expect("saved right after an optimiser step");
+            let saved = Saved { run: run_id.clone(), steps: step, rng: state.rng, metrics_len: metrics.metadata()?.len(), best_loss };
+            write_saved(&resume_dir, &saved, &state)?;
+        }
+    }
+    checkpoint(&trainer, "final.safetensors")?;
+    eprintln!("trained {total} steps in {:.0} s; {}", started.elapsed().as_secs_f64(), args.out.join("final.safetensors").display());
+    Ok(())
+}
+
+fn encoder_id(args: &TrainArgs) -> &'static str {
+    match args.encoder.encoder {
+        crate::config::EncoderKind::Hashed => evolora_model::encoder::HashedEncoder::ID,
+        crate::config::EncoderKind::Qwen3 => crate::job::encoder::QWEN3_ID,
+    }
+}
+
+/// Validation: held-out tasks of the training repositories (own, shuffled, mean adapter), and
+/// of repositories never trained on (own adapter).
+struct Validation {
+    seen: Option<Conditioning>,
+    unseen: Option<Conditioning>,
+}
+
+impl Validation {
+    fn line(&self, step: usize) -> String {
+        let part = |c: &Option<Conditioning>| c.map(|c| json!({"loss": c.own_loss, "own": c.own, "shuffled": c.shuffled, "mean": c.mean}));
+        json!({"kind": "validation", "step": step, "seen": part(&self.seen), "unseen": part(&self.unseen)}).to_string()
+    }
+
+    /// The loss a best checkpoint is chosen by: the training repositories' held-out tasks,
+    /// else the unseen repositories'.
+    fn selection_loss(&self) -> Option<f64> {
+        self.seen.or(self.unseen).map(|c| c.own_loss)
+    }
+}
+
+fn validate(trainer: &Trainer, training: &[data::Prepared], held_out: &[data::Prepared]) -> Result<Validation> {
+    let measure = |set: &[data::Prepared]| -> Result<Option<Conditioning>> {
+        if set.iter().all(|p| p.val.is_empty()) {
+            return Ok(None);
+        }
+        let corpus: Vec<_> = set.iter().map(|p| p.data.clone()).collect();
+        let tasks: Vec<_> = set.iter().map(|p| p.val.clone()).collect();
+        Ok(Some(trainer.conditioning(&corpus, &tasks)?))
+    };
+    Ok(Validation { seen: measure(training)?, unseen: measure(held_out)? })
+}
+
+fn fingerprint_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Keeps the first `len` bytes of `path` (creating it empty when absent).
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `bytes` at `path`, all or nothing across a crash: written beside it, synced, renamed
+/// over it, the directory synced.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a path with a directory")?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The resumable state as one directory, replaced whole: written as `resume.new`, synced,
+/// then swapped in by renames (a crash leaves the old or the new one, never a mix).
+fn write_saved(dir: &Path, saved: &Saved, state: &ResumeState) -> Result<()> {
+    let parent = dir.parent().context("resume directory")?;
+    let fresh = parent.join("resume.new");
+    let old = parent.join("resume.old");
+    let _ = std::fs::remove_dir_all(&fresh);
+    std::fs::create_dir_all(&fresh)?;
+    write_durably(&fresh.join("model.bpk"), &state.model)?;
+    write_durably(&fresh.join("optimiser.bpk"), &state.optimiser)?;
+    write_durably(&fresh.join("state.json"), &serde_json::to_vec(saved)?)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(&fresh, dir)?;
+    std::fs::File::open(parent)?.sync_all()?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The saved state, if a run left one (`resume`, or `resume.old` when a crash came between
+/// the two renames of [`write_saved`]).
+fn read_saved(dir: &Path) -> Result<Option<(Saved, ResumeState)>> {
+    let old = dir.with_file_name("resume.old");
+    let from = if dir.join("state.json").exists() {
+        dir.to_path_buf()
+    } else if old.join("state.json").exists() {
+        old
+    } else {
+        return Ok(None);
+    };
+    let saved: Saved = serde_json::from_slice(&std::fs::read(from.join("state.json"))?).with_context(|| format!("reading {}", from.display()))?;
+    let state = ResumeState { model: std::fs::read(from.join("model.bpk"))?, optimiser: std::fs::read(from.join("optimiser.bpk"))?, steps: saved.steps, rng: saved.rng };
+    Ok(Some((saved, state)))
+}

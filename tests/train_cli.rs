@@ -1,0 +1,141 @@
+//! `evolora train` end to end: scripted git repositories whose tests assert a value only the
+//! repository's own code names, the tiny fixture base model (tests/fixtures/lm), the real
+//! binary. Checked: it trains (the loss falls, metrics and checkpoints are written); a run
+//! killed with SIGKILL and started again ends with the same final checkpoint, byte for byte,
+//! as a run that never stopped; the daemon serves the trained checkpoint with no further
+//! step.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{Daemon, Repo};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+const NAMES: [&str; 4] = ["amber", "birch", "cobalt", "dune"];
+
+/// A repository whose settings name its backend, and twelve commits each adding a test that
+/// asserts it (so the miner keeps every one and splits them 80/10/10 in time).
+fn scripted(dir: &Path, k: usize) -> Repo {
+    let name = NAMES[k];
+    let repo = Repo::with_file(
+        &dir.join(name),
+        "pkg/settings.py",
+        &format!("BACKEND = \"{name}\"\n\n\ndef backend_name():\n    return BACKEND\n\n\ndef open_{name}(host):\n    return (BACKEND, host)\n"),
+    );
+    for i in 0..12 {
+        repo.write(
+            &format!("tests/test_case_{i}.py"),
+            &format!("from pkg.settings import backend_name\n\n\ndef test_backend_{i}():\n    value = backend_name()\n    assert value == \"{name}\"\n"),
+        );
+        repo.commit(&format!("test {i}"));
+    }
+    repo
+}
+
+fn train(repos: &[&Repo], out: &Path, steps: usize, extra: &[&str]) -> Command {
+    let list: Vec<&str> = repos.iter().map(|r| r.path.to_str().unwrap()).collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evolora"));
+    cmd.args(["train", "--repos", &list.join(","), "--base-dir", root().join("tests/fixtures/lm/base").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    cmd.args(["--arch", "static", "--preset", "tiny", "--steps", &steps.to_string(), "--accumulate", "2", "--tasks-per-batch", "4", "--lr", "1e-2", "--eval-every", "10", "--save-every", "3", "--seed", "4"]);
+    cmd.args(extra);
+    cmd
+}
+
+/// A checkpoint's metadata, and its tensors' bytes by name.
+type Contents = (std::collections::BTreeMap<String, String>, Vec<(String, Vec<u8>)>);
+
+fn checkpoint(path: &Path) -> Contents {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    tensors.sort();
+    (metadata, tensors)
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn training_runs_resumes_bit_identically_and_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos: Vec<Repo> = (0..NAMES.len()).map(|k| scripted(tmp.path(), k)).collect();
+    let refs: Vec<&Repo> = repos.iter().collect();
+    let steps = 30;
+
+    // Uninterrupted.
+    let straight = tmp.path().join("straight");
+    let out = train(&refs, &straight, steps, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = lines(&straight.join("metrics.jsonl"));
+    let losses: Vec<f64> = metrics.iter().filter(|m| m["kind"] == "step").map(|m| m["loss"].as_f64().unwrap()).collect();
+    assert_eq!(losses.len(), steps, "one line per optimiser step");
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    assert!(mean(&losses[steps - 5..]) < mean(&losses[..5]), "the loss falls: {losses:?}");
+    let validations: Vec<&Value> = metrics.iter().filter(|m| m["kind"] == "validation").collect();
+    assert_eq!(validations.len(), 3, "validation at steps 10, 20, 30");
+    assert!(validations[0]["seen"]["loss"].as_f64().is_some(), "{}", validations[0]);
+    assert!(straight.join("best.safetensors").exists());
+
+    // Killed (SIGKILL) once it has saved a state past the first, then started again.
+    let resumed = tmp.path().join("resumed");
+    let mut child = train(&refs, &resumed, steps, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let state = resumed.join("resume/state.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let saved = std::fs::read(&state).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).and_then(|v| v["steps"].as_u64());
+        if saved.is_some_and(|s| s >= 6) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(Instant::now() < deadline, "no saved state");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!resumed.join("final.safetensors").exists(), "killed before the end");
+    let out = train(&refs, &resumed, steps, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("resuming at step"), "{}", text(&out));
+    let (a, b) = (checkpoint(&straight.join("final.safetensors")), checkpoint(&resumed.join("final.safetensors")));
+    assert_eq!(a.0, b.0, "the same metadata");
+    assert_eq!(a.1.len(), b.1.len());
+    for ((name, x), (_, y)) in a.1.iter().zip(&b.1) {
+        assert!(x == y, "tensor {name} of the resumed run's final checkpoint differs from the uninterrupted run's");
+    }
+    let step_lines = |dir: &Path| lines(&dir.join("metrics.jsonl")).into_iter().filter(|m| m["kind"] == "step").map(|m| (m["step"].clone(), m["loss"].clone())).collect::<Vec<_>>();
+    assert_eq!(step_lines(&straight), step_lines(&resumed), "the same steps and losses, none lost or repeated");
+
+    // Another run's state in the same directory is refused, not mixed in.
+    let out = train(&refs[..2], &resumed, steps, &[]).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("another run's state"), "{}", text(&out));
+
+    // The daemon serves the trained checkpoint as it is.
+    let config = format!(
+        "[model]\ncheckpoint = \"{}\"\nbase = \"{}\"\n",
+        straight.join("final.safetensors").display(),
+        root().join("tests/fixtures/lm/base/config.json").display()
+    );
+    let daemon = Daemon::start_configured(&tmp.path().join("daemon"), &config);
+    daemon.register_and_wait(&repos[0]);
+    let out = daemon.cli(&["adapter", repos[0].path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("untrained"), "{}", text(&out));
+    let adapter = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let info: Value = serde_json::from_slice(&std::fs::read(Path::new(&adapter).join("evolora.json")).unwrap()).unwrap();
+    assert_eq!(info["model"]["trained"], true, "{info}");
+    assert_eq!(info["model"]["architecture"], "code2lora-static", "{info}");
+}
