@@ -22,18 +22,18 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-const NAMES: [&str; 4] = ["amber", "birch", "cobalt", "dune"];
+const NAMES: [&str; 6] = ["amber", "birch", "cobalt", "dune", "ember", "fjord"];
 
-/// A repository whose settings name its backend, and twelve commits each adding a test that
+/// A repository whose settings name its backend, and `tests` commits each adding a test that
 /// asserts it (so the miner keeps every one and splits them 80/10/10 in time).
-fn scripted(dir: &Path, k: usize) -> Repo {
+fn scripted(dir: &Path, k: usize, tests: usize) -> Repo {
     let name = NAMES[k];
     let repo = Repo::with_file(
         &dir.join(name),
         "pkg/settings.py",
         &format!("BACKEND = \"{name}\"\n\n\ndef backend_name():\n    return BACKEND\n\n\ndef open_{name}(host):\n    return (BACKEND, host)\n"),
     );
-    for i in 0..12 {
+    for i in 0..tests {
         repo.write(
             &format!("tests/test_case_{i}.py"),
             &format!("from pkg.settings import backend_name\n\n\ndef test_backend_{i}():\n    value = backend_name()\n    assert value == \"{name}\"\n"),
@@ -46,11 +46,17 @@ fn scripted(dir: &Path, k: usize) -> Repo {
 fn train(repos: &[&Repo], out: &Path, steps: usize, extra: &[&str]) -> Command {
     let list: Vec<&str> = repos.iter().map(|r| r.path.to_str().unwrap()).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evolora"));
-    cmd.args(["train", "--repos", &list.join(","), "--base-dir", root().join("tests/fixtures/lm/base").to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    cmd.args(["--arch", "static", "--preset", "tiny", "--steps", &steps.to_string(), "--accumulate", "2", "--tasks-per-batch", "4", "--lr", "1e-2", "--eval-every", "10", "--save-every", "3", "--seed", "4"]);
+    cmd.args(["train", "--repos", &list.join(","), "--base-dir", base_dir().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    cmd.args(["--arch", "static", "--preset", "tiny", "--steps", &steps.to_string(), "--lr", "1e-2", "--seed", "4"]);
     cmd.args(extra);
     cmd
 }
+
+fn base_dir() -> PathBuf {
+    root().join("tests/fixtures/lm/base")
+}
+
+const SHORT_RUN: [&str; 8] = ["--accumulate", "2", "--tasks-per-batch", "4", "--eval-every", "10", "--save-every", "3"];
 
 /// A checkpoint's metadata, and its tensors' bytes by name.
 type Contents = (std::collections::BTreeMap<String, String>, Vec<(String, Vec<u8>)>);
@@ -72,13 +78,13 @@ fn lines(path: &Path) -> Vec<Value> {
 #[test]
 fn training_runs_resumes_bit_identically_and_is_served() {
     let tmp = tempfile::tempdir().unwrap();
-    let repos: Vec<Repo> = (0..NAMES.len()).map(|k| scripted(tmp.path(), k)).collect();
+    let repos: Vec<Repo> = (0..4).map(|k| scripted(tmp.path(), k, 12)).collect();
     let refs: Vec<&Repo> = repos.iter().collect();
     let steps = 30;
 
     // Uninterrupted.
     let straight = tmp.path().join("straight");
-    let out = train(&refs, &straight, steps, &[]).output().unwrap();
+    let out = train(&refs, &straight, steps, &SHORT_RUN).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let metrics = lines(&straight.join("metrics.jsonl"));
     let losses: Vec<f64> = metrics.iter().filter(|m| m["kind"] == "step").map(|m| m["loss"].as_f64().unwrap()).collect();
@@ -92,7 +98,7 @@ fn training_runs_resumes_bit_identically_and_is_served() {
 
     // Killed (SIGKILL) once it has saved a state past the first, then started again.
     let resumed = tmp.path().join("resumed");
-    let mut child = train(&refs, &resumed, steps, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = train(&refs, &resumed, steps, &SHORT_RUN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let state = resumed.join("resume/state.json");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -107,7 +113,7 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!resumed.join("final.safetensors").exists(), "killed before the end");
-    let out = train(&refs, &resumed, steps, &[]).output().unwrap();
+    let out = train(&refs, &resumed, steps, &SHORT_RUN).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("resuming at step"), "{}", text(&out));
     let (a, b) = (checkpoint(&straight.join("final.safetensors")), checkpoint(&resumed.join("final.safetensors")));
@@ -120,7 +126,7 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     assert_eq!(step_lines(&straight), step_lines(&resumed), "the same steps and losses, none lost or repeated");
 
     // Another run's state in the same directory is refused, not mixed in.
-    let out = train(&refs[..2], &resumed, steps, &[]).output().unwrap();
+    let out = train(&refs[..2], &resumed, steps, &SHORT_RUN).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("another run's state"), "{}", text(&out));
 
     // The daemon serves the trained checkpoint as it is.
@@ -138,4 +144,46 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     let info: Value = serde_json::from_slice(&std::fs::read(Path::new(&adapter).join("evolora.json")).unwrap()).unwrap();
     assert_eq!(info["model"]["trained"], true, "{info}");
     assert_eq!(info["model"]["architecture"], "code2lora-static", "{info}");
+}
+
+/// Six repositories, trained on until their validation tasks are answered; then `evolora
+/// eval` on each repository's test tasks (greedy decoding, the benchmark's exact match):
+/// the own adapter answers, another repository's and the mean adapter do not.
+#[test]
+fn a_trained_checkpoint_answers_each_repository_s_own_tests_in_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos: Vec<Repo> = (0..NAMES.len()).map(|k| scripted(tmp.path(), k, 20)).collect();
+    let refs: Vec<&Repo> = repos.iter().collect();
+    let out_dir = tmp.path().join("run");
+    let out = train(&refs, &out_dir, 500, &["--accumulate", "1", "--tasks-per-batch", "8", "--eval-every", "100", "--save-every", "100"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let checkpoint = out_dir.join("final.safetensors");
+    let (mut own, mut shuffled, mut mean, mut tasks) = (0.0, 0.0, 0.0, 0.0);
+    for (k, repo) in repos.iter().enumerate() {
+        let report = tmp.path().join(format!("eval-{k}.json"));
+        let mut args: Vec<String> = ["eval", repo.path.to_str().unwrap(), "--base-dir", base_dir().to_str().unwrap(), "--checkpoint", checkpoint.to_str().unwrap(), "--max-new-tokens", "8", "--out", report.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        for (j, other) in repos.iter().enumerate() {
+            if j != k {
+                args.extend(["--other".into(), other.path.display().to_string()]);
+            }
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let n = report["tasks"].as_f64().unwrap();
+        let em = |condition: &str| {
+            let s = report["summaries"].as_array().unwrap().iter().find(|s| s["condition"] == condition).unwrap_or_else(|| panic!("no {condition} in {report}"));
+            s["exact_match"]["mean"].as_f64().unwrap_or_else(|| panic!("no exact match in {s}"))
+        };
+        own += em("own") * n;
+        shuffled += em("shuffled") * n;
+        mean += em("mean") * n;
+        tasks += n;
+    }
+    let (own, shuffled, mean) = (own / tasks, shuffled / tasks, mean / tasks);
+    eprintln!("{tasks} test tasks: own {own:.3}, shuffled {shuffled:.3}, mean {mean:.3}");
+    assert!(own >= 0.6, "own adapter: {own}");
+    assert!(shuffled <= 0.2 && mean <= 0.2, "shuffled {shuffled}, mean {mean}");
 }
