@@ -57,6 +57,11 @@ pub struct Conditioning {
     pub mean: f64,
     /// Mean loss per target token with the own adapter.
     pub own_loss: f64,
+    /// Mean pairwise cosine similarity of the repositories' newest adapters (all factors as
+    /// one vector each): near 1 means the hypernetwork makes one adapter for everyone.
+    pub cosine: f64,
+    /// The same after subtracting the mean adapter: what distinguishes the repositories.
+    pub centred_cosine: f64,
 }
 
 /// A run's whole state between two optimiser steps (see [`Trainer::resume_state`]).
@@ -205,7 +210,9 @@ impl<'a> Trainer<'a> {
             }
         }
         let rate = |hits: usize| hits as f64 / total.max(1) as f64;
-        Ok(Conditioning { own: rate(own), shuffled: rate(shuffled), mean: rate(averaged), own_loss: loss_sum / tokens.max(1) as f64 })
+        let flat: Vec<Vec<f64>> = newest.iter().map(|factors| factors.iter().flat_map(|f| host(f.a.clone()).into_iter().chain(host(f.b.clone()))).map(f64::from).collect()).collect();
+        let (cosine, centred_cosine) = pairwise_cosines(&flat);
+        Ok(Conditioning { own: rate(own), shuffled: rate(shuffled), mean: rate(averaged), own_loss: loss_sum / tokens.max(1) as f64, cosine, centred_cosine })
     }
 
     /// The model as it would be served: its tensors in checkpoint layout.
@@ -226,6 +233,34 @@ impl<'a> Trainer<'a> {
         };
         crate::checkpoint::save_safetensors(path, &self.weights(), &self.cfg, base, &meta)
     }
+}
+
+/// Mean pairwise cosine of `vectors`, raw and after subtracting their mean (0 for fewer
+/// than two vectors).
+pub fn pairwise_cosines(vectors: &[Vec<f64>]) -> (f64, f64) {
+    let n = vectors.len();
+    if n < 2 {
+        return (0.0, 0.0);
+    }
+    let dim = vectors[0].len();
+    let mean: Vec<f64> = (0..dim).map(|i| vectors.iter().map(|v| v[i]).sum::<f64>() / n as f64).collect();
+    let centred: Vec<Vec<f64>> = vectors.iter().map(|v| v.iter().zip(&mean).map(|(a, m)| a - m).collect()).collect();
+    let cos = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norms = a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norms > 0.0 { dot / norms } else { 0.0 }
+    };
+    let mean_over_pairs = |vs: &[Vec<f64>]| {
+        let (mut sum, mut pairs) = (0.0, 0usize);
+        for i in 0..n {
+            for j in i + 1..n {
+                sum += cos(&vs[i], &vs[j]);
+                pairs += 1;
+            }
+        }
+        sum / pairs as f64
+    };
+    (mean_over_pairs(vectors), mean_over_pairs(&centred))
 }
 
 fn detached(f: Factors) -> Factors {
@@ -255,4 +290,22 @@ fn row(v: &[f32], device: &Device) -> Tensor<2> {
 
 fn rows(vs: &[Vec<f32>], device: &Device) -> Tensor<2> {
     tensor2(vs.concat(), [vs.len(), vs[0].len()], device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pairwise_cosines;
+
+    #[test]
+    fn cosines_are_raw_and_mean_centred() {
+        // Three vectors sharing a large common part: raw cosines near 1; centred, they are
+        // the corners of an equilateral triangle around 0, whose pairwise cosines are −1/2.
+        let h = 3f64.sqrt() / 2.0;
+        let common = [10.0, 10.0, 10.0];
+        let vs: Vec<Vec<f64>> = [[1.0, 0.0, 0.0], [-0.5, h, 0.0], [-0.5, -h, 0.0]].iter().map(|d| d.iter().zip(&common).map(|(a, c)| a + c).collect()).collect();
+        let (raw, centred) = pairwise_cosines(&vs);
+        assert!(raw > 0.98, "{raw}");
+        assert!((centred + 0.5).abs() < 1e-9, "{centred}");
+        assert_eq!(pairwise_cosines(&vs[..1]), (0.0, 0.0));
+    }
 }
