@@ -197,3 +197,31 @@ fn snapshot_adapters_are_deterministic_across_processes_and_follow_the_code() {
     repo.commit("import numpy");
     assert_ne!(first, snap("c"), "adding an import changes the adapter");
 }
+
+/// A checkpoint exported in the released `.pt` layout is the same model: evolora reads it
+/// back to the same adapter, and a reader written from PyTorch's format (weights-only
+/// globals, 64-byte aligned storages; tests/reference/pt_io.py) recomputes the adapter the
+/// safetensors checkpoint gave.
+#[test]
+fn a_pt_export_is_the_same_model_as_its_safetensors() {
+    for (seed, arch, tasks, task) in [(41, "evo", "2", "1"), (42, "static", "0", "0")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("case");
+        let (d_str, seed) = (d.to_str().unwrap(), seed.to_string());
+        ok(&reference(&["make", d_str, "--seed", &seed, "--arch", arch, "--tasks", tasks]), "reference make");
+        let (ck, emb, base) = (d.join("checkpoint.safetensors"), d.join("embeddings.safetensors"), d.join("base/config.json"));
+        let pt = d.join("exported.pt");
+        ok(&evolora(&["model", "export", "--checkpoint", ck.to_str().unwrap(), "--base", base.to_str().unwrap(), "--format", "pt", "--out", pt.to_str().unwrap()]), "export");
+        let run = |checkpoint: &Path, out: &Path| {
+            let args = ["model", "run", "--checkpoint", checkpoint.to_str().unwrap(), "--embeddings", emb.to_str().unwrap(), "--base", base.to_str().unwrap(), "--out", out.to_str().unwrap(), "--task", task];
+            ok(&evolora(&args), "evolora model run");
+        };
+        let (from_st, from_pt) = (d.join("from-safetensors"), d.join("from-pt"));
+        run(&ck, &from_st);
+        run(&pt, &from_pt);
+        ok(&reference(&["check", d_str, "--adapter", from_st.to_str().unwrap(), "--checkpoint", pt.to_str().unwrap(), "--task", task]), "reference check of the .pt");
+        ok(&reference(&["check", d_str, "--adapter", from_pt.to_str().unwrap(), "--task", task]), "reference check of the adapter from the .pt");
+        let tensors = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        assert!(tensors(&from_st) == tensors(&from_pt), "{arch}: the .pt gives other adapter bytes than the safetensors");
+    }
+}

@@ -95,6 +95,17 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     assert_eq!(validations.len(), 3, "validation at steps 10, 20, 30");
     assert!(validations[0]["seen"]["loss"].as_f64().is_some(), "{}", validations[0]);
     assert!(straight.join("best.safetensors").exists());
+    // The released layout holds the same tensors (the .pt reader is checked against PyTorch's
+    // own files in model_reference.rs).
+    let base_config = base_dir().join("config.json");
+    let st = checkpoint(&straight.join("final.safetensors"));
+    let exported = tmp.path().join("from-pt.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_evolora"))
+        .args(["model", "export", "--checkpoint", straight.join("final.pt").to_str().unwrap(), "--base", base_config.to_str().unwrap(), "--out", exported.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(checkpoint(&exported).1 == st.1, "final.pt holds other tensors than final.safetensors");
 
     // Killed (SIGKILL) once it has saved a state past the first, then started again.
     let resumed = tmp.path().join("resumed");

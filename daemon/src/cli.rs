@@ -246,11 +246,16 @@ enum ModelAction {
         #[command(flatten)]
         model: crate::offline::ModelChoice,
     },
-    /// Write the seeded model of a preset as an evolora safetensors checkpoint
+    /// Write a checkpoint: the one given with --checkpoint in another format, or the seeded
+    /// model of a preset
     Export {
         #[arg(long)]
         out: PathBuf,
-        /// Step policy recorded in the checkpoint: every-commit or paper
+        /// safetensors (evolora's) or pt (the released Code2LoRA layout, for torch.load and
+        /// the authors' loaders)
+        #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "pt"])]
+        format: String,
+        /// Step policy recorded for a seeded model: every-commit or paper
         #[arg(long, default_value = "every-commit")]
         step_policy: StepPolicy,
         #[command(flatten)]
@@ -448,7 +453,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ModelAction::Run { embeddings, out, state_out, model } => {
                 crate::offline::model_run(&model, &embeddings, &out, state_out.as_deref())?
             }
-            ModelAction::Export { out, step_policy, model } => crate::offline::export_seeded(&model, &out, step_policy)?,
+            ModelAction::Export { out, format, step_policy, model } => crate::offline::export(&model, &out, &format, step_policy)?,
         },
         Command::Ping => {
             let reply = client.with_timeout(Duration::from_secs(5)).ping()?;

@@ -155,20 +155,33 @@ pub fn snapshot(choice: &ModelChoice, repo_path: &Path, out: &Path) -> Result<()
     publish_one_shot(choice, &model, &adapter, &info, out)
 }
 
-/// `evolora model export`: the seeded model of a preset as an evolora safetensors checkpoint.
-pub fn export_seeded(choice: &ModelChoice, out: &Path, policy: StepPolicy) -> Result<()> {
+/// `evolora model export`: the checkpoint of `--checkpoint` in `format`, or the seeded model
+/// of a preset.
+pub fn export(choice: &ModelChoice, out: &Path, format: &str, policy: StepPolicy) -> Result<()> {
     let base = BaseModelShapes::resolve(&choice.base)?;
-    let cfg = HyperConfig::preset(&choice.preset)?;
-    let weights = seeded_weights(&cfg, &base, choice.seed, true);
-    let meta = ModelMeta {
-        architecture: evolora_model::Architecture::Evo,
-        encoder: HashedEncoder::ID.into(),
-        step_policy: policy,
-        trained: false,
-        fingerprint: String::new(),
-        task: 0,
+    let (cfg, meta, weights) = match &choice.checkpoint {
+        Some(path) => {
+            let ck = evolora_model::checkpoint::load(path, &base)?;
+            (ck.config, ck.meta, ck.weights)
+        }
+        None => {
+            let cfg = HyperConfig::preset(&choice.preset)?;
+            let weights = seeded_weights(&cfg, &base, choice.seed, true);
+            let meta = ModelMeta {
+                architecture: evolora_model::Architecture::Evo,
+                encoder: HashedEncoder::ID.into(),
+                step_policy: policy,
+                trained: false,
+                fingerprint: String::new(),
+                task: 0,
+            };
+            (cfg, meta, weights)
+        }
     };
-    evolora_model::checkpoint::save_safetensors(out, &weights, &cfg, &base, &meta)?;
+    match format {
+        "pt" => evolora_model::checkpoint::save_pt(out, &weights, &cfg, &base, &meta)?,
+        _ => evolora_model::checkpoint::save_safetensors(out, &weights, &cfg, &base, &meta)?,
+    }
     println!("{}", out.display());
     Ok(())
 }

@@ -7,7 +7,8 @@ evolora's Rust code. Everything is computed in float64 from PyTorch-layout weigh
   make DIR --seed S --arch evo|static [--tasks N] [--f16]
       random checkpoint (DIR/checkpoint.safetensors), embeddings (DIR/embeddings.safetensors)
       and a small base-model config (DIR/base/config.json)
-  check DIR --adapter ADAPTER_DIR [--state STATE.safetensors] [--task K] [--tol 1e-5]
+  check DIR --adapter ADAPTER_DIR [--checkpoint CK.safetensors|CK.pt] [--state STATE.safetensors]
+        [--task K] [--tol 1e-5]
       recompute the adapter (and final state) and compare with what evolora wrote
 """
 import argparse
@@ -18,6 +19,7 @@ import sys
 
 import numpy as np
 
+from pt_io import pt_read
 from safetensors_io import st_read, st_write
 
 TYPES = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
@@ -143,7 +145,8 @@ def rel_err(got, want):
 
 
 def check(args):
-    w, _ = st_read(args.checkpoint or os.path.join(args.dir, "checkpoint.safetensors"))
+    path = args.checkpoint or os.path.join(args.dir, "checkpoint.safetensors")
+    w, _ = pt_read(path) if path.endswith(".pt") else st_read(path)
     emb, _ = st_read(os.path.join(args.dir, "embeddings.safetensors"))
     with open(os.path.join(args.dir, "base", "config.json")) as f:
         base = json.load(f)

@@ -8,7 +8,8 @@
 //!   replaced atomically; a run started again with the same `--out` continues from it, and
 //!   ends bit-identical (on CPU) to a run that never stopped;
 //! - `best.safetensors` (lowest validation loss) and `final.safetensors`: evolora
-//!   checkpoints recording the encoder, step policy and base.
+//!   checkpoints recording the encoder, step policy and base; `final.pt`, the same model in
+//!   the released Code2LoRA layout (for `torch.load` and the authors' tool).
 
 mod data;
 
@@ -248,6 +249,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     checkpoint(&trainer, "final.safetensors")?;
+    trainer.save(&args.out.join("final.pt"), &lm.shapes, encoder_id(&args), args.step_policy)?;
     eprintln!("trained {total} steps in {:.0} s; {}", started.elapsed().as_secs_f64(), args.out.join("final.safetensors").display());
     Ok(())
 }

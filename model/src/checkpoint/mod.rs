@@ -6,6 +6,7 @@
 //! `pytorch.rs`) returns the tensors and what the file says about them; this module infers
 //! the dimensions and assembles the [`ModelMeta`].
 
+mod pt_write;
 mod pytorch;
 mod raw;
 mod safetensors;
@@ -13,6 +14,7 @@ mod safetensors;
 use std::path::Path;
 
 use self::raw::RawCheckpoint;
+pub use self::pt_write::save_pt;
 pub use self::safetensors::save_safetensors;
 use crate::meta::{Architecture, ModelMeta};
 use crate::nn::Weights;

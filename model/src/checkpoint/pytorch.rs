@@ -77,16 +77,29 @@ pub(super) fn read(path: &Path) -> Result<RawCheckpoint, ModelError> {
         read_section(path, "gru_state", "gru.", &mut weights)?;
     }
     read_section(path, head_key, "head.", &mut weights)?;
-    Ok(RawCheckpoint {
+    // The released checkpoints were trained on Qwen3-Embedding-0.6B vectors; one exported
+    // by evolora says what it was trained on.
+    let mut raw = RawCheckpoint {
         weights,
         fingerprint,
         alpha: read_alpha(&top),
-        // The released checkpoints were trained on Qwen3-Embedding-0.6B vectors.
         encoder: "qwen3-embedding-0.6b".into(),
         step_policy: if evo { StepPolicy::Paper } else { StepPolicy::EveryCommit },
         trained: true,
         architecture: None,
-    })
+    };
+    if let Some(PickleValue::Dict(ours)) = top.get("evolora") {
+        if let Some(PickleValue::String(encoder)) = ours.get("encoder") {
+            raw.encoder = encoder.clone();
+        }
+        if let Some(PickleValue::String(policy)) = ours.get("step_policy") {
+            raw.step_policy = policy.parse()?;
+        }
+        if let Some(PickleValue::Bool(trained)) = ours.get("trained") {
+            raw.trained = *trained;
+        }
+    }
+    Ok(raw)
 }
 
 #[cfg(test)]

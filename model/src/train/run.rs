@@ -220,8 +220,9 @@ impl<'a> Trainer<'a> {
         self.model.valid().to_weights()
     }
 
-    /// Saves the model as an evolora safetensors checkpoint marked trained, which the daemon
-    /// serves as it is (`[model] checkpoint = PATH`).
+    /// Saves the model as a checkpoint marked trained: evolora safetensors, which the daemon
+    /// serves as it is (`[model] checkpoint = PATH`), or the released `.pt` layout when the
+    /// path ends in `.pt`.
     pub fn save(&self, path: &std::path::Path, base: &crate::BaseModelShapes, encoder: &str, step_policy: crate::StepPolicy) -> Result<(), ModelError> {
         let meta = crate::ModelMeta {
             architecture: self.model.architecture(),
@@ -231,7 +232,11 @@ impl<'a> Trainer<'a> {
             fingerprint: String::new(),
             task: 0,
         };
-        crate::checkpoint::save_safetensors(path, &self.weights(), &self.cfg, base, &meta)
+        if path.extension().is_some_and(|e| e == "pt") {
+            crate::checkpoint::save_pt(path, &self.weights(), &self.cfg, base, &meta)
+        } else {
+            crate::checkpoint::save_safetensors(path, &self.weights(), &self.cfg, base, &meta)
+        }
     }
 }
 
