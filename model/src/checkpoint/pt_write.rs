@@ -47,7 +47,7 @@ impl<'a> Pickler<'a> {
     fn int(&mut self, v: i64) {
         match v {
             0..=0xff => self.out.extend([b'K', v as u8]),
-            0..=0xffff => {
+            0x100..=0xffff => {
                 self.out.push(b'M');
                 self.out.extend((v as u16).to_le_bytes());
             }
