@@ -47,7 +47,7 @@ fn train(repos: &[&Repo], out: &Path, steps: usize, extra: &[&str]) -> Command {
     let list: Vec<&str> = repos.iter().map(|r| r.path.to_str().unwrap()).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evolora"));
     cmd.args(["train", "--repos", &list.join(","), "--base-dir", base_dir().to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    cmd.args(["--arch", "static", "--preset", "tiny", "--steps", &steps.to_string(), "--lr", "1e-2", "--seed", "4"]);
+    cmd.args(["--preset", "tiny", "--steps", &steps.to_string(), "--lr", "1e-2", "--seed", "4"]);
     cmd.args(extra);
     cmd
 }
@@ -56,7 +56,7 @@ fn base_dir() -> PathBuf {
     root().join("tests/fixtures/lm/base")
 }
 
-const SHORT_RUN: [&str; 8] = ["--accumulate", "2", "--tasks-per-batch", "4", "--eval-every", "10", "--save-every", "3"];
+const SHORT_RUN: [&str; 10] = ["--arch", "static", "--accumulate", "2", "--tasks-per-batch", "4", "--eval-every", "10", "--save-every", "3"];
 
 /// A checkpoint's metadata, and its tensors' bytes by name.
 type Contents = (std::collections::BTreeMap<String, String>, Vec<(String, Vec<u8>)>);
@@ -136,6 +136,15 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     let step_lines = |dir: &Path| lines(&dir.join("metrics.jsonl")).into_iter().filter(|m| m["kind"] == "step").map(|m| (m["step"].clone(), m["loss"].clone())).collect::<Vec<_>>();
     assert_eq!(step_lines(&straight), step_lines(&resumed), "the same steps and losses, none lost or repeated");
 
+    // Evo: the GRU walks each history (one diff per commit); tasks sit at their parents.
+    let evo = tmp.path().join("evo");
+    let out = train(&refs, &evo, 4, &["--arch", "evo", "--accumulate", "1", "--eval-every", "4"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("13 diffs"), "one diff per commit, the root's against the empty tree:\n{}", text(&out));
+    let (metadata, tensors) = checkpoint(&evo.join("final.safetensors"));
+    assert_eq!(metadata["evolora.architecture"], "code2lora-evo");
+    assert!(tensors.iter().any(|(n, _)| n.starts_with("gru.")));
+
     // Another run's state in the same directory is refused, not mixed in.
     let out = train(&refs[..2], &resumed, steps, &SHORT_RUN).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("another run's state"), "{}", text(&out));
@@ -166,7 +175,7 @@ fn a_trained_checkpoint_answers_each_repository_s_own_tests_in_evaluation() {
     let repos: Vec<Repo> = (0..NAMES.len()).map(|k| scripted(tmp.path(), k, 20)).collect();
     let refs: Vec<&Repo> = repos.iter().collect();
     let out_dir = tmp.path().join("run");
-    let out = train(&refs, &out_dir, 500, &["--accumulate", "1", "--tasks-per-batch", "8", "--eval-every", "100", "--save-every", "100"]).output().unwrap();
+    let out = train(&refs, &out_dir, 500, &["--arch", "static", "--accumulate", "1", "--tasks-per-batch", "8", "--eval-every", "100", "--save-every", "100"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let checkpoint = out_dir.join("final.safetensors");
     let (mut own, mut shuffled, mut mean, mut tasks) = (0.0, 0.0, 0.0, 0.0);
