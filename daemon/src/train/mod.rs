@@ -89,6 +89,17 @@ pub struct TrainArgs {
     /// Save the resumable state every this many steps
     #[arg(long, default_value_t = 20)]
     pub save_every: usize,
+    /// Weight of the capability-protection term: KL(base ‖ adapted) on a window of general
+    /// code text per micro-batch, added to the task loss (0: off)
+    #[arg(long, default_value_t = 0.0)]
+    pub kl_weight: f32,
+    /// Files of general code text for that term (and for the drift reported at validation),
+    /// comma-separated or repeated
+    #[arg(long, value_delimiter = ',')]
+    pub general_text: Vec<PathBuf>,
+    /// Tokens per general-text window
+    #[arg(long, default_value_t = 256)]
+    pub general_len: usize,
     /// Seed of the new model and of the data order
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -183,8 +194,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         max_len: args.max_len,
         seed: args.seed,
         detach_branch_input: true,
+        kl_weight: args.kl_weight,
     };
-    let run_id = format!("{:?}|{architecture}|{total}|{peak}|{}|{:?}|{:?}", args.repos, args.init.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("{}:{}", args.preset, args.seed)), settings, args.held_out_repos);
+    let general = general_windows(&lm, &args.general_text, args.general_len)?;
+    if args.kl_weight > 0.0 && general.is_empty() {
+        bail!("--kl-weight needs --general-text files of at least {} tokens", args.general_len);
+    }
+    let run_id = format!("{:?}|{architecture}|{total}|{peak}|{}|{:?}|{:?}|{:?}|{}", args.repos, args.init.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("{}:{}", args.preset, args.seed)), settings, args.held_out_repos, args.general_text, args.general_len);
 
     let resume_dir = args.out.join("resume");
     let metrics_path = args.out.join("metrics.jsonl");
@@ -203,6 +219,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (Trainer::new(model, &lm.model, cfg.clone(), settings, pad), None)
         }
     };
+    trainer = trainer.with_general_text(general.clone());
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
     let checkpoint = |trainer: &Trainer, name: &str| -> Result<()> {
         let path = args.out.join(name);
@@ -232,7 +249,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (loss_sum, micro, step_started) = (0.0, 0, Instant::now());
 
         if step % args.eval_every.max(1) == 0 || step == total {
-            let report = validate(&trainer, &training, &held_out)?;
+            let report = validate(&trainer, &training, &held_out, &general)?;
             writeln!(metrics, "{}", report.line(step))?;
             if let Some(loss) = report.selection_loss()
                 && best_loss.is_none_or(|b| loss < b)
@@ -266,12 +283,14 @@ fn encoder_id(args: &TrainArgs) -> &'static str {
 struct Validation {
     seen: Option<Conditioning>,
     unseen: Option<Conditioning>,
+    /// Mean KL(base ‖ adapted) on general text over the training repositories' adapters.
+    general_kl: Option<f64>,
 }
 
 impl Validation {
     fn line(&self, step: usize) -> String {
         let part = |c: &Option<Conditioning>| c.map(|c| json!({"loss": c.own_loss, "own": c.own, "shuffled": c.shuffled, "mean": c.mean, "cosine": c.cosine, "centred_cosine": c.centred_cosine}));
-        json!({"kind": "validation", "step": step, "seen": part(&self.seen), "unseen": part(&self.unseen)}).to_string()
+        json!({"kind": "validation", "step": step, "seen": part(&self.seen), "unseen": part(&self.unseen), "general_kl": self.general_kl}).to_string()
     }
 
     /// The loss a best checkpoint is chosen by: the training repositories' held-out tasks,
@@ -281,7 +300,17 @@ impl Validation {
     }
 }
 
-fn validate(trainer: &Trainer, training: &[data::Prepared], held_out: &[data::Prepared]) -> Result<Validation> {
+/// Windows the general-text term draws from: each file tokenised and cut into runs of `len`.
+fn general_windows(lm: &LanguageModel, files: &[PathBuf], len: usize) -> Result<Vec<Vec<u32>>> {
+    let mut windows = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        windows.extend(lm.encode(&text)?.chunks_exact(len.max(1)).map(<[u32]>::to_vec));
+    }
+    Ok(windows)
+}
+
+fn validate(trainer: &Trainer, training: &[data::Prepared], held_out: &[data::Prepared], general: &[Vec<u32>]) -> Result<Validation> {
     let measure = |set: &[data::Prepared]| -> Result<Option<Conditioning>> {
         if set.iter().all(|p| p.val.is_empty()) {
             return Ok(None);
@@ -290,7 +319,13 @@ fn validate(trainer: &Trainer, training: &[data::Prepared], held_out: &[data::Pr
         let tasks: Vec<_> = set.iter().map(|p| p.val.clone()).collect();
         Ok(Some(trainer.conditioning(&corpus, &tasks)?))
     };
-    Ok(Validation { seen: measure(training)?, unseen: measure(held_out)? })
+    let general_kl = if general.is_empty() {
+        None
+    } else {
+        let corpus: Vec<_> = training.iter().map(|p| p.data.clone()).collect();
+        Some(trainer.general_drift(&corpus, &general[..general.len().min(8)])?)
+    };
+    Ok(Validation { seen: measure(training)?, unseen: measure(held_out)?, general_kl })
 }
 
 fn fingerprint_file(path: &Path) -> Result<String> {

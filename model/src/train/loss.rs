@@ -86,3 +86,25 @@ pub fn target_loss(lm: &Qwen, lora: Option<&Lora>, examples: &[Example], pad: u3
     let exact = (0..rows).map(|r| (0..span).all(|j| labels[r * span + j].is_none_or(|t| best[r * span + j] == t as i64))).collect();
     Ok(TargetLoss { mean, tokens, exact })
 }
+
+/// How far the adapted model's next-token distributions move from the base model's on
+/// general text: KL(base ‖ adapted) per position, averaged over `windows` (rows of equal
+/// length). The base side carries no graph; gradients reach the adapter only. Adding it,
+/// weighted, to the task loss keeps adapters from trading general ability for repository
+/// quirks.
+pub fn kl_to_base(lm: &Qwen, lora: &Lora, windows: &[Vec<u32>]) -> Result<Tensor<1>, ModelError> {
+    let len = windows.first().map(Vec::len).unwrap_or(0);
+    if len == 0 || windows.iter().any(|w| w.len() != len) {
+        return Err(ModelError::Training("general-text windows must be non-empty and of equal length".into()));
+    }
+    let vocab = lm.config().vocab_size;
+    if let Some(id) = windows.iter().flatten().find(|&&id| id as usize >= vocab) {
+        return Err(ModelError::Training(format!("token id {id} is outside the model's vocabulary of {vocab}")));
+    }
+    let ids: Vec<u32> = windows.concat();
+    let input = Input { ids: &ids, rows: windows.len(), mask: None, positions: None };
+    let base = log_softmax(lm.logits(lm.forward_with(&input, None, None))?, 2).detach();
+    let adapted = log_softmax(lm.logits(lm.forward_with(&input, None, Some(lora)))?, 2);
+    let per_position = base.clone().exp().mul(base - adapted).sum_dim(2);
+    Ok(per_position.mean().reshape([1]))
+}

@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use super::hypernet::{Factors, TrainableHypernet};
-use super::loss::{Example, target_loss};
+use super::loss::{Example, kl_to_base, target_loss};
 use super::optim::{OptimSettings, Optimiser, StepReport};
 use crate::nn::init::SplitMix64;
 use crate::nn::tensor::{host, tensor2};
@@ -46,6 +46,9 @@ pub struct TrainSettings {
     pub seed: u64,
     /// The paper's detached LoRA-branch input.
     pub detach_branch_input: bool,
+    /// Weight of the capability-protection term ([`super::loss::kl_to_base`] on a window of
+    /// general text per micro-batch); 0 leaves it out.
+    pub kl_weight: f32,
 }
 
 /// How well adapters answer held-out tasks: with the repository's own adapter, another
@@ -84,6 +87,8 @@ pub struct Trainer<'a> {
     optimiser: Optimiser<TrainableHypernet>,
     rng: SplitMix64,
     pad: u32,
+    /// Windows of general text for the capability-protection term.
+    general: Vec<Vec<u32>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -91,7 +96,14 @@ impl<'a> Trainer<'a> {
     pub fn new(model: TrainableHypernet, lm: &'a Qwen, cfg: HyperConfig, settings: TrainSettings, pad: u32) -> Self {
         let optimiser = Optimiser::new(settings.optim.clone());
         let rng = SplitMix64::new(settings.seed);
-        Trainer { model, lm, cfg, settings, optimiser, rng, pad }
+        Trainer { model, lm, cfg, settings, optimiser, rng, pad, general: Vec::new() }
+    }
+
+    /// Windows (token ids, equal lengths) of general code text for the capability-protection
+    /// term; one is drawn per micro-batch when `kl_weight` > 0.
+    pub fn with_general_text(mut self, windows: Vec<Vec<u32>>) -> Self {
+        self.general = windows;
+        self
     }
 
     fn device(&self) -> Device {
@@ -119,7 +131,12 @@ impl<'a> Trainer<'a> {
         let lora = self.lora(&self.model.adapter(state));
         let loss = target_loss(self.lm, Some(&lora), &examples, self.pad)?;
         let value = host(loss.mean.clone())[0];
-        let scaled = loss.mean.div_scalar(self.settings.optim.accumulate.max(1) as f64);
+        let mut total = loss.mean;
+        if self.settings.kl_weight > 0.0 && !self.general.is_empty() {
+            let window = self.general[self.rng.below(self.general.len())].clone();
+            total = total + kl_to_base(self.lm, &lora, &[window])?.mul_scalar(self.settings.kl_weight as f64);
+        }
+        let scaled = total.div_scalar(self.settings.optim.accumulate.max(1) as f64);
         let grads = GradientsParams::from_grads(scaled.backward(), &self.model);
         let model = self.model.clone();
         let (model, report) = self.optimiser.accumulate(model, grads);
@@ -149,7 +166,7 @@ impl<'a> Trainer<'a> {
         let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(state.model.clone())).map_err(|e| fail(e.to_string()))?;
         let model = model.try_load_record(record).map_err(|e| fail(e.to_string()))?;
         let optimiser = Optimiser::restore(settings.optim.clone(), &state.optimiser, state.steps).map_err(fail)?;
-        Ok(Trainer { model, lm, cfg, settings, optimiser, rng: SplitMix64::new(state.rng), pad })
+        Ok(Trainer { model, lm, cfg, settings, optimiser, rng: SplitMix64::new(state.rng), pad, general: Vec::new() })
     }
 
     /// A repository's state `[1, state]` after its first `commit` diffs; with `graph`, the
@@ -213,6 +230,17 @@ impl<'a> Trainer<'a> {
         let flat: Vec<Vec<f64>> = newest.iter().map(|factors| factors.iter().flat_map(|f| host(f.a.clone()).into_iter().chain(host(f.b.clone()))).map(f64::from).collect()).collect();
         let (cosine, centred_cosine) = pairwise_cosines(&flat);
         Ok(Conditioning { own: rate(own), shuffled: rate(shuffled), mean: rate(averaged), own_loss: loss_sum / tokens.max(1) as f64, cosine, centred_cosine })
+    }
+
+    /// Mean KL(base ‖ adapted) over `windows` with each repository's newest adapter: how far
+    /// the adapters move the base model on general text.
+    pub fn general_drift(&self, corpus: &[RepoData], windows: &[Vec<u32>]) -> Result<f64, ModelError> {
+        let mut sum = 0.0;
+        for r in corpus {
+            let factors: Vec<Factors> = self.model.adapter(self.state(r, r.diffs.len(), false)).into_iter().map(detached).collect();
+            sum += host(kl_to_base(self.lm, &self.lora(&factors), windows)?)[0] as f64;
+        }
+        Ok(sum / corpus.len().max(1) as f64)
     }
 
     /// The model as it would be served: its tensors in checkpoint layout.

@@ -307,3 +307,30 @@ fn the_global_gradient_norm_covers_every_parameter() {
     assert!((found - expected).abs() <= 1e-5 * expected, "{found} vs {expected}");
     assert!(expected > largest_tensor * 1.01, "the test tells the global norm from one tensor's");
 }
+
+/// The capability-protection term is zero when the adapter changes nothing, positive when it
+/// does, and its gradient reaches the hypernetwork.
+#[test]
+fn the_general_text_kl_is_zero_without_change_and_trains_the_adapter() {
+    use crate::train::loss::kl_to_base;
+    let device = Device::flex().autodiff();
+    let (lm, base) = tiny_lm(&device);
+    let mut cfg = tiny_config(0);
+    cfg.gru_hidden = cfg.input_dim;
+    let twin = trainable(&cfg, &base, Architecture::Static, 0, 8, &device);
+    let mut rng = SplitMix64::new(3);
+    let snapshot = vectors(&mut rng, 1, cfg.input_dim).remove(0);
+    let windows = vec![(0..12).map(|i| (i * 7 % 40) as u32).collect::<Vec<_>>(), (0..12).map(|i| (i * 11 % 40) as u32).collect()];
+    let factors = twin.adapter(twin.initial_state(row(&snapshot, &device)));
+    let zero: Vec<Factors> = factors.iter().map(|f| Factors { module: f.module, a: f.a.clone().mul_scalar(0.0), b: f.b.clone() }).collect();
+    let layers = lm.config().num_hidden_layers;
+    let none = host(kl_to_base(&lm, &Lora::from_factors(&zero, cfg.rank, cfg.alpha, layers, true), &windows).unwrap())[0];
+    assert!(none.abs() < 1e-6, "{none}");
+    let kl = kl_to_base(&lm, &Lora::from_factors(&factors, cfg.rank, cfg.alpha, layers, true), &windows).unwrap();
+    assert!(host(kl.clone())[0] > 0.0);
+    let mut grads = kl.backward();
+    let grads = GradientsParams::from_module(&mut grads, &twin);
+    let by_name = gradient_weights(&twin, &grads);
+    assert!(by_name.get("head.trunk.0.weight").unwrap().data.iter().any(|&g| g != 0.0));
+    assert!(kl_to_base(&lm, &Lora::from_factors(&factors, cfg.rank, cfg.alpha, layers, true), &[vec![1, 2], vec![3]]).is_err(), "ragged windows are refused");
+}
