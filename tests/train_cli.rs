@@ -95,6 +95,13 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     assert_eq!(validations.len(), 3, "validation at steps 10, 20, 30");
     assert!(validations[0]["seen"]["loss"].as_f64().is_some(), "{}", validations[0]);
     assert!(straight.join("best.safetensors").exists());
+    // The curves, drawn at each validation, and again on demand with --plot.
+    let png = straight.join("training.png");
+    let is_png = |p: &Path| std::fs::read(p).is_ok_and(|b| b.len() > 10_000 && b.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert!(is_png(&png), "no training.png");
+    std::fs::remove_file(&png).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(["train", "--plot", "--out", straight.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success() && is_png(&png), "{}", text(&out));
     // The released layout holds the same tensors (the .pt reader is checked against PyTorch's
     // own files in model_reference.rs).
     let base_config = base_dir().join("config.json");

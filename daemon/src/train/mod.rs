@@ -7,11 +7,14 @@
 //! - `resume/`: the whole run's state at the last save (model, AdamW, step, data stream),
 //!   replaced atomically; a run started again with the same `--out` continues from it, and
 //!   ends bit-identical (on CPU) to a run that never stopped;
+//! - `training.png`: the loss and exact-match curves, redrawn at every validation
+//!   (`--plot` draws them for a run in progress);
 //! - `best.safetensors` (lowest validation loss) and `final.safetensors`: evolora
 //!   checkpoints recording the encoder, step policy and base; `final.pt`, the same model in
 //!   the released Code2LoRA layout (for `torch.load` and the authors' tool).
 
 mod data;
+mod plot;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,14 +33,14 @@ use crate::progress::Progress;
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Training repositories (work trees or git directories), comma-separated or repeated
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "plot")]
     pub repos: Vec<PathBuf>,
     /// Repositories never trained on, whose validation tasks measure generalisation
     #[arg(long, value_delimiter = ',')]
     pub held_out_repos: Vec<PathBuf>,
     /// Base model directory (config.json, safetensors weights, tokenizer.json), kept frozen
-    #[arg(long)]
-    pub base_dir: PathBuf,
+    #[arg(long, required_unless_present = "plot")]
+    pub base_dir: Option<PathBuf>,
     /// Where the cache, metrics, resumable state and checkpoints go
     #[arg(long)]
     pub out: PathBuf,
@@ -100,6 +103,10 @@ pub struct TrainArgs {
     /// Tokens per general-text window
     #[arg(long, default_value_t = 256)]
     pub general_len: usize,
+    /// Only draw the run in --out (its metrics.jsonl) to training.png, and exit; a run draws
+    /// it itself at every validation
+    #[arg(long)]
+    pub plot: bool,
     /// Seed of the new model and of the data order
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -140,9 +147,16 @@ struct Saved {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
+    let picture = args.out.join("training.png");
+    if args.plot {
+        plot::draw(&args.out.join("metrics.jsonl"), &picture)?;
+        println!("{}", picture.display());
+        return Ok(());
+    }
+    let base_dir = args.base_dir.clone().context("--base-dir is needed to train")?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let device = select_device(&args.device)?.autodiff();
-    let lm = LanguageModel::load(&args.base_dir, &device).with_context(|| format!("loading the base model {}", args.base_dir.display()))?.frozen();
+    let lm = LanguageModel::load(&base_dir, &device).with_context(|| format!("loading the base model {}", base_dir.display()))?.frozen();
     let mut encoder = args.encoder.load(&args.device)?;
 
     // The model to train: a checkpoint, or a seeded one of the preset's size.
@@ -167,7 +181,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut weights = weights;
     let model = TrainableHypernet::from_weights(&cfg, &lm.shapes, architecture, 0, &mut weights, &device)?;
 
-    let tokenizer_id = fingerprint_file(&args.base_dir.join("tokenizer.json"))?;
+    let tokenizer_id = fingerprint_file(&base_dir.join("tokenizer.json"))?;
     let recipe = data::Recipe { architecture, policy: args.step_policy, track: args.track, lm: &lm, tokenizer_id };
     let cache = data::cache_dir(&args.out);
     std::fs::create_dir_all(&cache)?;
@@ -251,6 +265,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if step % args.eval_every.max(1) == 0 || step == total {
             let report = validate(&trainer, &training, &held_out, &general)?;
             writeln!(metrics, "{}", report.line(step))?;
+            metrics.flush()?;
+            if let Err(e) = plot::draw(&metrics_path, &picture) {
+                eprintln!("warning: {e:#}");
+            }
             if let Some(loss) = report.selection_loss()
                 && best_loss.is_none_or(|b| loss < b)
             {
@@ -267,7 +285,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     checkpoint(&trainer, "final.safetensors")?;
     trainer.save(&args.out.join("final.pt"), &lm.shapes, encoder_id(&args), args.step_policy)?;
-    eprintln!("trained {total} steps in {:.0} s; {}", started.elapsed().as_secs_f64(), args.out.join("final.safetensors").display());
+    eprintln!("trained {total} steps in {:.0} s; {} (curves: {})", started.elapsed().as_secs_f64(), args.out.join("final.safetensors").display(), picture.display());
     Ok(())
 }
 
