@@ -50,6 +50,13 @@ fn read(metrics: &Path) -> Result<Curves> {
     Ok(c)
 }
 
+/// One line of a panel.
+struct Series<'a> {
+    label: &'static str,
+    points: &'a [(f64, f64)],
+    color: RGBColor,
+}
+
 /// Draws `metrics` (a run's `metrics.jsonl`) to `png`.
 pub fn draw(metrics: &Path, png: &Path) -> Result<()> {
     let c = read(metrics)?;
@@ -63,55 +70,37 @@ pub fn draw(metrics: &Path, png: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let (top, bottom) = root.split_vertically(420);
     let last = c.loss.last().map_or(1.0, |p| p.0).max(1.0);
-
-    let losses = [&c.loss, &c.seen_loss, &c.unseen_loss];
-    let high = losses.iter().flat_map(|s| s.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(&top)
-        .caption("loss per target token", (FONT, 22))
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..last, 0.0..high.max(1e-3))
-        .map_err(|e| fail(&e))?;
-    chart.configure_mesh().x_desc("optimiser step").label_style((FONT, 14)).draw().map_err(|e| fail(&e))?;
-    let series: [(&str, &Vec<(f64, f64)>, RGBColor); 3] = [("training", &c.loss, RGBColor(150, 150, 150)), ("validation, training repositories", &c.seen_loss, BLUE), ("validation, unseen repositories", &c.unseen_loss, RED)];
-    for (label, points, color) in series {
-        if points.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| fail(&e))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    }
-    chart.configure_series_labels().label_font((FONT, 14)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| fail(&e))?;
-
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("validation exact match", (FONT, 22))
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..last, 0.0..1.05)
-        .map_err(|e| fail(&e))?;
-    chart.configure_mesh().x_desc("optimiser step").label_style((FONT, 14)).draw().map_err(|e| fail(&e))?;
-    let series: [(&str, &Vec<(f64, f64)>, RGBColor); 4] = [
-        ("own adapter", &c.own, BLUE),
-        ("another repository's adapter", &c.shuffled, RGBColor(230, 140, 0)),
-        ("mean adapter", &c.mean, RGBColor(0, 150, 70)),
-        ("own adapter, unseen repositories", &c.unseen_own, RED),
+    let losses = [
+        Series { label: "training", points: &c.loss, color: RGBColor(150, 150, 150) },
+        Series { label: "validation, training repositories", points: &c.seen_loss, color: BLUE },
+        Series { label: "validation, unseen repositories", points: &c.unseen_loss, color: RED },
     ];
-    for (label, points, color) in series {
-        if points.is_empty() {
-            continue;
-        }
+    let high = losses.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.05;
+    panel(&top, "loss per target token", last, high.max(1e-3), &losses).map_err(|e| fail(&e))?;
+    let matches = [
+        Series { label: "own adapter", points: &c.own, color: BLUE },
+        Series { label: "another repository's adapter", points: &c.shuffled, color: RGBColor(230, 140, 0) },
+        Series { label: "mean adapter", points: &c.mean, color: RGBColor(0, 150, 70) },
+        Series { label: "own adapter, unseen repositories", points: &c.unseen_own, color: RED },
+    ];
+    panel(&bottom, "validation exact match", last, 1.05, &matches).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// One chart: `series` over optimiser steps 0..`last`, values 0..`high`, with a legend.
+fn panel(area: &Area, title: &str, last: f64, high: f64, series: &[Series]) -> Result<(), DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>> {
+    let mut chart = ChartBuilder::on(area).caption(title, (FONT, 22)).margin(12).x_label_area_size(32).y_label_area_size(48).build_cartesian_2d(0.0..last, 0.0..high)?;
+    chart.configure_mesh().x_desc("optimiser step").label_style((FONT, 14)).draw()?;
+    for s in series.iter().filter(|s| !s.points.is_empty()) {
+        let color = s.color;
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(3))
-            .map_err(|e| fail(&e))?
-            .label(label)
+            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)).point_size(if s.points.len() < 60 { 3 } else { 0 }))?
+            .label(s.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    chart.configure_series_labels().label_font((FONT, 14)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))?;
+    chart.configure_series_labels().label_font((FONT, 14)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     Ok(())
 }
