@@ -134,11 +134,9 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     let out = train(&refs, &resumed, steps, &SHORT_RUN).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("resuming at step"), "{}", text(&out));
-    let (a, b) = (checkpoint(&straight.join("final.safetensors")), checkpoint(&resumed.join("final.safetensors")));
-    assert_eq!(a.0, b.0, "the same metadata");
-    assert_eq!(a.1.len(), b.1.len());
-    for ((name, x), (_, y)) in a.1.iter().zip(&b.1) {
-        assert!(x == y, "tensor {name} of the resumed run's final checkpoint differs from the uninterrupted run's");
+    for name in ["final.safetensors", "final.pt"] {
+        let (a, b) = (std::fs::read(straight.join(name)).unwrap(), std::fs::read(resumed.join(name)).unwrap());
+        assert!(a == b, "the resumed run's {name} differs from the uninterrupted run's");
     }
     let step_lines = |dir: &Path| lines(&dir.join("metrics.jsonl")).into_iter().filter(|m| m["kind"] == "step").map(|m| (m["step"].clone(), m["loss"].clone())).collect::<Vec<_>>();
     assert_eq!(step_lines(&straight), step_lines(&resumed), "the same steps and losses, none lost or repeated");

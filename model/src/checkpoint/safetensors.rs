@@ -3,11 +3,11 @@
 //! `evolora.alpha`, `evolora.base` (BaseModelShapes JSON), `evolora.encoder`,
 //! `evolora.step_policy`, `evolora.trained`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 
-use ::safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use ::safetensors::SafeTensors;
 
 use super::raw::RawCheckpoint;
 use crate::fingerprint::fingerprint_of_bytes;
@@ -16,6 +16,10 @@ use crate::meta::{Architecture, ModelMeta, StepPolicy};
 use crate::nn::Weights;
 use crate::{BaseModelShapes, HyperConfig, ModelError};
 
+/// Writes an evolora checkpoint. The bytes depend only on the tensors and the metadata
+/// (tensors and metadata keys in name order; the `safetensors` crate's own writer orders
+/// metadata by hash), so two runs that end with the same model write the same file. The
+/// file appears whole or not at all.
 pub fn save_safetensors(
     path: &Path,
     weights: &Weights,
@@ -23,19 +27,7 @@ pub fn save_safetensors(
     base: &BaseModelShapes,
     meta: &ModelMeta,
 ) -> Result<(), ModelError> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
-        .iter()
-        .map(|(n, t)| (n.to_owned(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| ModelError::Safetensors(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut md = HashMap::new();
+    let mut md = BTreeMap::new();
     md.insert("format".to_string(), "pt".to_string());
     md.insert("evolora.architecture".into(), meta.architecture.to_string());
     md.insert("evolora.config".into(), serde_json::to_string(cfg).unwrap());
@@ -44,7 +36,34 @@ pub fn save_safetensors(
     md.insert("evolora.encoder".into(), meta.encoder.clone());
     md.insert("evolora.step_policy".into(), meta.step_policy.to_string());
     md.insert("evolora.trained".into(), meta.trained.to_string());
-    ::safetensors::serialize_to_file(views, Some(md), path).map_err(|e| ModelError::Safetensors(e.to_string()))
+    // The header: "__metadata__" first, then each tensor (in the map's name order) with its
+    // byte range in the data that follows.
+    let mut header = String::from("{\"__metadata__\":");
+    header.push_str(&serde_json::to_string(&md).map_err(|e| ModelError::Safetensors(e.to_string()))?);
+    let mut offset = 0usize;
+    for (name, t) in weights.iter() {
+        let bytes = t.data.len() * 4;
+        let entry = serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]});
+        header.push_str(&format!(",{}:{}", serde_json::to_string(name).expect("a string"), entry));
+        offset += bytes;
+    }
+    header.push('}');
+    // The data starts on an 8-byte boundary, as the format asks.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+    bytes.extend((header.len() as u64).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for (_, t) in weights.iter() {
+        bytes.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    let io = |e: std::io::Error| ModelError::io(path, e);
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Reads the tensors (any float dtype, converted to f32) and the metadata.
