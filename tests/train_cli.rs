@@ -211,4 +211,32 @@ fn a_trained_checkpoint_answers_each_repository_s_own_tests_in_evaluation() {
     eprintln!("{tasks} test tasks: own {own:.3}, shuffled {shuffled:.3}, mean {mean:.3}");
     assert!(own >= 0.6, "own adapter: {own}");
     assert!(shuffled <= 0.2 && mean <= 0.2, "shuffled {shuffled}, mean {mean}");
+
+    // The real daemon serving the checkpoint: each repository's adapter, as a client gets it
+    // from the socket, completes that repository's newest test the repository's way.
+    let config = format!("[model]\ncheckpoint = \"{}\"\nbase = \"{}\"\n", checkpoint.display(), base_dir().join("config.json").display());
+    let daemon = Daemon::start_configured(&tmp.path().join("daemon"), &config);
+    let mut answered = 0;
+    for (k, repo) in repos.iter().enumerate() {
+        daemon.register_and_wait(repo);
+        let out = daemon.cli(&["adapter", repo.path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let adapter = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let tasks = tmp.path().join(format!("tasks-{k}.jsonl"));
+        let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(["tasks", repo.path.to_str().unwrap(), "--track", "evolution", "--out", tasks.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let newest = lines(&tasks).into_iter().last().unwrap();
+        let prompt = tmp.path().join(format!("prompt-{k}.txt"));
+        std::fs::write(&prompt, newest["prefix"].as_str().unwrap()).unwrap();
+        let base = base_dir();
+        let args = ["lm", "generate", "--base-dir", base.to_str().unwrap(), "--adapter", &adapter, "--prompt-file", prompt.to_str().unwrap(), "--bos", "--max-new-tokens", "8"];
+        let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let completion = String::from_utf8_lossy(&out.stdout).to_string();
+        if completion.trim_start().starts_with(newest["target"].as_str().unwrap()) {
+            answered += 1;
+        }
+        eprintln!("{}: served adapter completes {completion:?} (target {})", NAMES[k], newest["target"]);
+    }
+    assert!(answered * 10 >= repos.len() * 6, "{answered} of {} repositories answered through the daemon's adapters", repos.len());
 }
