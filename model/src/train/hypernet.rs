@@ -142,6 +142,12 @@ impl TrainHead {
         Ok(TrainHead { trunk_in, trunk_mid, heads_a, heads_b, log_scale_a, log_scale_b, task_embedding, types, rank: r, hidden: h })
     }
 
+    /// The width of the context the trunk takes, without the task row.
+    fn input_dim(&self) -> usize {
+        let task = self.task_embedding.as_ref().map_or(0, |t| t.dims()[1]);
+        self.trunk_in.weight.dims()[0] - task
+    }
+
     /// The factors for contexts `[1, gru_hidden]` (one repository), task row `task`.
     fn forward(&self, ctx: Tensor<2>, task: usize) -> Vec<Factors> {
         let ctx = match &self.task_embedding {
@@ -226,6 +232,14 @@ impl TrainableHypernet {
             return Err(ModelError::Checkpoint { path: "<config>".into(), reason: format!("task index {task} but the model has {} tasks", cfg.num_tasks) });
         }
         Ok(TrainableHypernet { gru, head, task })
+    }
+
+    /// Size of a state: the GRU's hidden size (Evo) or the snapshot's (Static).
+    pub fn state_dim(&self) -> usize {
+        match &self.gru {
+            Some(gru) => gru.hidden,
+            None => self.head.input_dim(),
+        }
     }
 
     pub fn architecture(&self) -> Architecture {

@@ -173,20 +173,20 @@ impl<'a> Trainer<'a> {
     /// last `bptt` steps keep theirs.
     fn state(&self, repo: &RepoData, commit: usize, graph: bool) -> Tensor<2> {
         let device = self.device();
-        let h0 = self.model.initial_state(row(&repo.snapshot, &device));
         let diffs = &repo.diffs[..commit.min(repo.diffs.len())];
-        if diffs.is_empty() {
-            return h0;
-        }
         let cut = if graph { diffs.len().saturating_sub(self.settings.bptt.max(1)) } else { diffs.len() };
-        let mut h = h0;
-        if cut > 0 {
-            h = self.model.advance(h, rows(&diffs[..cut], &device)).detach();
+        if cut == 0 {
+            let h0 = self.model.initial_state(row(&repo.snapshot, &device));
+            return if diffs.is_empty() { h0 } else { self.model.advance(h0, rows(diffs, &device)) };
         }
-        if cut < diffs.len() {
-            h = self.model.advance(h, rows(&diffs[cut..], &device));
-        }
-        h
+        // The part gradients do not flow through runs on the model without autodiff (the
+        // same kernels, so the same values), recording no graph at all: a long history
+        // costs its arithmetic only.
+        let plain = self.model.valid();
+        let plain_device = device.clone().without_autodiff();
+        let h = plain.advance(plain.initial_state(row(&repo.snapshot, &plain_device)), rows(&diffs[..cut], &plain_device));
+        let h = tensor2(host(h), [1, self.model.state_dim()], &device);
+        if cut < diffs.len() { self.model.advance(h, rows(&diffs[cut..], &device)) } else { h }
     }
 
     fn lora(&self, factors: &[Factors]) -> Lora {
