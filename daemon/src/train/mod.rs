@@ -103,6 +103,10 @@ pub struct TrainArgs {
     /// Tokens per general-text window
     #[arg(long, default_value_t = 256)]
     pub general_len: usize,
+    /// Where mined tasks and encoded vectors are cached [default: OUT/cache]; share one
+    /// between runs on the same repositories
+    #[arg(long)]
+    pub data_cache: Option<PathBuf>,
     /// Only draw the run in --out (its metrics.jsonl) to training.png, and exit; a run draws
     /// it itself at every validation
     #[arg(long)]
@@ -183,7 +187,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     let tokenizer_id = fingerprint_file(&base_dir.join("tokenizer.json"))?;
     let recipe = data::Recipe { architecture, policy: args.step_policy, track: args.track, lm: &lm, tokenizer_id };
-    let cache = data::cache_dir(&args.out);
+    let cache = args.data_cache.clone().unwrap_or_else(|| data::cache_dir(&args.out));
     std::fs::create_dir_all(&cache)?;
     let mut prepare_all = |repos: &[PathBuf]| -> Result<Vec<data::Prepared>> { repos.iter().map(|r| data::prepare(r, &recipe, &mut encoder, &cache)).collect() };
     let training = prepare_all(&args.repos)?;
