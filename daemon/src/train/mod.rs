@@ -398,18 +398,51 @@ fn write_saved(dir: &Path, saved: &Saved, state: &ResumeState) -> Result<()> {
     Ok(())
 }
 
-/// The saved state, if a run left one (`resume`, or `resume.old` when a crash came between
-/// the two renames of [`write_saved`]).
+/// The saved state, if a run left one. A crash between the two renames of [`write_saved`]
+/// leaves only `resume.old`: it is moved back into place first, so that the next save does
+/// not delete the only state there is.
 fn read_saved(dir: &Path) -> Result<Option<(Saved, ResumeState)>> {
     let old = dir.with_file_name("resume.old");
-    let from = if dir.join("state.json").exists() {
-        dir.to_path_buf()
-    } else if old.join("state.json").exists() {
-        old
-    } else {
+    if !dir.join("state.json").exists() && old.join("state.json").exists() {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(&old, dir)?;
+    }
+    if !dir.join("state.json").exists() {
         return Ok(None);
-    };
-    let saved: Saved = serde_json::from_slice(&std::fs::read(from.join("state.json"))?).with_context(|| format!("reading {}", from.display()))?;
-    let state = ResumeState { model: std::fs::read(from.join("model.bpk"))?, optimiser: std::fs::read(from.join("optimiser.bpk"))?, steps: saved.steps, rng: saved.rng };
+    }
+    let saved: Saved = serde_json::from_slice(&std::fs::read(dir.join("state.json"))?).with_context(|| format!("reading {}", dir.display()))?;
+    let state = ResumeState { model: std::fs::read(dir.join("model.bpk"))?, optimiser: std::fs::read(dir.join("optimiser.bpk"))?, steps: saved.steps, rng: saved.rng };
     Ok(Some((saved, state)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> (Saved, ResumeState) {
+        let saved = Saved { run: "r".into(), steps: step, rng: step as u64, metrics_len: 10 * step as u64, best_loss: Some(1.0) };
+        (saved, ResumeState { model: vec![step as u8; 4], optimiser: vec![1, 2, 3], steps: step, rng: step as u64 })
+    }
+
+    #[test]
+    fn a_crash_between_the_renames_keeps_the_older_state_and_the_next_save_keeps_it_safe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("resume");
+        assert!(read_saved(&dir).unwrap().is_none());
+        let (saved, st) = state(3);
+        write_saved(&dir, &saved, &st).unwrap();
+        let (saved, st) = state(6);
+        write_saved(&dir, &saved, &st).unwrap();
+        assert_eq!(read_saved(&dir).unwrap().unwrap().1, st);
+        // As if a crash came after `resume` became `resume.old` and before `resume.new` was
+        // renamed into place.
+        std::fs::rename(&dir, tmp.path().join("resume.old")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("resume.new")).unwrap();
+        let (back, back_state) = read_saved(&dir).unwrap().expect("the older state");
+        assert_eq!((back.steps, back_state), (6, st));
+        assert!(dir.join("state.json").exists() && !tmp.path().join("resume.old").exists(), "moved back into place");
+        let (saved, st) = state(9);
+        write_saved(&dir, &saved, &st).unwrap();
+        assert_eq!(read_saved(&dir).unwrap().unwrap().1, st);
+    }
 }
