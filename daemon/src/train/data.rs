@@ -32,6 +32,8 @@ pub struct Recipe<'a> {
 /// One repository's training data: its tasks by split, each anchored at the number of
 /// diffs folded before it.
 pub struct Prepared {
+    /// Identifies the data: repository tip, recipe and encoder (the cache file's name).
+    pub key: String,
     pub data: RepoData,
     pub train: Vec<Task>,
     pub val: Vec<Task>,
@@ -55,7 +57,7 @@ pub fn prepare(repo: &Path, recipe: &Recipe, encoder: &mut Encoder, cache_dir: &
     let path = cache_dir.join(format!("{key}.safetensors"));
     let name = repo.display().to_string();
     if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(prepared) = read_cache(&bytes, &name)
+        && let Ok(prepared) = read_cache(&bytes, &name, &key)
     {
         return Ok(prepared);
     }
@@ -96,10 +98,10 @@ pub fn prepare(repo: &Path, recipe: &Recipe, encoder: &mut Encoder, cache_dir: &
         cached.push(CachedTask { commit, split: t.split, prefix, target });
     }
     write_cache(&path, &snapshot, &diffs, &cached)?;
-    Ok(assemble(name, snapshot, diffs, cached))
+    Ok(assemble(name, key, snapshot, diffs, cached))
 }
 
-fn assemble(name: String, snapshot: Vec<f32>, diffs: Vec<Vec<f32>>, cached: Vec<CachedTask>) -> Prepared {
+fn assemble(name: String, key: String, snapshot: Vec<f32>, diffs: Vec<Vec<f32>>, cached: Vec<CachedTask>) -> Prepared {
     let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
     for c in cached {
         let task = Task { commit: c.commit, example: Example { prefix: c.prefix, target: c.target } };
@@ -109,7 +111,7 @@ fn assemble(name: String, snapshot: Vec<f32>, diffs: Vec<Vec<f32>>, cached: Vec<
             Split::Test => test.push(task),
         }
     }
-    Prepared { data: RepoData { name, snapshot, diffs, tasks: train.clone() }, train, val, test }
+    Prepared { key, data: RepoData { name, snapshot, diffs, tasks: train.clone() }, train, val, test }
 }
 
 /// What a walk yields: the origin's snapshot, the diff vectors of every stepped commit, and
@@ -165,7 +167,7 @@ fn write_cache(path: &Path, snapshot: &[f32], diffs: &[Vec<f32>], tasks: &[Cache
     super::write_durably(path, &bytes)
 }
 
-fn read_cache(bytes: &[u8], name: &str) -> Result<Prepared> {
+fn read_cache(bytes: &[u8], name: &str, key: &str) -> Result<Prepared> {
     let (_, header) = SafeTensors::read_metadata(bytes)?;
     let tasks: Vec<CachedTask> = serde_json::from_str(header.metadata().as_ref().and_then(|m| m.get("tasks")).context("no tasks")?)?;
     let st = SafeTensors::deserialize(bytes)?;
@@ -176,7 +178,20 @@ fn read_cache(bytes: &[u8], name: &str) -> Result<Prepared> {
     let (_, snapshot) = floats("snapshot")?;
     let (shape, flat) = floats("diffs")?;
     let diffs = if shape[0] == 0 { Vec::new() } else { flat.chunks_exact(shape[1]).map(<[f32]>::to_vec).collect() };
-    Ok(assemble(name.to_owned(), snapshot, diffs, tasks))
+    Ok(assemble(name.to_owned(), key.to_owned(), snapshot, diffs, tasks))
+}
+
+impl Prepared {
+    /// Drops the tasks whose target leaves no room for a prefix in `max_len` tokens; returns
+    /// how many went.
+    pub fn keep_fitting(&mut self, max_len: usize) -> usize {
+        let before = self.train.len() + self.val.len() + self.test.len();
+        for tasks in [&mut self.train, &mut self.val, &mut self.test] {
+            tasks.retain(|t| t.example.fits(max_len));
+        }
+        self.data.tasks = self.train.clone();
+        before - (self.train.len() + self.val.len() + self.test.len())
+    }
 }
 
 /// Where a run keeps its cached data.

@@ -190,8 +190,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let cache = args.data_cache.clone().unwrap_or_else(|| data::cache_dir(&args.out));
     std::fs::create_dir_all(&cache)?;
     let mut prepare_all = |repos: &[PathBuf]| -> Result<Vec<data::Prepared>> { repos.iter().map(|r| data::prepare(r, &recipe, &mut encoder, &cache)).collect() };
-    let training = prepare_all(&args.repos)?;
-    let held_out = prepare_all(&args.held_out_repos)?;
+    let mut training = prepare_all(&args.repos)?;
+    let mut held_out = prepare_all(&args.held_out_repos)?;
+    for p in training.iter_mut().chain(held_out.iter_mut()) {
+        let dropped = p.keep_fitting(args.max_len);
+        if dropped > 0 {
+            eprintln!("{}: {dropped} tasks left out: their target leaves no room in --max-len {}", p.data.name, args.max_len);
+        }
+    }
     let corpus: Vec<_> = training.iter().map(|p| p.data.clone()).collect();
     let train_tasks: usize = training.iter().map(|p| p.train.len()).sum();
     if train_tasks == 0 {
@@ -201,6 +207,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         eprintln!("{}: {} train, {} validation, {} test tasks, {} diffs", p.data.name, p.train.len(), p.val.len(), p.test.len(), p.data.diffs.len());
     }
 
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
     let per_step = args.accumulate.max(1) * args.tasks_per_batch.max(1);
     let total = args.steps.unwrap_or_else(|| (3 * train_tasks).div_ceil(per_step).max(1));
     let peak = args.lr.unwrap_or(if architecture == Architecture::Evo { 5e-5 } else { 1e-4 });
@@ -218,7 +227,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.kl_weight > 0.0 && general.is_empty() {
         bail!("--kl-weight needs --general-text files of at least {} tokens", args.general_len);
     }
-    let run_id = format!("{:?}|{architecture}|{total}|{peak}|{}|{:?}|{:?}|{:?}|{}", args.repos, args.init.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("{}:{}", args.preset, args.seed)), settings, args.held_out_repos, args.general_text, args.general_len);
+    // Everything that shapes the run, the data included (each repository's key names its
+    // tip, the recipe, the encoder and the tokenizer): a resume with anything else is refused.
+    let data_keys: Vec<&str> = training.iter().chain(&held_out).map(|p| p.key.as_str()).collect();
+    let run_id = format!("{data_keys:?}|{:?}|{architecture}|{total}|{peak}|{}|{:?}|{:?}|{:?}|{}", args.repos, args.init.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("{}:{}", args.preset, args.seed)), settings, args.held_out_repos, args.general_text, args.general_len);
 
     let resume_dir = args.out.join("resume");
     let metrics_path = args.out.join("metrics.jsonl");
@@ -368,7 +380,8 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
 /// over it, the directory synced.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a path with a directory")?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    // The process id keeps two runs sharing a directory (a shared --data-cache) apart.
+    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id()));
     let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;

@@ -16,12 +16,26 @@ pub struct Example {
 }
 
 impl Example {
-    /// The example cut to `max_len` tokens: the prefix loses its oldest tokens, the target is
-    /// never cut (the authors' recipe); None when the target alone does not fit.
+    /// The example cut to `max_len` tokens: the prefix loses its oldest tokens but keeps its
+    /// first (the stop id every prompt starts with, as `evolora eval` keeps it), the target
+    /// is never cut (the authors' recipe); None when the target leaves no room for a prefix.
     pub fn truncated(&self, max_len: usize) -> Option<Example> {
         let room = max_len.checked_sub(self.target.len())?;
-        let keep = self.prefix.len().min(room);
-        (keep > 0).then(|| Example { prefix: self.prefix[self.prefix.len() - keep..].to_vec(), target: self.target.clone() })
+        if room == 0 || self.prefix.is_empty() {
+            return None;
+        }
+        if self.prefix.len() <= room {
+            return Some(self.clone());
+        }
+        let mut prefix = Vec::with_capacity(room);
+        prefix.push(self.prefix[0]);
+        prefix.extend_from_slice(&self.prefix[self.prefix.len() - (room - 1)..]);
+        Some(Example { prefix, target: self.target.clone() })
+    }
+
+    /// Whether [`Example::truncated`] can fit it into `max_len` tokens.
+    pub fn fits(&self, max_len: usize) -> bool {
+        !self.prefix.is_empty() && self.target.len() < max_len
     }
 }
 
@@ -107,4 +121,18 @@ pub fn kl_to_base(lm: &Qwen, lora: &Lora, windows: &[Vec<u32>]) -> Result<Tensor
     let adapted = log_softmax(lm.logits(lm.forward_with(&input, None, Some(lora)))?, 2);
     let per_position = base.clone().exp().mul(base - adapted).sum_dim(2);
     Ok(per_position.mean().reshape([1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Example;
+
+    #[test]
+    fn truncation_cuts_the_oldest_prefix_tokens_but_keeps_the_first_and_the_target() {
+        let e = Example { prefix: vec![0, 1, 2, 3, 4, 5], target: vec![8, 9] };
+        assert_eq!(e.truncated(8).unwrap(), e);
+        assert_eq!(e.truncated(5).unwrap(), Example { prefix: vec![0, 4, 5], target: vec![8, 9] });
+        assert_eq!(e.truncated(3).unwrap(), Example { prefix: vec![0], target: vec![8, 9] });
+        assert!(e.truncated(2).is_none() && !e.fits(2) && e.fits(3));
+    }
 }

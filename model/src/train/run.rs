@@ -123,9 +123,12 @@ impl<'a> Trainer<'a> {
         let anchor = &repo.tasks[self.rng.below(repo.tasks.len())];
         let mut same: Vec<&Task> = repo.tasks.iter().filter(|t| t.commit == anchor.commit).collect();
         shuffle(&mut same, &mut self.rng);
-        let examples: Vec<Example> = same.iter().take(self.settings.tasks_per_batch.max(1)).filter_map(|t| t.example.truncated(self.settings.max_len)).collect();
+        let examples: Vec<Example> = same.iter().filter_map(|t| t.example.truncated(self.settings.max_len)).take(self.settings.tasks_per_batch.max(1)).collect();
         if examples.is_empty() {
-            return Err(ModelError::Training(format!("{}: a task's target is longer than max_len {}", repo.name, self.settings.max_len)));
+            return Err(ModelError::Training(format!("{}: no task at this commit fits in max_len {} tokens (drop tasks that do not fit first)", repo.name, self.settings.max_len)));
+        }
+        if self.settings.kl_weight > 0.0 && self.general.is_empty() {
+            return Err(ModelError::Training("kl_weight is set but there is no general text (Trainer::with_general_text)".into()));
         }
         let state = self.state(repo, anchor.commit, true);
         let lora = self.lora(&self.model.adapter(state));
@@ -227,9 +230,12 @@ impl<'a> Trainer<'a> {
             }
         }
         let rate = |hits: usize| hits as f64 / total.max(1) as f64;
+        // With one repository there is no other adapter to compare with: the controls are
+        // undefined (NaN, `null` in JSON), not the repository's own adapter in disguise.
+        let control = |hits: usize| if n < 2 { f64::NAN } else { rate(hits) };
         let flat: Vec<Vec<f64>> = newest.iter().map(|factors| factors.iter().flat_map(|f| host(f.a.clone()).into_iter().chain(host(f.b.clone()))).map(f64::from).collect()).collect();
         let (cosine, centred_cosine) = pairwise_cosines(&flat);
-        Ok(Conditioning { own: rate(own), shuffled: rate(shuffled), mean: rate(averaged), own_loss: loss_sum / tokens.max(1) as f64, cosine, centred_cosine })
+        Ok(Conditioning { own: rate(own), shuffled: control(shuffled), mean: control(averaged), own_loss: loss_sum / tokens.max(1) as f64, cosine, centred_cosine })
     }
 
     /// Mean KL(base ‖ adapted) over `windows` with each repository's newest adapter: how far
@@ -268,12 +274,12 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Mean pairwise cosine of `vectors`, raw and after subtracting their mean (0 for fewer
-/// than two vectors).
+/// Mean pairwise cosine of `vectors`, raw and after subtracting their mean (NaN for fewer
+/// than two vectors: there are no pairs).
 pub fn pairwise_cosines(vectors: &[Vec<f64>]) -> (f64, f64) {
     let n = vectors.len();
     if n < 2 {
-        return (0.0, 0.0);
+        return (f64::NAN, f64::NAN);
     }
     let dim = vectors[0].len();
     let mean: Vec<f64> = (0..dim).map(|i| vectors.iter().map(|v| v[i]).sum::<f64>() / n as f64).collect();
@@ -339,6 +345,7 @@ mod tests {
         let (raw, centred) = pairwise_cosines(&vs);
         assert!(raw > 0.98, "{raw}");
         assert!((centred + 0.5).abs() < 1e-9, "{centred}");
-        assert_eq!(pairwise_cosines(&vs[..1]), (0.0, 0.0));
+        let (one, centred_one) = pairwise_cosines(&vs[..1]);
+        assert!(one.is_nan() && centred_one.is_nan(), "no pairs, no cosine");
     }
 }
