@@ -323,7 +323,7 @@ struct Validation {
 
 impl Validation {
     fn line(&self, step: usize) -> String {
-        let part = |c: &Option<Conditioning>| c.map(|c| json!({"loss": c.own_loss, "own": c.own, "shuffled": c.shuffled, "mean": c.mean, "cosine": c.cosine, "centred_cosine": c.centred_cosine}));
+        let part = |c: &Option<Conditioning>| c.map(|c| json!({"loss": c.own_loss, "shuffled_loss": c.shuffled_loss, "own": c.own, "shuffled": c.shuffled, "mean": c.mean, "cosine": c.cosine, "centred_cosine": c.centred_cosine}));
         json!({"kind": "validation", "step": step, "seen": part(&self.seen), "unseen": part(&self.unseen), "general_kl": self.general_kl}).to_string()
     }
 

@@ -60,6 +60,8 @@ pub struct Conditioning {
     pub mean: f64,
     /// Mean loss per target token with the own adapter.
     pub own_loss: f64,
+    /// The same with another repository's adapter (NaN with one repository).
+    pub shuffled_loss: f64,
     /// Mean pairwise cosine similarity of the repositories' newest adapters (all factors as
     /// one vector each): near 1 means the hypernetwork makes one adapter for everyone.
     pub cosine: f64,
@@ -209,6 +211,7 @@ impl<'a> Trainer<'a> {
         let mean = mean_factors(&newest);
         let n = corpus.len();
         let (mut own, mut shuffled, mut averaged, mut total, mut loss_sum, mut tokens) = (0usize, 0usize, 0usize, 0usize, 0f64, 0usize);
+        let mut shuffled_loss_sum = 0f64;
         let hits = |l: &super::loss::TargetLoss| l.exact.iter().filter(|&&e| e).count();
         for (k, tasks) in held_out.iter().enumerate().take(n) {
             let mut commits: Vec<usize> = tasks.iter().map(|t| t.commit).collect();
@@ -224,7 +227,9 @@ impl<'a> Trainer<'a> {
                 loss_sum += host(mine.mean.clone())[0] as f64 * mine.tokens as f64;
                 tokens += mine.tokens;
                 own += hits(&mine);
-                shuffled += hits(&score(&newest[(k + 1) % n])?);
+                let theirs = score(&newest[(k + 1) % n])?;
+                shuffled_loss_sum += host(theirs.mean.clone())[0] as f64 * theirs.tokens as f64;
+                shuffled += hits(&theirs);
                 averaged += hits(&score(&mean)?);
                 total += examples.len();
             }
@@ -235,7 +240,7 @@ impl<'a> Trainer<'a> {
         let control = |hits: usize| if n < 2 { f64::NAN } else { rate(hits) };
         let flat: Vec<Vec<f64>> = newest.iter().map(|factors| factors.iter().flat_map(|f| host(f.a.clone()).into_iter().chain(host(f.b.clone()))).map(f64::from).collect()).collect();
         let (cosine, centred_cosine) = pairwise_cosines(&flat);
-        Ok(Conditioning { own: rate(own), shuffled: control(shuffled), mean: control(averaged), own_loss: loss_sum / tokens.max(1) as f64, cosine, centred_cosine })
+        Ok(Conditioning { own: rate(own), shuffled: control(shuffled), mean: control(averaged), own_loss: loss_sum / tokens.max(1) as f64, shuffled_loss: if n < 2 { f64::NAN } else { shuffled_loss_sum / tokens.max(1) as f64 }, cosine, centred_cosine })
     }
 
     /// Mean KL(base ‖ adapted) over `windows` with each repository's newest adapter: how far
