@@ -304,4 +304,3 @@ fn the_kl_term_keeps_adapters_closer_to_the_base_on_general_text() {
     assert!(kept < 0.5 * free, "the term halves the drift at least: {kept} vs {free}");
     assert!(kept_cond.own >= 0.8, "{kept_cond:?}");
 }
-
