@@ -84,6 +84,7 @@ pub struct TrainArgs {
     /// Global gradient-norm bound (0: no clipping)
     #[arg(long, default_value_t = 1.0)]
     pub clip: f32,
+    /// AdamW's decoupled weight decay
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f32,
     /// Validate every this many steps (and at the end)
