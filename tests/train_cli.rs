@@ -150,6 +150,18 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     assert_eq!(metadata["evolora.architecture"], "code2lora-evo");
     assert!(tensors.iter().any(|(n, _)| n.starts_with("gru.")));
 
+    // Continuing from a checkpoint: its architecture and size are taken over; a checkpoint
+    // trained on another encoder (the released layouts were trained on Qwen3 vectors) is
+    // refused by name.
+    let further = tmp.path().join("further");
+    let out = train(&refs, &further, 2, &["--init", straight.join("final.safetensors").to_str().unwrap(), "--accumulate", "1", "--eval-every", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (metadata, _) = checkpoint(&further.join("final.safetensors"));
+    assert_eq!(metadata["evolora.architecture"], "code2lora-static", "--init's architecture wins over the default evo");
+    let released = root().join("tests/fixtures/released-layouts/evo.pt");
+    let out = train(&refs, &tmp.path().join("refused"), 2, &["--init", released.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("qwen3-embedding-0.6b"), "{}", text(&out));
+
     // Another run's state in the same directory is refused, not mixed in.
     let out = train(&refs[..2], &resumed, steps, &SHORT_RUN).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("another run's state"), "{}", text(&out));
