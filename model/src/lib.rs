@@ -31,6 +31,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod files;
 pub mod fingerprint;
 pub mod floats;
 pub mod hypernet;

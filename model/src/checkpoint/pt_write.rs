@@ -207,26 +207,25 @@ pub fn save_pt(path: &Path, weights: &Weights, cfg: &HyperConfig, base: &BaseMod
     pickler.value(&top);
     pickler.out.push(b'.');
 
-    let fail = |e: String| ModelError::Checkpoint { path: path.to_path_buf(), reason: format!("writing: {e}") };
-    let tmp = path.with_extension("pt.tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
-    let mut record = |name: &str, bytes: &[u8], aligned: bool| -> Result<(), ModelError> {
-        let options = if aligned { stored.with_alignment(64) } else { stored };
-        zip.start_file(format!("archive/{name}"), options).map_err(|e| fail(e.to_string()))?;
-        zip.write_all(bytes).map_err(|e| fail(e.to_string()))
+    let write = |file: &mut std::fs::File| -> std::io::Result<()> {
+        let mut zip = zip::ZipWriter::new(file);
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+        let mut record = |name: &str, bytes: &[u8], aligned: bool| -> std::io::Result<()> {
+            let options = if aligned { stored.with_alignment(64) } else { stored };
+            zip.start_file(format!("archive/{name}"), options)?;
+            zip.write_all(bytes)
+        };
+        record("data.pkl", &pickler.out, false)?;
+        record(".format_version", b"1", false)?;
+        record(".storage_alignment", b"64", false)?;
+        record("byteorder", b"little", false)?;
+        for (key, t) in pickler.storages.iter().enumerate() {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            record(&format!("data/{key}"), &bytes, true)?;
+        }
+        record("version", b"3\n", false)?;
+        zip.finish()?;
+        Ok(())
     };
-    record("data.pkl", &pickler.out, false)?;
-    record(".format_version", b"1", false)?;
-    record(".storage_alignment", b"64", false)?;
-    record("byteorder", b"little", false)?;
-    for (key, t) in pickler.storages.iter().enumerate() {
-        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        record(&format!("data/{key}"), &bytes, true)?;
-    }
-    record("version", b"3\n", false)?;
-    let file = zip.finish().map_err(|e| fail(e.to_string()))?;
-    file.sync_all().map_err(|e| ModelError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    crate::files::replace_atomically(path, write).map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), reason: format!("writing: {e}") })
 }

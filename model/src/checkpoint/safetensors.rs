@@ -4,6 +4,7 @@
 //! `evolora.step_policy`, `evolora.trained`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -52,18 +53,18 @@ pub fn save_safetensors(
     while header.len() % 8 != 0 {
         header.push(' ');
     }
-    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
-    bytes.extend((header.len() as u64).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    for (_, t) in weights.iter() {
-        bytes.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
-    }
-    let tmp = path.with_extension("safetensors.tmp");
-    let io = |e: std::io::Error| ModelError::io(path, e);
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::files::replace_atomically(path, |file| {
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(header.as_bytes())?;
+        for (_, t) in weights.iter() {
+            for v in &t.data {
+                out.write_all(&v.to_le_bytes())?;
+            }
+        }
+        out.flush()
+    })
+    .map_err(|e| ModelError::io(path, e))
 }
 
 /// Reads the tensors (any float dtype, converted to f32) and the metadata.

@@ -37,8 +37,6 @@ pub struct Code2LoraHead {
     types: Vec<(ModuleType, usize, usize)>,
     #[module(skip)]
     rank: usize,
-    #[module(skip)]
-    hidden: usize,
     /// Multi-task table [num_tasks, task_dim], host side; the chosen row is appended to ctx.
     #[module(skip)]
     task_row: Option<Vec<f32>>,
@@ -57,6 +55,16 @@ fn streamed(head: &Linear, z: &Tensor<2>) -> Tensor<2> {
         }
         None => head.forward(z.clone()),
     }
+}
+
+/// The trunk: Linear GELU Linear GELU, then F.normalize (z / max(‖z‖, 1e-12)) × √H. Shared
+/// by the serving head and its trainable twin ([`crate::train`]).
+pub(crate) fn trunk(trunk_in: &Linear, trunk_mid: &Linear, ctx: Tensor<2>) -> Tensor<2> {
+    let z = gelu(trunk_in.forward(ctx));
+    let z = gelu(trunk_mid.forward(z));
+    let [_, hidden] = z.dims();
+    let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+    z.div(norm).mul_scalar((hidden as f64).sqrt())
 }
 
 /// Initial `log_scale_*`: scales start at exp(-3.5) ≈ 0.03.
@@ -128,7 +136,7 @@ impl Code2LoraHead {
         } else {
             None
         };
-        Ok(Code2LoraHead { trunk_in, trunk_mid, heads_a, heads_b, scales, types, rank: r, hidden: h, task_row })
+        Ok(Code2LoraHead { trunk_in, trunk_mid, heads_a, heads_b, scales, types, rank: r, task_row })
     }
 
     /// ctx: [1, gru_hidden] (Evo: output_norm(h_t); Static: the snapshot vector).
@@ -155,11 +163,7 @@ impl Code2LoraHead {
             Some(row) => Tensor::cat(vec![ctx, tensor2(row.clone(), [1, row.len()], &device)], 1),
             None => ctx,
         };
-        let z = gelu(self.trunk_in.forward(ctx));
-        let z = gelu(self.trunk_mid.forward(z));
-        // F.normalize: z / max(||z||, 1e-12), then × √H.
-        let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
-        let z = z.div(norm).mul_scalar((self.hidden as f64).sqrt());
+        let z = trunk(&self.trunk_in, &self.trunk_mid, ctx);
         let r = self.rank;
         for (k, &(module, i, o)) in self.types.iter().enumerate() {
             let (sa, sb) = self.scales[k];

@@ -11,7 +11,7 @@ use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Tensor};
 
 use crate::hypernet::gru::{self, names as gru_names};
-use crate::hypernet::head::{LOG_SCALE_INIT, SCALE_RANGE, names as head_names};
+use crate::hypernet::head::{LOG_SCALE_INIT, SCALE_RANGE, names as head_names, trunk};
 use crate::nn::Weights;
 use crate::nn::layers::{self, linear_named};
 use crate::nn::params::{Init, ParamSource};
@@ -107,8 +107,6 @@ pub struct TrainHead {
     types: Vec<(ModuleType, usize, usize)>,
     #[module(skip)]
     rank: usize,
-    #[module(skip)]
-    hidden: usize,
 }
 
 impl TrainHead {
@@ -139,7 +137,7 @@ impl TrainHead {
         } else {
             None
         };
-        Ok(TrainHead { trunk_in, trunk_mid, heads_a, heads_b, log_scale_a, log_scale_b, task_embedding, types, rank: r, hidden: h })
+        Ok(TrainHead { trunk_in, trunk_mid, heads_a, heads_b, log_scale_a, log_scale_b, task_embedding, types, rank: r })
     }
 
     /// The width of the context the trunk takes, without the task row.
@@ -157,11 +155,7 @@ impl TrainHead {
             }
             None => ctx,
         };
-        let z = gelu(self.trunk_in.forward(ctx));
-        let z = gelu(self.trunk_mid.forward(z));
-        // F.normalize: z / max(‖z‖, 1e-12), then × √H.
-        let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
-        let z = z.div(norm).mul_scalar((self.hidden as f64).sqrt());
+        let z = trunk(&self.trunk_in, &self.trunk_mid, ctx);
         let (lo, hi) = SCALE_RANGE;
         let r = self.rank;
         self.types
