@@ -30,12 +30,11 @@ pub struct Recipe<'a> {
 }
 
 /// One repository's training data: its tasks by split, each anchored at the number of
-/// diffs folded before it.
+/// diffs folded before it (the train split is `data.tasks`, what the trainer draws from).
 pub struct Prepared {
     /// Identifies the data: repository tip, recipe and encoder (the cache file's name).
     pub key: String,
     pub data: RepoData,
-    pub train: Vec<Task>,
     pub val: Vec<Task>,
     pub test: Vec<Task>,
 }
@@ -91,8 +90,8 @@ pub fn prepare(repo: &Path, recipe: &Recipe, encoder: &mut Encoder, cache_dir: &
                 None => continue,
             },
         };
-        let mut prefix = vec![stop];
-        prefix.extend(recipe.lm.encode(&t.prefix)?);
+        // Whole here; cut to --max-len when batched, keeping the stop id first as eval does.
+        let prefix = crate::measure::eval::prompt_ids(recipe.lm, &t.prefix, usize::MAX)?;
         let mut target = recipe.lm.encode(&t.target)?;
         target.push(stop);
         cached.push(CachedTask { commit, split: t.split, prefix, target });
@@ -111,7 +110,7 @@ fn assemble(name: String, key: String, snapshot: Vec<f32>, diffs: Vec<Vec<f32>>,
             Split::Test => test.push(task),
         }
     }
-    Prepared { key, data: RepoData { name, snapshot, diffs, tasks: train.clone() }, train, val, test }
+    Prepared { key, data: RepoData { name, snapshot, diffs, tasks: train }, val, test }
 }
 
 /// What a walk yields: the origin's snapshot, the diff vectors of every stepped commit, and
@@ -185,12 +184,12 @@ impl Prepared {
     /// Drops the tasks whose target leaves no room for a prefix in `max_len` tokens; returns
     /// how many went.
     pub fn keep_fitting(&mut self, max_len: usize) -> usize {
-        let before = self.train.len() + self.val.len() + self.test.len();
-        for tasks in [&mut self.train, &mut self.val, &mut self.test] {
+        let count = |p: &Prepared| p.data.tasks.len() + p.val.len() + p.test.len();
+        let before = count(self);
+        for tasks in [&mut self.data.tasks, &mut self.val, &mut self.test] {
             tasks.retain(|t| t.example.fits(max_len));
         }
-        self.data.tasks = self.train.clone();
-        before - (self.train.len() + self.val.len() + self.test.len())
+        before - count(self)
     }
 }
 

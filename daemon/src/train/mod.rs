@@ -199,13 +199,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("{}: {dropped} tasks left out: their target leaves no room in --max-len {}", p.data.name, args.max_len);
         }
     }
-    let corpus: Vec<_> = training.iter().map(|p| p.data.clone()).collect();
-    let train_tasks: usize = training.iter().map(|p| p.train.len()).sum();
+    let train_tasks: usize = training.iter().map(|p| p.data.tasks.len()).sum();
     if train_tasks == 0 {
         bail!("no training tasks in {} repositories (the train split of their mined tasks is empty)", training.len());
     }
     for p in training.iter().chain(&held_out) {
-        eprintln!("{}: {} train, {} validation, {} test tasks, {} diffs", p.data.name, p.train.len(), p.val.len(), p.test.len(), p.data.diffs.len());
+        eprintln!("{}: {} train, {} validation, {} test tasks, {} diffs", p.data.name, p.data.tasks.len(), p.val.len(), p.test.len(), p.data.diffs.len());
     }
 
     if args.steps == Some(0) {
@@ -233,6 +232,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let data_keys: Vec<&str> = training.iter().chain(&held_out).map(|p| p.key.as_str()).collect();
     let run_id = format!("{data_keys:?}|{:?}|{architecture}|{total}|{peak}|{}|{:?}|{:?}|{:?}|{}", args.repos, args.init.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("{}:{}", args.preset, args.seed)), settings, args.held_out_repos, args.general_text, args.general_len);
 
+    // The repositories as training and validation read them, built once.
+    let seen = Repositories::from(training);
+    let unseen = Repositories::from(held_out);
+    let corpus = &seen.corpus;
     let resume_dir = args.out.join("resume");
     let metrics_path = args.out.join("metrics.jsonl");
     let pad = lm.pad;
@@ -252,20 +255,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     trainer = trainer.with_general_text(general.clone());
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
-    let checkpoint = |trainer: &Trainer, name: &str| -> Result<()> {
-        let path = args.out.join(name);
-        let tmp = args.out.join(format!(".{name}.tmp"));
-        trainer.save(&tmp, &lm.shapes, encoder_id(&args), args.step_policy)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
-    };
+    // Checkpoint writers replace their file atomically.
+    let checkpoint = |trainer: &Trainer, name: &str| trainer.save(&args.out.join(name), &lm.shapes, encoder_id(&args), args.step_policy);
 
     let mut bar = Progress::new("training", "steps");
     let (mut loss_sum, mut micro) = (0f64, 0usize);
     let mut step_started = Instant::now();
     while trainer.steps() < total {
-        let (loss, report) = trainer.micro_step(&corpus)?;
+        let (loss, report) = trainer.micro_step(corpus)?;
         if !loss.is_finite() {
             bail!("the loss is {loss} at step {}; lower --lr or check the data", trainer.steps());
         }
@@ -280,7 +277,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (loss_sum, micro, step_started) = (0.0, 0, Instant::now());
 
         if step % args.eval_every.max(1) == 0 || step == total {
-            let report = validate(&trainer, &training, &held_out, &general)?;
+            let report = validate(&trainer, &seen, &unseen, &general)?;
             writeln!(metrics, "{}", report.line(step))?;
             metrics.flush()?;
             if let Err(e) = plot::draw(&metrics_path, &picture) {
@@ -301,7 +298,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     checkpoint(&trainer, "final.safetensors")?;
-    trainer.save(&args.out.join("final.pt"), &lm.shapes, encoder_id(&args), args.step_policy)?;
+    checkpoint(&trainer, "final.pt")?;
     eprintln!("trained {total} steps in {:.0} s; {} (curves: {})", started.elapsed().as_secs_f64(), args.out.join("final.safetensors").display(), picture.display());
     Ok(())
 }
@@ -345,22 +342,28 @@ fn general_windows(lm: &LanguageModel, files: &[PathBuf], len: usize) -> Result<
     Ok(windows)
 }
 
-fn validate(trainer: &Trainer, training: &[data::Prepared], held_out: &[data::Prepared], general: &[Vec<u32>]) -> Result<Validation> {
-    let measure = |set: &[data::Prepared]| -> Result<Option<Conditioning>> {
-        if set.iter().all(|p| p.val.is_empty()) {
+/// Repositories with their validation tasks.
+struct Repositories {
+    corpus: Vec<evolora_model::train::RepoData>,
+    val: Vec<Vec<evolora_model::train::Task>>,
+}
+
+impl From<Vec<data::Prepared>> for Repositories {
+    fn from(prepared: Vec<data::Prepared>) -> Self {
+        let (corpus, val) = prepared.into_iter().map(|p| (p.data, p.val)).unzip();
+        Repositories { corpus, val }
+    }
+}
+
+fn validate(trainer: &Trainer, seen: &Repositories, unseen: &Repositories, general: &[Vec<u32>]) -> Result<Validation> {
+    let measure = |set: &Repositories| -> Result<Option<Conditioning>> {
+        if set.val.iter().all(Vec::is_empty) {
             return Ok(None);
         }
-        let corpus: Vec<_> = set.iter().map(|p| p.data.clone()).collect();
-        let tasks: Vec<_> = set.iter().map(|p| p.val.clone()).collect();
-        Ok(Some(trainer.conditioning(&corpus, &tasks)?))
+        Ok(Some(trainer.conditioning(&set.corpus, &set.val)?))
     };
-    let general_kl = if general.is_empty() {
-        None
-    } else {
-        let corpus: Vec<_> = training.iter().map(|p| p.data.clone()).collect();
-        Some(trainer.general_drift(&corpus, &general[..general.len().min(8)])?)
-    };
-    Ok(Validation { seen: measure(training)?, unseen: measure(held_out)?, general_kl })
+    let general_kl = if general.is_empty() { None } else { Some(trainer.general_drift(&seen.corpus, &general[..general.len().min(8)])?) };
+    Ok(Validation { seen: measure(seen)?, unseen: measure(unseen)?, general_kl })
 }
 
 fn fingerprint_file(path: &Path) -> Result<String> {
@@ -377,18 +380,9 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// `bytes` at `path`, all or nothing across a crash: written beside it, synced, renamed
-/// over it, the directory synced.
+/// `bytes` at `path`, all or nothing across a crash.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("a path with a directory")?;
-    // The process id keeps two runs sharing a directory (a shared --data-cache) apart.
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id()));
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    evolora_model::files::write_atomically(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The resumable state as one directory, replaced whole: written as `resume.new`, synced,

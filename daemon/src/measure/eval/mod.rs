@@ -221,7 +221,7 @@ impl<'a> Job<'a> {
 
 /// BOS (the first stop id: Qwen has no BOS and the Code2LoRA evaluation puts `<|endoftext|>`
 /// first) and the prefix, cut on the left to fit `max_tokens`.
-fn prompt_ids(lm: &LanguageModel, prefix: &str, max_tokens: usize) -> Result<Vec<u32>> {
+pub(crate) fn prompt_ids(lm: &LanguageModel, prefix: &str, max_tokens: usize) -> Result<Vec<u32>> {
     let mut ids = lm.encode(prefix)?;
     let keep = max_tokens.saturating_sub(1).max(1);
     if ids.len() > keep {
