@@ -52,6 +52,18 @@ fn train(repos: &[&Repo], out: &Path, steps: usize, extra: &[&str]) -> Command {
     cmd
 }
 
+/// Runs the `evolora` binary to completion and checks that it succeeded.
+fn evolora<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    out
+}
+
+/// A daemon configuration serving `checkpoint` for the fixture base.
+fn serving(checkpoint: &Path) -> String {
+    format!("[model]\ncheckpoint = \"{}\"\nbase = \"{}\"\n", checkpoint.display(), base_dir().join("config.json").display())
+}
+
 fn base_dir() -> PathBuf {
     root().join("tests/fixtures/lm/base")
 }
@@ -100,18 +112,14 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     let is_png = |p: &Path| std::fs::read(p).is_ok_and(|b| b.len() > 10_000 && b.starts_with(b"\x89PNG\r\n\x1a\n"));
     assert!(is_png(&png), "no training.png");
     std::fs::remove_file(&png).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(["train", "--plot", "--out", straight.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success() && is_png(&png), "{}", text(&out));
+    evolora(["train", "--plot", "--out", straight.to_str().unwrap()]);
+    assert!(is_png(&png), "--plot drew no training.png");
     // The released layout holds the same tensors (the .pt reader is checked against PyTorch's
     // own files in model_reference.rs).
     let base_config = base_dir().join("config.json");
     let st = checkpoint(&straight.join("final.safetensors"));
     let exported = tmp.path().join("from-pt.safetensors");
-    let out = Command::new(env!("CARGO_BIN_EXE_evolora"))
-        .args(["model", "export", "--checkpoint", straight.join("final.pt").to_str().unwrap(), "--base", base_config.to_str().unwrap(), "--out", exported.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    evolora(["model", "export", "--checkpoint", straight.join("final.pt").to_str().unwrap(), "--base", base_config.to_str().unwrap(), "--out", exported.to_str().unwrap()]);
     assert!(checkpoint(&exported).1 == st.1, "final.pt holds other tensors than final.safetensors");
 
     // Killed (SIGKILL) once it has saved a state past the first, then started again.
@@ -167,12 +175,7 @@ fn training_runs_resumes_bit_identically_and_is_served() {
     assert!(!out.status.success() && text(&out).contains("another run's state"), "{}", text(&out));
 
     // The daemon serves the trained checkpoint as it is.
-    let config = format!(
-        "[model]\ncheckpoint = \"{}\"\nbase = \"{}\"\n",
-        straight.join("final.safetensors").display(),
-        root().join("tests/fixtures/lm/base/config.json").display()
-    );
-    let daemon = Daemon::start_configured(&tmp.path().join("daemon"), &config);
+    let daemon = Daemon::start_configured(&tmp.path().join("daemon"), &serving(&straight.join("final.safetensors")));
     daemon.register_and_wait(&repos[0]);
     let out = daemon.cli(&["adapter", repos[0].path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
@@ -203,8 +206,7 @@ fn train_and_evaluate(tmp: &Path, repos: &[Repo], arch: &str, steps: usize) -> (
                 args.extend(["--other".into(), other.path.display().to_string()]);
             }
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(&args).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        evolora(&args);
         let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         let n = report["tasks"].as_f64().unwrap();
         let em = |condition: &str| {
@@ -235,8 +237,7 @@ fn a_trained_checkpoint_answers_each_repository_s_own_tests_in_evaluation() {
 
     // The real daemon serving the checkpoint: each repository's adapter, as a client gets it
     // from the socket, completes that repository's newest test the repository's way.
-    let config = format!("[model]\ncheckpoint = \"{}\"\nbase = \"{}\"\n", checkpoint.display(), base_dir().join("config.json").display());
-    let daemon = Daemon::start_configured(&tmp.path().join("daemon"), &config);
+    let daemon = Daemon::start_configured(&tmp.path().join("daemon"), &serving(&checkpoint));
     let mut answered = 0;
     for (k, repo) in repos.iter().enumerate() {
         daemon.register_and_wait(repo);
@@ -244,15 +245,13 @@ fn a_trained_checkpoint_answers_each_repository_s_own_tests_in_evaluation() {
         assert!(out.status.success(), "{}", text(&out));
         let adapter = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let tasks = tmp.path().join(format!("tasks-{k}.jsonl"));
-        let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(["tasks", repo.path.to_str().unwrap(), "--track", "evolution", "--out", tasks.to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        evolora(["tasks", repo.path.to_str().unwrap(), "--track", "evolution", "--out", tasks.to_str().unwrap()]);
         let newest = lines(&tasks).into_iter().last().unwrap();
         let prompt = tmp.path().join(format!("prompt-{k}.txt"));
         std::fs::write(&prompt, newest["prefix"].as_str().unwrap()).unwrap();
         let base = base_dir();
         let args = ["lm", "generate", "--base-dir", base.to_str().unwrap(), "--adapter", &adapter, "--prompt-file", prompt.to_str().unwrap(), "--bos", "--max-new-tokens", "8"];
-        let out = Command::new(env!("CARGO_BIN_EXE_evolora")).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        let out = evolora(args);
         let completion = String::from_utf8_lossy(&out.stdout).to_string();
         if completion.trim_start().starts_with(newest["target"].as_str().unwrap()) {
             answered += 1;

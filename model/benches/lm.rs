@@ -23,7 +23,7 @@ use burn::tensor::Device;
 use evolora_model::hypernet::head::LoraPair;
 use evolora_model::nn::Seeded;
 use evolora_model::transformer::{Family, Head, Input, Lora, Qwen, QwenConfig};
-use evolora_model::{AdapterWeights, BaseModelShapes, ModuleType};
+use evolora_model::{AdapterWeights, ModuleType};
 use floors::{arg, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
 
 fn main() {
@@ -55,16 +55,7 @@ fn main() {
     let weight_bytes = (cfg.body_parameters() + embedding) as f64 * 4.0;
 
     // A replicated adapter of the hypernetwork's layout.
-    let shapes = BaseModelShapes {
-        name: "bench".into(),
-        hidden_size: cfg.hidden_size,
-        intermediate_size: cfg.intermediate_size,
-        num_attention_heads: cfg.num_attention_heads,
-        num_key_value_heads: cfg.num_key_value_heads,
-        head_dim: cfg.head_dim,
-        num_hidden_layers: layers,
-        family: Some(cfg.family),
-    };
+    let shapes = cfg.shapes("bench");
     let pairs = ModuleType::ALL
         .into_iter()
         .map(|module| {

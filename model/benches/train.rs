@@ -30,7 +30,7 @@ use evolora_model::hypernet::seeded_weights;
 use evolora_model::nn::Seeded;
 use evolora_model::train::{Example, OptimSettings, RepoData, Schedule, Task, TrainSettings, TrainableHypernet, Trainer};
 use evolora_model::transformer::{Family, Head, Qwen, QwenConfig};
-use evolora_model::{Architecture, BaseModelShapes, HyperConfig};
+use evolora_model::{Architecture, HyperConfig};
 use floors::{arg, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
 
 fn main() {
@@ -58,16 +58,7 @@ fn main() {
         max_position_embeddings: 32_768,
     };
     let lm = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(11), &device).unwrap().no_grad();
-    let shapes = BaseModelShapes {
-        name: "bench".into(),
-        hidden_size: cfg.hidden_size,
-        intermediate_size: cfg.intermediate_size,
-        num_attention_heads: cfg.num_attention_heads,
-        num_key_value_heads: cfg.num_key_value_heads,
-        head_dim: cfg.head_dim,
-        num_hidden_layers: layers,
-        family: Some(cfg.family),
-    };
+    let shapes = cfg.shapes("bench");
     let hyper = HyperConfig::preset(&preset).unwrap();
     let mut weights = seeded_weights(&hyper, &shapes, 3, true);
     let hyper_params: usize = weights.iter().map(|(_, t)| t.data.len()).sum();

@@ -32,17 +32,7 @@ fn tiny_lm(device: &Device) -> (Qwen, BaseModelShapes) {
     let cfg = QwenConfig::from_json(json, Path::new("<tiny>")).unwrap();
     assert_eq!(cfg.vocab_size, VOCAB);
     let lm = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(3), device).unwrap().no_grad();
-    let base = BaseModelShapes {
-        name: "tiny".into(),
-        hidden_size: 32,
-        intermediate_size: 48,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        num_hidden_layers: 2,
-        family: None,
-    };
-    (lm, base)
+    (lm, cfg.shapes("tiny"))
 }
 
 /// Repository `k`'s code: the value its tests expect is named in its settings module.
@@ -77,28 +67,43 @@ fn corpus(constant_embedding: bool) -> (Vec<RepoData>, Vec<Vec<Task>>) {
     (repos, held_out)
 }
 
+/// The hypernetwork the Static tests train: the snapshot is the state, a small head.
+fn static_config() -> HyperConfig {
+    let mut cfg = HyperConfig::preset("tiny").unwrap();
+    (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (HashedEncoder::DIM, 16, 4, 8.0);
+    cfg
+}
+
+/// A seeded model of `cfg` on `device`.
+fn seeded(cfg: &HyperConfig, base: &BaseModelShapes, architecture: Architecture, seed: u64, device: &Device) -> TrainableHypernet {
+    let mut weights = seeded_weights(cfg, base, seed, architecture.has_gru());
+    TrainableHypernet::from_weights(cfg, base, architecture, 0, &mut weights, device).unwrap()
+}
+
+/// What the tests train with: a step per micro-batch of 8 tasks, short examples.
+fn settings(steps: usize, peak: f64, warmup: usize, seed: u64) -> TrainSettings {
+    TrainSettings {
+        optim: OptimSettings { accumulate: 1, ..OptimSettings::paper(Schedule { peak, warmup, total: steps }) },
+        tasks_per_batch: 8,
+        bptt: 16,
+        max_len: 64,
+        seed,
+        detach_branch_input: true,
+        kl_weight: 0.0,
+    }
+}
+
 /// Before and after training, and the exact match the saved checkpoint gives through the
 /// serving path (loader, host GRU and head, adapter attached to the LM without autodiff):
 /// own and shuffled.
 fn train(constant_embedding: bool) -> (Conditioning, Conditioning, (f64, f64)) {
     let device = Device::flex().autodiff();
     let (lm, base) = tiny_lm(&device);
-    let mut cfg = HyperConfig::preset("tiny").unwrap();
-    (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (HashedEncoder::DIM, 16, 4, 8.0);
-    let mut weights = seeded_weights(&cfg, &base, 5, false);
-    let model = TrainableHypernet::from_weights(&cfg, &base, Architecture::Static, 0, &mut weights, &device).unwrap();
+    let cfg = static_config();
+    let model = seeded(&cfg, &base, Architecture::Static, 5, &device);
     let steps = 1000;
-    let settings = TrainSettings {
-        optim: OptimSettings { accumulate: 1, ..OptimSettings::paper(Schedule { peak: 2e-2, warmup: 15, total: steps }) },
-        tasks_per_batch: 8,
-        bptt: 16,
-        max_len: 64,
-        seed: 1,
-        detach_branch_input: true,
-        kl_weight: 0.0,
-    };
     let (repos, held_out) = corpus(constant_embedding);
-    let mut trainer = Trainer::new(model, &lm, cfg, settings, EOS);
+    let mut trainer = Trainer::new(model, &lm, cfg, settings(steps, 2e-2, 15, 1), EOS);
     let before = trainer.conditioning(&repos, &held_out).unwrap();
     let started = Instant::now();
     while trainer.steps() < steps {
@@ -190,19 +195,9 @@ fn the_commit_gru_learns_to_follow_a_value_through_history() {
     let (lm, base) = tiny_lm(&device);
     let mut cfg = HyperConfig::preset("tiny").unwrap();
     (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (32, 16, 4, 8.0);
-    let mut weights = seeded_weights(&cfg, &base, 5, true);
-    let model = TrainableHypernet::from_weights(&cfg, &base, Architecture::Evo, 0, &mut weights, &device).unwrap();
+    let model = seeded(&cfg, &base, Architecture::Evo, 5, &device);
     let steps = 2500;
-    let settings = TrainSettings {
-        optim: OptimSettings { accumulate: 1, ..OptimSettings::paper(Schedule { peak: 1e-2, warmup: 50, total: steps }) },
-        tasks_per_batch: 8,
-        bptt: 16,
-        max_len: 64,
-        seed: 3,
-        detach_branch_input: true,
-        kl_weight: 0.0,
-    };
-    let mut trainer = Trainer::new(model, &lm, cfg, settings, EOS);
+    let mut trainer = Trainer::new(model, &lm, cfg, settings(steps, 1e-2, 50, 3), EOS);
     let started = Instant::now();
     while trainer.steps() < steps {
         trainer.micro_step(&repos).unwrap();
@@ -222,21 +217,10 @@ fn the_commit_gru_learns_to_follow_a_value_through_history() {
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let device = Device::flex().autodiff();
     let (lm, base) = tiny_lm(&device);
-    let mut cfg = HyperConfig::preset("tiny").unwrap();
-    (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (HashedEncoder::DIM, 16, 4, 8.0);
-    let fresh = |seed: u64| {
-        let mut weights = seeded_weights(&cfg, &base, seed, false);
-        TrainableHypernet::from_weights(&cfg, &base, Architecture::Static, 0, &mut weights, &device).unwrap()
-    };
-    let settings = TrainSettings {
-        optim: OptimSettings { accumulate: 2, ..OptimSettings::paper(Schedule { peak: 2e-2, warmup: 3, total: 12 }) },
-        tasks_per_batch: 4,
-        bptt: 16,
-        max_len: 64,
-        seed: 9,
-        detach_branch_input: true,
-        kl_weight: 0.0,
-    };
+    let cfg = static_config();
+    let fresh = |seed: u64| seeded(&cfg, &base, Architecture::Static, seed, &device);
+    let mut settings = settings(12, 2e-2, 3, 9);
+    (settings.optim.accumulate, settings.tasks_per_batch) = (2, 4);
     let (repos, _) = corpus(false);
     let run_to = |trainer: &mut Trainer, steps: usize| {
         while trainer.steps() < steps {
@@ -273,24 +257,14 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 fn the_kl_term_keeps_adapters_closer_to_the_base_on_general_text() {
     let device = Device::flex().autodiff();
     let (lm, base) = tiny_lm(&device);
-    let mut cfg = HyperConfig::preset("tiny").unwrap();
-    (cfg.gru_hidden, cfg.head_hidden, cfg.rank, cfg.alpha) = (HashedEncoder::DIM, 16, 4, 8.0);
+    let cfg = static_config();
     let (repos, held_out) = corpus(false);
     let mut rng = SplitMix64::new(5);
     let general: Vec<Vec<u32>> = (0..16).map(|_| (0..12).map(|_| 4 + rng.below(36) as u32).collect()).collect();
     let run = |kl_weight: f32| {
-        let mut weights = seeded_weights(&cfg, &base, 5, false);
-        let model = TrainableHypernet::from_weights(&cfg, &base, Architecture::Static, 0, &mut weights, &device).unwrap();
+        let model = seeded(&cfg, &base, Architecture::Static, 5, &device);
         let steps = 1000;
-        let settings = TrainSettings {
-            optim: OptimSettings { accumulate: 1, ..OptimSettings::paper(Schedule { peak: 2e-2, warmup: 15, total: steps }) },
-            tasks_per_batch: 8,
-            bptt: 16,
-            max_len: 64,
-            seed: 1,
-            detach_branch_input: true,
-            kl_weight,
-        };
+        let settings = TrainSettings { kl_weight, ..settings(steps, 2e-2, 15, 1) };
         let mut trainer = Trainer::new(model, &lm, cfg.clone(), settings, EOS).with_general_text(general[..8].to_vec());
         while trainer.steps() < steps {
             trainer.micro_step(&repos).unwrap();

@@ -146,6 +146,20 @@ impl QwenConfig {
         })
     }
 
+    /// The projection shapes adapters for this model take, under `name`.
+    pub fn shapes(&self, name: &str) -> crate::BaseModelShapes {
+        crate::BaseModelShapes {
+            name: name.into(),
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            num_hidden_layers: self.num_hidden_layers,
+            family: Some(self.family),
+        }
+    }
+
     /// Parameters outside the embedding (for FLOP counts: about 2 × this per token).
     pub fn body_parameters(&self) -> usize {
         let (h, q, kv, i) = (self.hidden_size, self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim, self.intermediate_size);

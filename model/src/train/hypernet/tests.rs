@@ -19,17 +19,7 @@ fn tiny_lm(device: &Device) -> (Qwen, BaseModelShapes) {
         "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":40,"tie_word_embeddings":true}"#;
     let cfg = QwenConfig::from_json(json, Path::new("<tiny>")).unwrap();
     let lm = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(3), device).unwrap().no_grad();
-    let base = BaseModelShapes {
-        name: "tiny".into(),
-        hidden_size: 32,
-        intermediate_size: 48,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        num_hidden_layers: 2,
-        family: None,
-    };
-    (lm, base)
+    (lm, cfg.shapes("tiny"))
 }
 
 fn tiny_config(tasks: usize) -> HyperConfig {
