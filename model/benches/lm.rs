@@ -22,9 +22,9 @@ use std::time::Instant;
 use burn::tensor::Device;
 use evolora_model::hypernet::head::LoraPair;
 use evolora_model::nn::Seeded;
-use evolora_model::transformer::{Family, Head, Input, Lora, Qwen, QwenConfig};
+use evolora_model::transformer::{Head, Input, Lora, Qwen};
 use evolora_model::{AdapterWeights, ModuleType};
-use floors::{arg, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
+use floors::{arg, coder_1_5b, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
 
 fn main() {
     let layers = arg("--layers", 28);
@@ -32,22 +32,7 @@ fn main() {
     let new = arg("--new", 16);
     let rank = arg("--rank", 16);
     let device = Device::flex();
-    let cfg = QwenConfig {
-        family: Family::Qwen2,
-        hidden_size: 1536,
-        intermediate_size: 8960,
-        num_hidden_layers: layers,
-        num_attention_heads: 12,
-        num_key_value_heads: 2,
-        head_dim: 128,
-        vocab_size: 151_936,
-        rms_norm_eps: 1e-6,
-        rope_theta: 1e6,
-        tie_word_embeddings: true,
-        qkv_bias: true,
-        o_bias: false,
-        max_position_embeddings: 32_768,
-    };
+    let cfg = coder_1_5b(layers);
     let t = Instant::now();
     let model = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(11), &device).unwrap();
     let build = t.elapsed().as_secs_f64();

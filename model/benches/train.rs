@@ -29,9 +29,9 @@ use burn::tensor::Device;
 use evolora_model::hypernet::seeded_weights;
 use evolora_model::nn::Seeded;
 use evolora_model::train::{Example, OptimSettings, RepoData, Schedule, Task, TrainSettings, TrainableHypernet, Trainer};
-use evolora_model::transformer::{Family, Head, Qwen, QwenConfig};
+use evolora_model::transformer::{Head, Qwen};
 use evolora_model::{Architecture, HyperConfig};
-use floors::{arg, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
+use floors::{arg, coder_1_5b, bandwidth_gbs, blas_rate, matmul_rate, peak_rss_mib};
 
 fn main() {
     let layers = arg("--layers", 2);
@@ -41,22 +41,7 @@ fn main() {
     let preset = std::env::args().skip_while(|a| a != "--preset").nth(1).unwrap_or_else(|| "compact".into());
     let target = 8;
     let device = Device::flex().autodiff();
-    let cfg = QwenConfig {
-        family: Family::Qwen2,
-        hidden_size: 1536,
-        intermediate_size: 8960,
-        num_hidden_layers: layers,
-        num_attention_heads: 12,
-        num_key_value_heads: 2,
-        head_dim: 128,
-        vocab_size: 151_936,
-        rms_norm_eps: 1e-6,
-        rope_theta: 1e6,
-        tie_word_embeddings: true,
-        qkv_bias: true,
-        o_bias: false,
-        max_position_embeddings: 32_768,
-    };
+    let cfg = coder_1_5b(layers);
     let lm = Qwen::new(&cfg, Head::CausalLm, &mut Seeded::new(11), &device).unwrap().no_grad();
     let shapes = cfg.shapes("bench");
     let hyper = HyperConfig::preset(&preset).unwrap();

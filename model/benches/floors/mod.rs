@@ -1,12 +1,34 @@
 //! Floors the benchmarks are measured against, measured in the same run: memory bandwidth
 //! (a vectorised read on every core) and the matrix-multiply rate (burn's, and OpenBLAS's
 //! through numpy where python3 has it). Shared by the model crate's benchmarks and, by path,
-//! the daemon's.
+//! the daemon's; also the base model shape the LM and training benchmarks run.
 #![allow(dead_code)]
 
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use evolora_model::transformer::{Family, QwenConfig};
+
+/// Qwen2.5-Coder-1.5B's shape (hidden 1536, 12 heads / 2 KV heads, intermediate 8960,
+/// vocabulary 151,936, tied head) with `layers` layers (28 in the real model).
+pub fn coder_1_5b(layers: usize) -> QwenConfig {
+    QwenConfig {
+        family: Family::Qwen2,
+        hidden_size: 1536,
+        intermediate_size: 8960,
+        num_hidden_layers: layers,
+        num_attention_heads: 12,
+        num_key_value_heads: 2,
+        head_dim: 128,
+        vocab_size: 151_936,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        tie_word_embeddings: true,
+        qkv_bias: true,
+        o_bias: false,
+        max_position_embeddings: 32_768,
+    }
+}
 
 /// The value after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
