@@ -165,7 +165,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut encoder = args.encoder.load(&args.device)?;
 
     // The model to train: a checkpoint, or a seeded one of the preset's size.
-    let (cfg, architecture, weights) = match &args.init {
+    let (cfg, architecture, mut weights) = match &args.init {
         Some(path) => {
             let ck = evolora_model::checkpoint::load(path, &lm.shapes)?;
             if ck.meta.encoder != encoder.id() {
@@ -183,7 +183,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (cfg, args.arch, weights)
         }
     };
-    let mut weights = weights;
     let model = TrainableHypernet::from_weights(&cfg, &lm.shapes, architecture, 0, &mut weights, &device)?;
 
     let tokenizer_id = fingerprint_file(&base_dir.join("tokenizer.json"))?;
@@ -256,7 +255,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     trainer = trainer.with_general_text(general.clone());
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
     // Checkpoint writers replace their file atomically.
-    let checkpoint = |trainer: &Trainer, name: &str| trainer.save(&args.out.join(name), &lm.shapes, encoder_id(&args), args.step_policy);
+    let encoder_id = encoder.id();
+    let checkpoint = |trainer: &Trainer, name: &str| trainer.save(&args.out.join(name), &lm.shapes, encoder_id, args.step_policy);
 
     let mut bar = Progress::new("training", "steps");
     let (mut loss_sum, mut micro) = (0f64, 0usize);
@@ -301,13 +301,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     checkpoint(&trainer, "final.pt")?;
     eprintln!("trained {total} steps in {:.0} s; {} (curves: {})", started.elapsed().as_secs_f64(), args.out.join("final.safetensors").display(), picture.display());
     Ok(())
-}
-
-fn encoder_id(args: &TrainArgs) -> &'static str {
-    match args.encoder.encoder {
-        crate::config::EncoderKind::Hashed => evolora_model::encoder::HashedEncoder::ID,
-        crate::config::EncoderKind::Qwen3 => crate::job::encoder::QWEN3_ID,
-    }
 }
 
 /// Validation: held-out tasks of the training repositories (own, shuffled, mean adapter), and
