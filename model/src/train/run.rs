@@ -328,11 +328,13 @@ fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
     }
 }
 
-fn row(v: &[f32], device: &Device) -> Tensor<2> {
+/// One vector as a `[1, D]` tensor.
+pub(crate) fn row(v: &[f32], device: &Device) -> Tensor<2> {
     tensor2(v.to_vec(), [1, v.len()], device)
 }
 
-fn rows(vs: &[Vec<f32>], device: &Device) -> Tensor<2> {
+/// Vectors of one length as a `[T, D]` tensor.
+pub(crate) fn rows(vs: &[Vec<f32>], device: &Device) -> Tensor<2> {
     tensor2(vs.concat(), [vs.len(), vs[0].len()], device)
 }
 

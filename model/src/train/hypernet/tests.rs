@@ -10,6 +10,7 @@ use crate::hypernet::seeded_weights;
 use crate::nn::Seeded;
 use crate::nn::init::SplitMix64;
 use crate::train::loss::{Example, target_loss};
+use crate::train::run::{row, rows};
 use crate::transformer::{Head, Lora, Qwen, QwenConfig};
 use crate::{Hypernetwork, ModelMeta, StepPolicy};
 
@@ -35,14 +36,6 @@ fn tiny_config(tasks: usize) -> HyperConfig {
 
 fn vectors(rng: &mut SplitMix64, rows: usize, dim: usize) -> Vec<Vec<f32>> {
     (0..rows).map(|_| (0..dim).map(|_| rng.next_symmetric()).collect()).collect()
-}
-
-fn row(v: &[f32], device: &Device) -> Tensor<2> {
-    tensor2(v.to_vec(), [1, v.len()], device)
-}
-
-fn rows(vs: &[Vec<f32>], device: &Device) -> Tensor<2> {
-    tensor2(vs.concat(), [vs.len(), vs[0].len()], device)
 }
 
 fn trainable(cfg: &HyperConfig, base: &BaseModelShapes, architecture: Architecture, task: usize, seed: u64, device: &Device) -> TrainableHypernet {
