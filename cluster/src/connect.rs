@@ -1,0 +1,119 @@
+//! Connecting to NATS and making sure the streams and buckets exist with the settings this
+//! version needs. Any node may be the first: creation is idempotent, and a bucket whose
+//! settings differ (another lease time) is updated in place.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+
+use crate::ClusterError;
+use crate::names::Names;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// NATS server URL(s), comma-separated (`nats://host:4222`).
+    pub url: String,
+    /// Prefix of every stream, bucket and subject, so several clusters share one NATS.
+    pub prefix: String,
+    /// How long a worker owns a repository without refreshing its lease.
+    pub lease: Duration,
+    /// JetStream replicas of each stream and bucket (1 for a single server).
+    pub replicas: usize,
+}
+
+impl ClusterSettings {
+    pub fn new(url: &str) -> Self {
+        ClusterSettings { url: url.to_owned(), prefix: "evolora".into(), lease: Duration::from_secs(15), replicas: 1 }
+    }
+}
+
+/// A connection to the cluster with every JetStream object bound. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) names: Names,
+    pub(crate) settings: ClusterSettings,
+    pub(crate) js: jetstream::Context,
+    pub(crate) wakes: stream::Stream,
+    pub(crate) leases: kv::Store,
+    pub(crate) states: kv::Store,
+    pub(crate) tips: kv::Store,
+    pub(crate) workers: kv::Store,
+    pub(crate) adapters: object_store::ObjectStore,
+}
+
+impl Cluster {
+    /// Connects and creates (or binds) every stream and bucket. `client_name` shows in the
+    /// server's connection list.
+    pub async fn connect(settings: &ClusterSettings, client_name: &str) -> Result<Self, ClusterError> {
+        let names = Names::new(&settings.prefix)?;
+        let client = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .connection_timeout(Duration::from_secs(5))
+            // A restarted server is waited for rather than failing every call at once.
+            .retry_on_initial_connect()
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|source| ClusterError::Connect { url: settings.url.clone(), source })?;
+        let js = jetstream::new(client);
+        let replicas = settings.replicas.max(1);
+        let wakes = js
+            .get_or_create_stream(stream::Config {
+                name: names.wake_stream(),
+                description: Some("evolora wake-ups: newest per repository, removed once a worker has acted on it".into()),
+                subjects: vec![names.wake_subjects()],
+                // Only the newest wake-up per repository matters: older ones name older tips
+                // of the same refs, and a worker walks to whatever the refs hold when it runs.
+                max_messages_per_subject: 1,
+                discard: stream::DiscardPolicy::Old,
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::js(format!("stream {}", names.wake_stream()), e))?;
+        let bucket = |name: String, description: &str, history: i64, max_age: Duration| kv::Config {
+            bucket: name,
+            description: description.to_owned(),
+            history,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let kv_bucket = async |config: kv::Config| {
+            let name = config.bucket.clone();
+            js.create_or_update_key_value(config).await.map_err(|e| ClusterError::js(format!("KV bucket {name}"), e))
+        };
+        // A lease is its key's presence: the bucket's age limit expires a holder that
+        // stopped refreshing.
+        let leases = kv_bucket(bucket(names.leases(), "evolora repository leases: key = repository, value = worker", 1, settings.lease)).await?;
+        let states = kv_bucket(bucket(names.states(), "evolora ref states, advanced by compare-and-set", 1, Duration::ZERO)).await?;
+        let tips = kv_bucket(bucket(names.tips(), "evolora newest wake-up per repository", 1, Duration::ZERO)).await?;
+        let workers = kv_bucket(bucket(names.workers(), "evolora worker heartbeats", 1, settings.lease * 3)).await?;
+        let adapters = match js.get_object_store(names.adapters()).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: names.adapters(),
+                    description: Some("evolora adapter versions: <repository>/<version>/<file>, each written once".into()),
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ClusterError::js(format!("object store {}", names.adapters()), e))?,
+        };
+        Ok(Cluster { names, settings: settings.clone(), js, wakes, leases, states, tips, workers, adapters })
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    pub fn lease_time(&self) -> Duration {
+        self.settings.lease
+    }
+}
