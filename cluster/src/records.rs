@@ -94,6 +94,8 @@ pub struct StateRecord {
     pub state: Vec<u8>,
     /// The ref's current adapter version, if one was published.
     pub adapter: Option<AdapterPointer>,
+    /// Whether the model that made it was trained (an untrained one is served with a warning).
+    pub trained: bool,
     /// The worker that wrote this revision.
     pub worker: String,
     /// Unix seconds.
@@ -151,6 +153,7 @@ mod tests {
             vector_sha256: "00".into(),
             state: vec![0, 255, 7, 1],
             adapter: Some(AdapterPointer { name: "n".into(), commit: "c".into(), files: vec![AdapterFile { name: "a".into(), size: 3, sha256: "s".into() }], published_at: 5 }),
+            trained: true,
             worker: "w".into(),
             updated_at: 9,
         };

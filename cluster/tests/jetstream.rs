@@ -31,6 +31,7 @@ fn record(rid: &str, commit: &str, worker: &str) -> StateRecord {
         vector_sha256: "v".into(),
         state: vec![1, 2, 3],
         adapter: None,
+        trained: false,
         worker: worker.into(),
         updated_at: 1,
     }

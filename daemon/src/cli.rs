@@ -167,6 +167,29 @@ enum Command {
     Metrics,
     /// Ask the daemon to stop (as SIGTERM does)
     Shutdown,
+    /// Cluster mode (docs/CLUSTER.md)
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterAction {
+    /// Workers, leases, each followed ref's state against its newest tip, queue depth
+    Status {
+        /// NATS URL [default: the `[cluster] url` of --config]
+        #[arg(long, env = "EVOLORA_NATS_URL")]
+        url: Option<String>,
+        /// Configuration file whose `[cluster]` names the cluster
+        #[arg(long, env = "EVOLORA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Prefix of the cluster's streams and buckets [default: the config's, or evolora]
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -455,6 +478,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             ModelAction::Export { out, format, step_policy, model } => crate::offline::export(&model, &out, &format, step_policy)?,
         },
+        Command::Cluster { action: ClusterAction::Status { url, config: file, prefix, json } } => {
+            let from_file = match &file {
+                Some(f) => Config::load(Some(f)).map_err(anyhow::Error::msg)?.cluster,
+                None => None,
+            };
+            let mut settings = match (&url, &from_file) {
+                (Some(u), _) => evolora_cluster::ClusterSettings::new(u),
+                (None, Some(c)) => c.settings(),
+                (None, None) => bail!("name the cluster: --url nats://HOST:4222, or --config FILE with a [cluster] section"),
+            };
+            if let Some(p) = prefix.or_else(|| from_file.map(|c| c.prefix)) {
+                settings.prefix = p;
+            }
+            let overview = crate::cluster::status::overview(&settings)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&overview)?);
+            } else {
+                crate::cluster::status::print(&overview);
+            }
+        }
         Command::Ping => {
             let reply = client.with_timeout(Duration::from_secs(5)).ping()?;
             println!("evolora daemon {} (pid {}) is up", reply.version, reply.pid);

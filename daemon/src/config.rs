@@ -220,6 +220,72 @@ pub struct Config {
     /// `[repo.history]` tables naming only the keys that differ from the global ones.
     #[serde(rename = "repo")]
     pub repos: Vec<RepoOverride>,
+    /// Cluster mode (`[cluster]`): this node is an edge or a worker of a NATS JetStream
+    /// cluster. Absent: the single-machine daemon.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// What this node does in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRole {
+    /// A git server: hooks and the watcher publish wake-ups; adapters are fetched from the
+    /// cluster for clients. No model is loaded.
+    Edge,
+    /// Takes repositories from the queue, walks them on a local mirror, writes states and
+    /// adapter versions to the cluster.
+    Worker,
+}
+
+/// `[cluster]`: see docs/CLUSTER.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub role: ClusterRole,
+    /// NATS server URL(s), comma-separated.
+    pub url: String,
+    /// This node's name: part of every repository id an edge publishes (so the same path on
+    /// two git servers is two repositories) and of a worker's id. Letters, digits, `-`, `_`.
+    pub node: String,
+    /// Prefix of the JetStream streams, buckets and subjects.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// Seconds a worker owns a repository without refreshing its lease.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// Edge: the URL workers fetch a repository from; `{git_dir}` is replaced by its git
+    /// directory (default `{git_dir}`: workers on this machine or a shared filesystem; for
+    /// example `ssh://git-1.example.com{git_dir}` otherwise).
+    #[serde(default = "default_fetch_url")]
+    pub fetch_url: String,
+}
+
+fn default_cluster_prefix() -> String {
+    "evolora".into()
+}
+fn default_lease_secs() -> u64 {
+    15
+}
+fn default_fetch_url() -> String {
+    "{git_dir}".into()
+}
+
+impl ClusterConfig {
+    pub fn check(&self) -> Result<(), String> {
+        evolora_cluster::names::check_name(&self.node).map_err(|e| format!("[cluster] node: {e}"))?;
+        evolora_cluster::names::check_name(&self.prefix).map_err(|e| format!("[cluster] prefix: {e}"))?;
+        if self.lease_secs < 2 {
+            return Err("[cluster] lease_secs must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> evolora_cluster::ClusterSettings {
+        let mut s = evolora_cluster::ClusterSettings::new(&self.url);
+        s.prefix = self.prefix.clone();
+        s.lease = std::time::Duration::from_secs(self.lease_secs);
+        s
+    }
 }
 
 /// `[serve]`: what inference servers need from the adapters.
@@ -439,6 +505,7 @@ impl Default for Config {
             verify_after_publish: false,
             serve: ServeSettings::default(),
             repos: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -452,6 +519,9 @@ impl Config {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
                 let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
                 cfg.history.check().map_err(|e| format!("config {}: {e}", path.display()))?;
+                if let Some(c) = &cfg.cluster {
+                    c.check().map_err(|e| format!("config {}: {e}", path.display()))?;
+                }
                 crate::push::check_endpoints(&cfg.serve.push).map_err(|e| format!("config {}: {e}", path.display()))?;
                 for o in &cfg.repos {
                     if let Some(k) = o.serve.keys().find(|k| *k != "push") {

@@ -41,7 +41,8 @@ impl LiveConfig {
         let mut cfg = self.0.write().expect("config lock");
         // The push thread and the metrics listener start with the daemon.
         let serving = new.serve.push != cfg.serve.push || new.serve.metrics_listen != cfg.serve.metrics_listen;
-        let needs_restart = new.model != cfg.model || new.state_dir != cfg.state_dir || new.socket != cfg.socket || serving;
+        let needs_restart = new.model != cfg.model || new.state_dir != cfg.state_dir || new.socket != cfg.socket || serving || new.cluster != cfg.cluster;
+        new.cluster = cfg.cluster.clone();
         new.serve.push = cfg.serve.push.clone();
         new.serve.metrics_listen = cfg.serve.metrics_listen.clone();
         new.model = cfg.model.clone();
@@ -283,6 +284,8 @@ pub struct Daemon {
     pub stop: StopFlag,
     /// Woken by the `shutdown` op; the daemon's main task waits on it with the signals.
     pub shutdown_requested: tokio::sync::Notify,
+    /// The cluster connection, in cluster mode (set before the daemon is ready).
+    pub cluster: OnceLock<Arc<crate::cluster::Node>>,
 }
 
 impl Daemon {
@@ -305,6 +308,7 @@ impl Daemon {
             watcher: OnceLock::new(),
             stop: StopFlag::default(),
             shutdown_requested: tokio::sync::Notify::new(),
+            cluster: OnceLock::new(),
         })
     }
 

@@ -10,7 +10,7 @@ use evolora_state::{StateError, StateStore};
 use tokio::net::UnixListener;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{ClusterRole, Config};
 use crate::context::Daemon;
 use crate::job::{self, Engine, JobContext};
 use crate::scheduler::JobFlags;
@@ -29,6 +29,8 @@ pub enum DaemonError {
     Metrics { addr: String, source: std::io::Error },
     #[error("loading the model: {0}")]
     Model(String),
+    #[error("cluster: {0}")]
+    Cluster(#[from] evolora_cluster::ClusterError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -103,22 +105,44 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
     };
     let socket_path = config.socket.clone();
 
+    // Cluster mode: connected (streams and buckets made) before the daemon is ready.
+    let node = match &config.cluster {
+        Some(c) => {
+            let node = Arc::new(crate::cluster::Node::connect(c, runtime.handle())?);
+            info!(role = ?c.role, node = %c.node, url = %c.url, "cluster mode");
+            let _ = daemon.cluster.set(node.clone());
+            Some(node)
+        }
+        None => None,
+    };
+    let role = config.cluster.as_ref().map(|c| c.role);
+
     // The model loads on its own thread, which then serves jobs; startup waits for the load.
     // A model that cannot load (a torn checkpoint, tokenizer or weights file) leaves the
     // daemon up without a model thread: adapters already published are still served, and
-    // `status` and every `adapter` reply name the failure.
+    // `status` and every `adapter` reply name the failure. An edge loads no model: its thread
+    // publishes wake-ups; a worker's serves the cluster's queue instead of the local one.
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let job_context = JobContext::of(&daemon);
     let model_info = daemon.model.clone();
     let settings = config.model.clone();
     let cache = (config.embeddings_dir(), config.embedding_cache_budget.0);
+    let edge_daemon = daemon.clone();
     let engine_thread = std::thread::Builder::new().name("evolora-model".into()).spawn(move || {
+        if let (Some(ClusterRole::Edge), Some(node)) = (role, &node) {
+            let _ = loaded_tx.send(Ok(()));
+            return crate::cluster::edge::run(edge_daemon, node.clone());
+        }
+        drop(edge_daemon);
         match job::model::load_with_encoder(&settings, Some((&cache.0, cache.1))) {
             Ok((model, encoder)) => {
                 let _ = model_info.set(job::model::describe(&model, &settings, &encoder));
                 let engine = Engine::new(job_context, model, encoder);
                 let _ = loaded_tx.send(Ok(()));
-                engine.run();
+                match node {
+                    Some(node) => crate::cluster::worker::run(engine, node, settings.device.clone()),
+                    None => engine.run(),
+                }
             }
             Err(e) => {
                 let _ = loaded_tx.send(Err(e.to_string()));
@@ -135,8 +159,9 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
         let _ = daemon.model_error.set(e);
     }
 
-    let repos = store.repos()?;
-    let watcher = crate::watcher::RefWatcher::start(daemon.jobs.clone());
+    // A worker's registered repositories are its mirrors: the cluster's queue drives them.
+    let repos = if role == Some(ClusterRole::Worker) { Vec::new() } else { store.repos()? };
+    let watcher = if role == Some(ClusterRole::Worker) { None } else { crate::watcher::RefWatcher::start(daemon.jobs.clone()) };
     for rec in &repos {
         if let Some(w) = &watcher {
             w.add(Path::new(&rec.git_dir), &rec.key);

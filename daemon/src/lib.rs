@@ -5,11 +5,12 @@
 //! it: reads the new commits through [`git`], folds them into the ref's GRU state in
 //! evolora-state, and publishes adapters through [`adapters`], which also decides what stays
 //! on disk. [`daemon`] owns the lifecycle and [`signals`]; [`context`] holds what the parts
-//! share; [`cli`] is the binary; [`rebuild`], [`offline`] and [`encode`] run without a daemon.
+//! share; [`cluster`] makes the daemon an edge or a worker of a JetStream cluster; [`cli`] is the binary; [`rebuild`], [`offline`] and [`encode`] run without a daemon.
 
 pub mod adapters;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod daemon;

@@ -131,6 +131,16 @@ impl Engine {
         Engine { ctx, model, encoder, verifier: None }
     }
 
+    /// What the engine works with (a cluster worker reads and writes the same store).
+    pub fn context(&self) -> &JobContext {
+        &self.ctx
+    }
+
+    /// The loaded model's fingerprint and whether it was trained.
+    pub fn model_identity(&self) -> (&str, bool) {
+        (&self.model.meta.fingerprint, self.model.meta.trained)
+    }
+
     /// Serves jobs until the queue closes.
     pub fn run(mut self) {
         // A stop (signal or request) ends the loop before the next job, even before the

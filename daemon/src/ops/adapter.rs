@@ -11,12 +11,16 @@ use crate::repo_cache::Found;
 use crate::scheduler::JobFlags;
 
 /// Longest wait a client may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The newest adapter of a repository's tracked ref. With `wait_ms`, waits (bounded) until
 /// the adapter covers the ref's current tip.
 pub async fn run(daemon: &Arc<Daemon>, repo: &str, refname: Option<&str>, wait_ms: u64) -> Result<AdapterReply, OpError> {
     let (rec, found) = super::registered(daemon, repo).await?;
+    // On an edge the cluster's workers make the adapters.
+    if let Some(node) = daemon.cluster.get().filter(|n| n.config.role == crate::config::ClusterRole::Edge) {
+        return crate::cluster::edge::adapter(daemon, node, &rec, found, refname, wait_ms).await;
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
     let mut progress = daemon.jobs.subscribe();
     let mut woke = false;

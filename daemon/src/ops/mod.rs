@@ -1,7 +1,7 @@
 //! One file per socket operation. Each takes the daemon's context and its arguments and
 //! returns its typed reply or an error; none does socket I/O.
 
-mod adapter;
+pub(crate) mod adapter;
 pub mod metrics;
 mod notify;
 mod pin;

@@ -1,0 +1,145 @@
+//! The edge role: the daemon on a git server. Hooks, the watcher and the scheduler work as on
+//! one machine, but a job publishes a wake-up (repository, followed refs and tips, where to
+//! fetch it) instead of walking; no model is loaded. Clients' `adapter` requests are answered
+//! from the cluster's states, with the version fetched into `<state>/cluster/adapters`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evolora_cluster::{RefTip, WakeUp, fetch_adapter_into};
+use evolora_protocol::reply::AdapterReply;
+use evolora_protocol::{ErrorCode, OpError};
+use evolora_state::{RefState, RepoRecord};
+use tracing::{info, warn};
+
+use super::Node;
+use crate::context::{Daemon, Ended, UNTRAINED_WARNING};
+use crate::git;
+use crate::repo_cache::Found;
+use crate::scheduler::JobFlags;
+
+/// After a failed publish (NATS unreachable) the repository is queued again after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Serves the scheduler's queue until the daemon stops: one wake-up per job.
+pub fn run(daemon: Arc<Daemon>, node: Arc<Node>) {
+    let mut failing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while !daemon.stop.is_set() {
+        let Some((key, _flags)) = daemon.jobs.next(Duration::from_millis(500)) else { continue };
+        let result = wake_up(&daemon, &node, &key);
+        let ended = match &result {
+            Ok(Some(wake)) => {
+                if failing.remove(&key) {
+                    info!(repo = %key, "publishing wake-ups again");
+                }
+                info!(repo = %key, rid = %wake.rid, refs = wake.refs.len(), "wake-up published");
+                Ended::Done
+            }
+            Ok(None) => Ended::Done,
+            Err(e) => {
+                // One line per failure streak, not one per retry.
+                if failing.insert(key.clone()) {
+                    warn!(repo = %key, error = %e, "wake-up not published; retrying every {} s", RETRY_AFTER.as_secs());
+                }
+                daemon.metrics.error("cluster");
+                Ended::Failed(e.clone())
+            }
+        };
+        daemon.jobs.finished(&key, ended);
+        if result.is_err() {
+            let (jobs, key) = (daemon.jobs.clone(), key.clone());
+            node.handle.spawn(async move {
+                tokio::time::sleep(RETRY_AFTER).await;
+                jobs.wake(&key, JobFlags::default());
+            });
+        }
+    }
+}
+
+/// The wake-up for a repository's followed refs now, published; `None` when it has no commit
+/// on a followed ref yet.
+fn wake_up(daemon: &Daemon, node: &Node, key: &str) -> Result<Option<WakeUp>, String> {
+    let rec = daemon.store.repo(key).map_err(|e| e.to_string())?.ok_or("repository is not registered")?;
+    let wake = describe(node, &rec)?;
+    if wake.refs.is_empty() {
+        return Ok(None);
+    }
+    node.handle.block_on(node.cluster.publish_wake(&wake)).map_err(|e| e.to_string())?;
+    Ok(Some(wake))
+}
+
+fn describe(node: &Node, rec: &RepoRecord) -> Result<WakeUp, String> {
+    let repo = git::open(Path::new(&rec.git_dir)).map_err(|e| format!("repository at {} is unreadable: {e}", rec.git_dir))?;
+    let refs = git::followed_refs(&repo, &rec.tracked_refs).map_err(|e| e.to_string())?;
+    let refs = refs.into_iter().filter_map(|(name, tip)| tip.map(|t| RefTip { name, tip: t.to_string() })).collect();
+    Ok(WakeUp {
+        rid: node.repo_id(&rec.key),
+        edge: node.config.node.clone(),
+        repo_key: rec.key.clone(),
+        url: node.config.fetch_url.replace("{git_dir}", &rec.git_dir),
+        refs,
+        at: crate::clock::now_secs(),
+    })
+}
+
+/// `adapter` on an edge: the ref's state in the cluster names the version; it is fetched
+/// once into this node's adapter root and its path returned. With `wait_ms`, waits until
+/// the version covers the ref's tip.
+pub async fn adapter(daemon: &Arc<Daemon>, node: &Node, rec: &RepoRecord, found: Arc<Found>, refname: Option<&str>, wait_ms: u64) -> Result<AdapterReply, OpError> {
+    let rid = node.repo_id(&rec.key);
+    let repo = found.location.git_dir.display().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(super::super::ops::adapter::MAX_WAIT);
+    let mut woke = false;
+    loop {
+        let (f, wanted) = (found.clone(), refname.map(str::to_owned));
+        let tracked = crate::ops::blocking(move || match wanted {
+            Some(name) => Ok(Some((name.clone(), f.ref_tip(&name)))),
+            None => f.tracked_ref().map_err(crate::ops::internal),
+        })
+        .await?;
+        let (refname, tip) = match tracked {
+            Some((r, t)) => (r, t.map(|t| t.to_string())),
+            None => (String::new(), None),
+        };
+        let unavailable = |e: evolora_cluster::ClusterError| OpError::new(ErrorCode::NoAdapter, format!("no adapter for {repo}: the cluster did not answer: {e}"));
+        let stored = if refname.is_empty() { None } else { node.cluster.state(&rid, &refname).await.map_err(unavailable)? };
+        let state = stored.as_ref().and_then(|s| RefState::from_bytes(&s.record.state).ok());
+        let pointer = stored.as_ref().and_then(|s| s.record.adapter.clone());
+        let unchanged_since = |t: &str| state.as_ref().is_some_and(|s| s.last_commit == t && s.adapter_is_current());
+        let covers_tip = matches!((&pointer, &tip), (Some(p), Some(t)) if p.commit == *t || unchanged_since(t));
+        if covers_tip || wait_ms == 0 || tokio::time::Instant::now() >= deadline {
+            let Some(pointer) = pointer else {
+                let code = if wait_ms > 0 && tip.is_some() { ErrorCode::Timeout } else { ErrorCode::NoAdapter };
+                let why = match stored {
+                    Some(s) => format!("no adapter yet for {repo}: the cluster's state is at {} ({} commits walked), none published yet", s.record.last_commit, s.record.walked),
+                    None => format!("no adapter yet for {repo}: no worker has walked it yet (cluster id {rid})"),
+                };
+                return Err(OpError::new(code, why));
+            };
+            if wait_ms > 0 && !covers_tip {
+                return Err(OpError::new(ErrorCode::Timeout, format!("the adapter for {repo} still covers {}, not the tip; waited {wait_ms} ms", pointer.commit)));
+            }
+            let root = super::fetched_root(&daemon.state_dir());
+            let path = fetch_adapter_into(&node.cluster, &rid, &pointer, &root).await.map_err(unavailable)?;
+            daemon.metrics.served.inc();
+            let trained = stored.as_ref().is_some_and(|s| s.record.trained);
+            return Ok(AdapterReply {
+                path: path.display().to_string(),
+                served_name: format!("{rid}/{}", pointer.name),
+                commit: pointer.commit.clone(),
+                refname,
+                tip,
+                covers_tip,
+                trained,
+                warning: (!trained).then(|| UNTRAINED_WARNING.to_owned()),
+                ephemeral: false,
+            });
+        }
+        if !woke {
+            daemon.jobs.wake(&rec.key, JobFlags::default());
+            woke = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
