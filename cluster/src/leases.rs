@@ -1,6 +1,8 @@
 //! Per-repository ownership: a key in the leases bucket, created by the worker that takes
-//! the repository, refreshed by revision, expired by the bucket's age limit when the worker
-//! stops refreshing it (killed, partitioned, paused). The lease keeps two workers from
+//! the repository, refreshed by revision, and over once a lease time has passed since the
+//! server stored its last refresh (the worker was killed, partitioned, paused). An expired
+//! key is taken over by compare-and-set on its revision; the bucket's age limit removes
+//! those nobody takes, though the server's expiry timer may run a second or more late. The lease keeps two workers from
 //! walking one repository at once; it is not what keeps states right (a compare-and-set
 //! does that), so a worker that lost its lease mid-walk loses only its work.
 
@@ -17,13 +19,31 @@ pub struct Lease {
 }
 
 impl Cluster {
-    /// Takes the repository if nobody holds it.
+    /// Takes the repository if nobody holds it, or its holder's lease has run out.
     pub async fn claim(&self, rid: &str, worker: &str) -> Result<Option<Lease>, ClusterError> {
+        let lease = |revision| Some(Lease { rid: rid.to_owned(), worker: worker.to_owned(), revision });
         match self.leases.create(rid, worker.as_bytes().to_vec().into()).await {
-            Ok(revision) => Ok(Some(Lease { rid: rid.to_owned(), worker: worker.to_owned(), revision })),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(ClusterError::js(format!("KV {} create {rid}", self.names.leases()), e)),
+            Ok(revision) => return Ok(lease(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ClusterError::js(format!("KV {} create {rid}", self.names.leases()), e)),
         }
+        let Some(entry) = self.live_or_expired(rid).await?.filter(|(_, expired)| *expired).map(|(e, _)| e) else { return Ok(None) };
+        match self.leases.update(rid, worker.as_bytes().to_vec().into(), entry.revision).await {
+            Ok(revision) => Ok(lease(revision)),
+            // Someone else took it over (or its holder refreshed it) first.
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(ClusterError::js(format!("KV {} update {rid}", self.names.leases()), e)),
+        }
+    }
+
+    /// The lease key's entry and whether a lease time has passed since the server stored it.
+    async fn live_or_expired(&self, rid: &str) -> Result<Option<(kv::Entry, bool)>, ClusterError> {
+        let entry = self.leases.entry(rid).await.map_err(|e| ClusterError::js(format!("KV {} get {rid}", self.names.leases()), e))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else { return Ok(None) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let age_nanos = now - entry.created.unix_timestamp_nanos();
+        let expired = age_nanos > self.settings.lease.as_nanos() as i128;
+        Ok(Some((entry, expired)))
     }
 
     /// Extends the lease by another lease time. `false`: it expired and may be someone
@@ -49,9 +69,9 @@ impl Cluster {
         }
     }
 
-    /// Who holds a repository now.
+    /// Who holds a repository now (an expired lease is nobody's).
     pub async fn lease_holder(&self, rid: &str) -> Result<Option<String>, ClusterError> {
-        let entry = self.leases.entry(rid).await.map_err(|e| ClusterError::js(format!("KV {} get {rid}", self.names.leases()), e))?;
-        Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+        let live = self.live_or_expired(rid).await?.filter(|(_, expired)| !expired);
+        Ok(live.map(|(e, _)| String::from_utf8_lossy(&e.value).into_owned()))
     }
 }

@@ -40,4 +40,4 @@ pub use leases::Lease;
 pub use records::{AdapterFile, AdapterPointer, RefTip, StateRecord, WakeUp, WorkerBeat};
 pub use states::{Stored, Written};
 pub use status::{Overview, RepoRow};
-pub use wakes::{ACK_WAIT, Delivery, Keepalive, WakeQueue};
+pub use wakes::{QueueDepth, Delivery, Keepalive, WakeQueue};

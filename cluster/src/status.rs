@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{Cluster, ClusterError, WorkerBeat};
+use crate::{Cluster, ClusterError, QueueDepth, WorkerBeat};
 
 /// One followed ref of one repository.
 #[derive(Debug, Clone, Serialize)]
@@ -33,8 +33,7 @@ pub struct RepoRow {
 pub struct Overview {
     pub workers: Vec<WorkerBeat>,
     pub repos: Vec<RepoRow>,
-    /// Wake-ups waiting or being worked on.
-    pub queue_depth: u64,
+    pub queue: QueueDepth,
 }
 
 impl Cluster {
@@ -83,6 +82,6 @@ impl Cluster {
                 });
             }
         }
-        Ok(Overview { workers, repos: rows, queue_depth: self.queue_depth().await? })
+        Ok(Overview { workers, repos: rows, queue: self.queue().await? })
     }
 }

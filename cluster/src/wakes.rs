@@ -10,10 +10,6 @@ use futures_util::StreamExt;
 
 use crate::{Cluster, ClusterError, WakeUp};
 
-/// How long a delivered wake-up may go unacknowledged before JetStream hands it to another
-/// worker. A worker sends progress well within it while it works.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
-
 impl Cluster {
     /// Publishes a wake-up and records it as the repository's newest tip. Waits for
     /// JetStream's acknowledgement, so a returned `Ok` is stored.
@@ -34,18 +30,25 @@ impl Cluster {
         }
     }
 
-    /// Binds (creating it the first time) the workers' shared consumer of wake-ups.
+    /// How long a delivered wake-up may go unacknowledged before JetStream hands it to another
+    /// worker: the lease time, so that a killed worker's repository is taken over about when
+    /// its lease expires. A worker sends progress well within it while it works.
+    pub fn ack_wait(&self) -> Duration {
+        self.settings.lease.max(Duration::from_secs(1))
+    }
+
+    /// Binds the workers' shared consumer of wake-ups, creating it the first time and
+    /// updating it when this node's lease time differs.
     pub async fn wake_queue(&self) -> Result<WakeQueue, ClusterError> {
         let name = self.names.wake_consumer();
         let consumer = self
             .wakes
-            .get_or_create_consumer(
-                &name,
+            .create_consumer(
                 pull::Config {
                     durable_name: Some(name.clone()),
                     description: Some("evolora workers".into()),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
+                    ack_wait: self.ack_wait(),
                     // Never give up on a repository: a failing one is retried with a delay.
                     max_deliver: -1,
                     filter_subject: self.names.wake_subjects(),
@@ -57,11 +60,36 @@ impl Cluster {
         Ok(WakeQueue { consumer })
     }
 
-    /// Wake-ups waiting or in flight.
+    /// Wake-ups stored in the stream (waiting, in flight, or stranded: see [`QueueDepth`]).
     pub async fn queue_depth(&self) -> Result<u64, ClusterError> {
         let info = self.wakes.get_info().await.map_err(|e| ClusterError::js(format!("stream {}", self.names.wake_stream()), e))?;
         Ok(info.state.messages)
     }
+
+    /// The queue as the workers see it, beside what the stream stores.
+    pub async fn queue(&self) -> Result<QueueDepth, ClusterError> {
+        let stored = self.queue_depth().await?;
+        let name = self.names.wake_consumer();
+        match self.wakes.consumer_info(&name).await {
+            Ok(info) => Ok(QueueDepth { waiting: info.num_pending, in_flight: info.num_ack_pending as u64, stored }),
+            // No worker has bound the queue yet: everything stored waits.
+            Err(e) if e.to_string().contains("not found") => Ok(QueueDepth { waiting: stored, in_flight: 0, stored }),
+            Err(e) => Err(ClusterError::js(format!("consumer {name}"), e)),
+        }
+    }
+}
+
+/// Wake-ups by where they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// Not yet delivered to a worker.
+    pub waiting: u64,
+    /// Delivered and not yet acknowledged (being worked on, or back after a delay).
+    pub in_flight: u64,
+    /// In the stream. More than the two above only when the server lost the record of
+    /// acknowledgements in a crash: such a wake-up names a tip already acted on, and the
+    /// repository's next one replaces it (one per repository is kept).
+    pub stored: u64,
 }
 
 pub struct WakeQueue {

@@ -21,7 +21,9 @@ pub fn print(o: &Overview) {
         let busy = w.busy.as_deref().unwrap_or("idle");
         println!("  {:<24} {:<12} {:<8} jobs {:>5}  dropped writes {:>3}  {busy}", w.worker, w.host, w.device, w.jobs, w.discarded);
     }
-    println!("queue: {} wake-up(s) waiting or in flight", o.queue_depth);
+    let stranded = o.queue.stored.saturating_sub(o.queue.waiting + o.queue.in_flight);
+    let stranded = if stranded > 0 { format!(", {stranded} stale in the stream") } else { String::new() };
+    println!("queue: {} wake-up(s) waiting, {} in flight{stranded}", o.queue.waiting, o.queue.in_flight);
     let behind = o.repos.iter().filter(|r| r.behind).count();
     println!("refs: {} ({behind} behind their tip)", o.repos.len());
     for r in &o.repos {

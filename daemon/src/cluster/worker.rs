@@ -157,7 +157,7 @@ fn keep_alive(node: &Arc<Node>, delivery: &Delivery, mut lease: Lease) -> (Keepa
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
     let lost = Arc::new(AtomicBool::new(false));
     let (cluster, progress, lost_flag) = (node.cluster.clone(), delivery.keepalive(), lost.clone());
-    let period = (node.cluster.lease_time() / 3).min(evolora_cluster::ACK_WAIT / 3);
+    let period = node.cluster.lease_time().min(node.cluster.ack_wait()) / 3;
     let task = node.handle.spawn(async move {
         loop {
             tokio::select! {
