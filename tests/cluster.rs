@@ -20,6 +20,7 @@ use serde_json::Value;
 use util::{BIN, Daemon, Lcg, Repo};
 
 const REPOS: usize = 50;
+const KEEP: usize = 2;
 const WORKERS: usize = 3;
 const LEASE: Duration = Duration::from_secs(3);
 /// Status polls are this far apart; ownership is judged to within one.
@@ -27,8 +28,9 @@ const POLL: Duration = Duration::from_millis(250);
 /// Clock and scheduling slack on this machine.
 const EXPIRY_SLACK: Duration = Duration::from_millis(500);
 
+/// Every node shares the retention rules: two newest versions per repository, no serve grace.
 fn node_config(role: &str, node: &str, url: &str) -> String {
-    format!("[cluster]\nrole = \"{role}\"\nurl = \"{url}\"\nnode = \"{node}\"\nlease_secs = {}\n", LEASE.as_secs())
+    format!("keep_adapters = {KEEP}\n[serve]\ngrace_secs = 0\n[cluster]\nrole = \"{role}\"\nurl = \"{url}\"\nnode = \"{node}\"\nlease_secs = {}\n", LEASE.as_secs())
 }
 
 fn cluster_status(url: &str) -> Option<Value> {
@@ -153,6 +155,7 @@ fn one_edge_and_three_workers_reach_a_single_daemons_states_through_random_kills
     let rounds = 20;
     let nats_round = 14;
     let mut kills: Vec<Kill> = Vec::new();
+    let mut pinned: Option<String> = None;
     let mut down: Vec<(usize, usize)> = Vec::new(); // (worker, round it died)
     for round in 0..rounds {
         for k in 0..3 {
@@ -165,6 +168,18 @@ fn one_edge_and_three_workers_reach_a_single_daemons_states_through_random_kills
                 // fast-import moves the ref without hooks: the edge's watcher sees it.
                 r.append_history(1 + rng.below(3) as usize);
             }
+        }
+        if round == 3 {
+            // Pin the first repository's version of the moment through the edge, then move on.
+            let version = edge.wait_for(Duration::from_secs(60), "a first adapter for the pin", || {
+                let reply = edge.request(serde_json::json!({"op": "adapter", "repo": repos[0].path}));
+                (reply["ok"] == true).then(|| reply["served_name"].as_str().unwrap().rsplit('/').next().unwrap().to_owned())
+            });
+            let reply = edge.request(serde_json::json!({"op": "pin", "repo": repos[0].path}));
+            assert_eq!(reply["pinned"], true, "{reply}");
+            assert!(reply["path"].as_str().unwrap().ends_with(&version), "{reply}");
+            pinned = Some(version);
+            repos[0].append_history(KEEP + 1);
         }
         // Restart workers that have been down two rounds.
         for (w, _) in down.extract_if(.., |(_, died)| round >= *died + 2) {
@@ -287,6 +302,21 @@ fn one_edge_and_three_workers_reach_a_single_daemons_states_through_random_kills
             files
         };
         assert!(files(path) == files(single_adapter["path"].as_str().unwrap()), "adapter files differ for {}", r.path.display());
+    }
+    // Retention ran cluster-wide: at most the newest KEEP versions besides the pinned one,
+    // which survived three publishes, and the edge keeps copies only of versions the cluster
+    // keeps.
+    let pinned = pinned.expect("pinned at round 3");
+    for row in &rows {
+        let extra = row["pinned"].as_array().unwrap().len() as u64;
+        assert!(row["versions"].as_u64().unwrap() <= KEEP as u64 + extra, "retention: {row}");
+    }
+    let first = rows.iter().find(|row| row["state_commit"] == heads[0].as_str()).unwrap();
+    assert_eq!(first["pinned"], serde_json::json!([pinned]), "{first}");
+    for row in &rows {
+        let fetched = root.join("edge/state/cluster/adapters").join(row["rid"].as_str().unwrap());
+        let names: Vec<String> = std::fs::read_dir(&fetched).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+        assert!(names.len() as u64 <= row["versions"].as_u64().unwrap(), "the edge keeps only versions the cluster keeps: {names:?} {row}");
     }
     let beats = status["workers"].as_array().unwrap();
     let dropped: u64 = beats.iter().map(|w| w["discarded"].as_u64().unwrap_or(0)).sum();

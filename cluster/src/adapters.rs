@@ -5,13 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-use async_nats::jetstream::object_store::ObjectMetadata;
-use tokio::io::AsyncReadExt;
+use bytes::Bytes;
 
 use crate::{AdapterFile, AdapterPointer, Cluster, ClusterError, names};
 
 /// The file whose bytes name a version.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// Files up to this size besides the weights describe a version (config, metadata): when the
+/// version is already stored, its copy is read back and kept.
+const DESCRIPTION_MAX: usize = 1 << 20;
 
 fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
     move |source| ClusterError::File { path: path.display().to_string(), source }
@@ -38,16 +41,22 @@ impl Cluster {
         let version = names::version_name(commit, &weights_sha);
         let mut pointer = AdapterPointer { name: version.clone(), commit: commit.to_owned(), files: Vec::new(), published_at };
         for (name, path) in files {
-            let bytes = tokio::fs::read(&path).await.map_err(file_err(&path))?;
-            let sha256 = names::sha256_hex(&bytes);
+            let bytes = Bytes::from(tokio::fs::read(&path).await.map_err(file_err(&path))?);
             let object = object_name(rid, &version, &name);
-            // Written once: the same version from another worker is already complete there.
-            let present = self.adapters.info(&object).await.is_ok_and(|i| i.size as u64 == bytes.len() as u64);
-            if !present {
-                let meta = ObjectMetadata { name: object.clone(), ..Default::default() };
-                self.adapters.put(meta, &mut &bytes[..]).await.map_err(|e| ClusterError::js(format!("object {object} put"), e))?;
+            // The same version made again (a worker died between its upload and its state
+            // write) has the same weights but its own description (`evolora.json` records when
+            // it was made): the copy already stored stands, and the pointer names its bytes.
+            if name != WEIGHTS_FILE && bytes.len() <= DESCRIPTION_MAX
+                && let Some(stored) = self.adapters.get_if_present(&object).await?
+            {
+                pointer.files.push(AdapterFile { name, size: stored.len() as u64, sha256: names::sha256_hex(&stored) });
+                continue;
             }
-            pointer.files.push(AdapterFile { name, size: bytes.len() as u64, sha256 });
+            let sha256 = names::sha256_hex(&bytes);
+            let size = bytes.len() as u64;
+            // Written once: the same version from another worker is already complete there.
+            self.adapters.put_once(&object, bytes, &sha256).await?;
+            pointer.files.push(AdapterFile { name, size, sha256 });
         }
         Ok(pointer)
     }
@@ -55,12 +64,7 @@ impl Cluster {
     /// Removes a version's objects (retention).
     pub async fn delete_adapter(&self, rid: &str, pointer: &AdapterPointer) -> Result<(), ClusterError> {
         for f in &pointer.files {
-            let object = object_name(rid, &pointer.name, &f.name);
-            if let Err(e) = self.adapters.delete(&object).await
-                && e.kind() != async_nats::jetstream::object_store::DeleteErrorKind::NotFound
-            {
-                return Err(ClusterError::js(format!("object {object} delete"), e));
-            }
+            self.adapters.delete(&object_name(rid, &pointer.name, &f.name)).await?;
         }
         Ok(())
     }
@@ -105,9 +109,7 @@ async fn download(cluster: &Cluster, rid: &str, pointer: &AdapterPointer, tmp: &
     tokio::fs::create_dir_all(tmp).await.map_err(file_err(tmp))?;
     for f in &pointer.files {
         let object = object_name(rid, &pointer.name, &f.name);
-        let mut reader = cluster.adapters.get(&object).await.map_err(|e| ClusterError::js(format!("object {object} get"), e))?;
-        let mut bytes = Vec::with_capacity(f.size as usize);
-        reader.read_to_end(&mut bytes).await.map_err(|e| ClusterError::js(format!("object {object} read"), e))?;
+        let bytes = cluster.adapters.get(&object).await?;
         if bytes.len() as u64 != f.size || names::sha256_hex(&bytes) != f.sha256 {
             return Err(ClusterError::Record { what: format!("object {object}"), message: format!("{} bytes whose sha256 differs from the pointer's", bytes.len()) });
         }

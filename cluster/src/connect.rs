@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store, stream};
 
 use crate::ClusterError;
+use crate::blobs::{Blobs, ObjectsLocation, S3Blobs};
 use crate::names::Names;
 
 /// How to reach the cluster.
@@ -20,11 +21,13 @@ pub struct ClusterSettings {
     pub lease: Duration,
     /// JetStream replicas of each stream and bucket (1 for a single server).
     pub replicas: usize,
+    /// Where adapter versions' files are stored.
+    pub objects: ObjectsLocation,
 }
 
 impl ClusterSettings {
     pub fn new(url: &str) -> Self {
-        ClusterSettings { url: url.to_owned(), prefix: "evolora".into(), lease: Duration::from_secs(15), replicas: 1 }
+        ClusterSettings { url: url.to_owned(), prefix: "evolora".into(), lease: Duration::from_secs(15), replicas: 1, objects: ObjectsLocation::JetStream }
     }
 }
 
@@ -39,7 +42,8 @@ pub struct Cluster {
     pub(crate) states: kv::Store,
     pub(crate) tips: kv::Store,
     pub(crate) workers: kv::Store,
-    pub(crate) adapters: object_store::ObjectStore,
+    pub(crate) versions: kv::Store,
+    pub(crate) adapters: Blobs,
 }
 
 impl Cluster {
@@ -93,20 +97,24 @@ impl Cluster {
         let states = kv_bucket(bucket(names.states(), "evolora ref states, advanced by compare-and-set", 1, Duration::ZERO)).await?;
         let tips = kv_bucket(bucket(names.tips(), "evolora newest wake-up per repository", 1, Duration::ZERO)).await?;
         let workers = kv_bucket(bucket(names.workers(), "evolora worker heartbeats", 1, settings.lease * 3)).await?;
-        let adapters = match js.get_object_store(names.adapters()).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: names.adapters(),
-                    description: Some("evolora adapter versions: <repository>/<version>/<file>, each written once".into()),
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ClusterError::js(format!("object store {}", names.adapters()), e))?,
+        let versions = kv_bucket(bucket(names.versions(), "evolora adapter versions per repository: pins, hand-outs, retention", 1, Duration::ZERO)).await?;
+        let adapters = match &settings.objects {
+            ObjectsLocation::JetStream => Blobs::JetStream(Box::new(match js.get_object_store(names.adapters()).await {
+                Ok(store) => store,
+                Err(_) => js
+                    .create_object_store(object_store::Config {
+                        bucket: names.adapters(),
+                        description: Some("evolora adapter versions: <repository>/<version>/<file>, each written once".into()),
+                        storage: stream::StorageType::File,
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| ClusterError::js(format!("object store {}", names.adapters()), e))?,
+            })),
+            s3 @ ObjectsLocation::S3 { .. } => Blobs::S3(S3Blobs::open(s3).await?),
         };
-        Ok(Cluster { names, settings: settings.clone(), js, wakes, leases, states, tips, workers, adapters })
+        Ok(Cluster { names, settings: settings.clone(), js, wakes, leases, states, tips, workers, versions, adapters })
     }
 
     pub fn names(&self) -> &Names {

@@ -1,5 +1,5 @@
-/// What can go wrong talking to the cluster. Each names the JetStream object involved, so a
-/// log line says which bucket or stream refused.
+/// What can go wrong talking to the cluster. Each names the JetStream or S3 object involved,
+/// so a log line says which bucket or stream refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot reach NATS at {url}: {source}")]
@@ -12,6 +12,12 @@ pub enum ClusterError {
     BadName(String),
     #[error("adapter file {path}: {source}")]
     File { path: String, source: std::io::Error },
+    #[error("invalid adapter objects location `{location}`: {reason}")]
+    BadObjectsLocation { location: String, reason: String },
+    #[error("S3 {what}: {source}")]
+    S3 { what: String, source: object_store::Error },
+    #[error("object {object} already holds other bytes ({message}); adapter objects are written once")]
+    WriteOnce { object: String, message: String },
 }
 
 impl ClusterError {

@@ -7,9 +7,10 @@
 //! | wake-ups | stream `<P>_WAKE`, work queue, newest only per subject | `<p>.wake.<rid>` | [`WakeUp`] (JSON) |
 //! | ownership | KV `<p>_leases`, entries expire after the lease time | `<rid>` | holder's worker id |
 //! | states | KV `<p>_states`, written by compare-and-set on the revision | `<rid>.<ref id>` | [`StateRecord`] (bincode envelope) |
-//! | adapter versions | object store `<p>_adapters`, each name written once | `<rid>/<version>/<file>` | the version directory's files |
+//! | adapter versions | object store `<p>_adapters` (or an S3 bucket, [`ObjectsLocation`]), each name written once | `<rid>/<version>/<file>` | the version directory's files |
 //! | newest tips | KV `<p>_tips` | `<rid>` | the last [`WakeUp`] (JSON), for lag |
 //! | workers | KV `<p>_workers`, entries expire | `<worker id>` | [`WorkerBeat`] (JSON) |
+//! | retention | KV `<p>_versions`, written by compare-and-set | `<rid>` | [`Versions`] (JSON): each version's pointer, pin, last hand-out |
 //!
 //! `<p>` is the configured prefix (`evolora`), `<rid>` a repository's cluster id
 //! ([`names::repo_id`]: the edge's name and the hash in its repository key). Git stays the
@@ -22,8 +23,10 @@
 //! itself travels as the state crate's own bytes.
 
 mod adapters;
+mod blobs;
 mod connect;
 mod error;
+pub mod local_s3;
 pub mod local_server;
 mod leases;
 pub mod names;
@@ -31,13 +34,16 @@ mod records;
 mod states;
 mod status;
 mod wakes;
+mod versions;
 mod workers;
 
 pub use adapters::fetch_adapter_into;
+pub use blobs::ObjectsLocation;
 pub use connect::{Cluster, ClusterSettings};
 pub use error::ClusterError;
 pub use leases::Lease;
 pub use records::{AdapterFile, AdapterPointer, RefTip, StateRecord, WakeUp, WorkerBeat};
 pub use states::{Stored, Written};
+pub use versions::{Pruned, VersionEntry, Versions};
 pub use status::{Overview, RepoRow};
 pub use wakes::{QueueDepth, Delivery, Keepalive, WakeQueue};

@@ -78,6 +78,9 @@ impl Names {
     pub fn workers(&self) -> String {
         format!("{}_workers", self.prefix)
     }
+    pub fn versions(&self) -> String {
+        format!("{}_versions", self.prefix)
+    }
     pub fn adapters(&self) -> String {
         format!("{}_adapters", self.prefix)
     }

@@ -52,6 +52,23 @@ impl Cluster {
         }
     }
 
+    /// The stored states of one repository's refs, found by the server's subject index (the
+    /// bucket's keys are `<rid>.<ref id>`), not by listing every key.
+    pub async fn states_of(&self, rid: &str) -> Result<Vec<Stored>, ClusterError> {
+        let what = || format!("KV {} keys of {rid}", self.names.states());
+        let subjects: Vec<(String, usize)> = self.states.stream.info_with_subjects(format!("{}{rid}.>", self.states.prefix)).await.map_err(|e| ClusterError::js(what(), e))?.try_collect().await.map_err(|e| ClusterError::js(what(), e))?;
+        let mut keys: Vec<String> = subjects.into_iter().filter_map(|(subject, _)| subject.strip_prefix(&self.states.prefix).map(str::to_owned)).collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = self.states.entry(&key).await.map_err(|e| ClusterError::js(format!("KV {} get {key}", self.names.states()), e))?;
+            if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                out.push(Stored { record: StateRecord::from_bytes(&e.value)?, revision: e.revision });
+            }
+        }
+        Ok(out)
+    }
+
     /// Every stored state (for `cluster status` and tests), in key order.
     pub async fn states(&self) -> Result<Vec<Stored>, ClusterError> {
         let what = || format!("KV {} keys", self.names.states());

@@ -27,6 +27,9 @@ pub struct RepoRow {
     pub leased_to: Option<String>,
     /// The worker that wrote the state.
     pub written_by: Option<String>,
+    /// Adapter versions the cluster keeps for the repository, and the pinned ones' names.
+    pub versions: usize,
+    pub pinned: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +56,8 @@ impl Cluster {
         for rid in rids {
             let tip = self.tip(&rid).await?;
             let leased_to = self.lease_holder(&rid).await?;
+            let (versions, _) = self.versions(&rid).await?;
+            let pinned: Vec<String> = versions.list.iter().filter(|v| v.pinned).map(|v| v.pointer.name.clone()).collect();
             let mut refnames: Vec<String> = states.iter().filter(|s| s.record.rid == rid).map(|s| s.record.refname.clone()).collect();
             if let Some(t) = &tip {
                 refnames.extend(t.refs.iter().map(|r| r.name.clone()));
@@ -79,6 +84,8 @@ impl Cluster {
                     adapter: state.and_then(|s| s.adapter.as_ref().map(|a| format!("{rid}/{}", a.name))),
                     leased_to: leased_to.clone(),
                     written_by: state.map(|s| s.worker.clone()),
+                    versions: versions.list.len(),
+                    pinned: pinned.clone(),
                 });
             }
         }

@@ -150,7 +150,9 @@ async fn adapter_versions_are_written_once_and_fetched_checked() {
     assert!(pointer.name.starts_with("0123456789ab-"));
     assert_eq!(pointer.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["adapter_config.json", "adapter_model.safetensors"]);
     assert_eq!(pointer.bytes(), weights.len() as u64 + 8);
-    // Another worker's same version: nothing rewritten, same pointer.
+    // Another worker's same version (same weights, its own description): nothing rewritten,
+    // the stored description stands, same pointer.
+    std::fs::write(dir.join("adapter_config.json"), b"{\"r\": 8, \"made\": 2}").unwrap();
     let again = cluster.put_adapter("e1-ffff", commit, &dir, 6).await.unwrap();
     assert_eq!((again.name.as_str(), &again.files), (pointer.name.as_str(), &pointer.files));
 
@@ -189,4 +191,54 @@ async fn everything_survives_a_killed_server() {
     };
     assert_eq!((stored.revision, stored.record.last_commit.as_str()), (rev, "c1"));
     assert_eq!(cluster.queue_depth().await.unwrap(), 1, "the wake-up was stored before the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_the_current_the_pinned_and_the_recently_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server(tmp.path());
+    let cluster = connect(&server, 15).await;
+    let rid = "e1-abab";
+    let mut pointers = Vec::new();
+    for i in 0..4u8 {
+        let dir = tmp.path().join(format!("v{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("adapter_model.safetensors"), vec![i; 1000]).unwrap();
+        let commit = format!("{i}{i}{i}{i}{i}{i}{i}{i}89abcdef0123456789abcdef01234567");
+        let pointer = cluster.put_adapter(rid, &commit, &dir, 100 + i as u64).await.unwrap();
+        cluster.record_version(rid, "refs/heads/main", &pointer).await.unwrap();
+        cluster.record_version(rid, "refs/heads/main", &pointer).await.unwrap();
+        pointers.push(pointer);
+    }
+    assert_eq!(cluster.versions(rid).await.unwrap().0.list.len(), 4, "recorded once each");
+    // v0 is what the ref's state names; v1 is pinned (by commit prefix); v2 was just served.
+    let mut state = record(rid, &pointers[0].commit, "w1");
+    state.adapter = Some(pointers[0].clone());
+    cluster.write_state(&state, None).await.unwrap();
+    let pinned = cluster.set_pinned(rid, &pointers[1].commit[..9], true).await.unwrap().expect("found by commit");
+    assert_eq!(pinned.pointer.name, pointers[1].name);
+    assert!(cluster.set_pinned(rid, "no-such-version", true).await.unwrap().is_none());
+    assert!(cluster.touch_version(rid, &pointers[2].name, 1000).await.unwrap());
+
+    // Keep the newest one (v3): v2 stays for the 100 s grace, then goes.
+    let pruned = cluster.prune_versions(rid, 1, 100, 1050).await.unwrap();
+    assert!(pruned.removed.is_empty(), "{pruned:?}");
+    let pruned = cluster.prune_versions(rid, 1, 100, 1101).await.unwrap();
+    assert_eq!(pruned.removed, vec![pointers[2].name.clone()]);
+    assert_eq!(pruned.freed, 1000);
+    let kept: Vec<String> = cluster.versions(rid).await.unwrap().0.list.into_iter().map(|v| v.pointer.name).collect();
+    assert_eq!(kept, [0, 1, 3].map(|i| pointers[i].name.clone()));
+    assert!(!cluster.touch_version(rid, &pointers[2].name, 1200).await.unwrap(), "gone from the record");
+    let root = tmp.path().join("fetched");
+    assert!(fetch_adapter_into(&cluster, rid, &pointers[2], &root).await.is_err(), "its objects are deleted");
+    for i in [0, 1, 3] {
+        fetch_adapter_into(&cluster, rid, &pointers[i], &root).await.unwrap();
+    }
+    // Unpinned and no longer current, the old ones go too.
+    cluster.set_pinned(rid, &pointers[1].name, false).await.unwrap();
+    let Some(stored) = cluster.state(rid, "refs/heads/main").await.unwrap() else { panic!("state") };
+    state.adapter = Some(pointers[3].clone());
+    cluster.write_state(&state, Some(stored.revision)).await.unwrap();
+    let pruned = cluster.prune_versions(rid, 1, 100, 1200).await.unwrap();
+    assert_eq!(pruned.removed, vec![pointers[0].name.clone(), pointers[1].name.clone()]);
 }

@@ -258,10 +258,25 @@ pub struct ClusterConfig {
     /// example `ssh://git-1.example.com{git_dir}` otherwise).
     #[serde(default = "default_fetch_url")]
     pub fetch_url: String,
+    /// Where adapter versions are stored: `jetstream` (the cluster's NATS object store) or
+    /// `s3://BUCKET/PREFIX` (credentials from the AWS environment variables).
+    #[serde(default = "default_objects")]
+    pub objects: String,
+    /// The S3 server's URL for S3-compatible stores (`http://127.0.0.1:9000`); unset for AWS.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    #[serde(default = "default_s3_region")]
+    pub s3_region: String,
 }
 
 fn default_cluster_prefix() -> String {
     "evolora".into()
+}
+fn default_objects() -> String {
+    "jetstream".into()
+}
+fn default_s3_region() -> String {
+    "us-east-1".into()
 }
 fn default_lease_secs() -> u64 {
     15
@@ -277,13 +292,20 @@ impl ClusterConfig {
         if self.lease_secs < 2 {
             return Err("[cluster] lease_secs must be at least 2".into());
         }
+        self.objects_location().map_err(|e| format!("[cluster] objects: {e}"))?;
         Ok(())
     }
 
+    fn objects_location(&self) -> Result<evolora_cluster::ObjectsLocation, evolora_cluster::ClusterError> {
+        evolora_cluster::ObjectsLocation::parse(&self.objects, self.s3_endpoint.as_deref(), &self.s3_region)
+    }
+
+    /// The connection settings; `check` has accepted this section (every `Config::load` does).
     pub fn settings(&self) -> evolora_cluster::ClusterSettings {
         let mut s = evolora_cluster::ClusterSettings::new(&self.url);
         s.prefix = self.prefix.clone();
         s.lease = std::time::Duration::from_secs(self.lease_secs);
+        s.objects = self.objects_location().expect("[cluster] objects was checked when the configuration was loaded");
         s
     }
 }
@@ -662,6 +684,33 @@ mod tests {
         assert!(c.pushes(Path::new("/srv/other.git")));
         assert!(toml::from_str::<Config>("[serve]\nformats = [\"onnx\"]\n").is_err());
         assert_eq!(Config::default().serve.grace_secs, 3600);
+    }
+
+    #[test]
+    fn cluster_objects_default_to_jetstream_and_s3_locations_are_checked() {
+        use evolora_cluster::ObjectsLocation;
+        let cluster = |extra: &str| toml::from_str::<Config>(&format!("[cluster]\nrole = \"worker\"\nurl = \"nats://h:4222\"\nnode = \"w1\"\n{extra}")).unwrap().cluster.unwrap();
+        let plain = cluster("");
+        assert!(plain.check().is_ok());
+        assert_eq!(plain.settings().objects, ObjectsLocation::JetStream);
+        let s3 = cluster("objects = \"s3://evolora-adapters/prod/\"\ns3_endpoint = \"http://127.0.0.1:9000\"\n");
+        assert!(s3.check().is_ok());
+        assert_eq!(
+            s3.settings().objects,
+            ObjectsLocation::S3 { bucket: "evolora-adapters".into(), prefix: "prod".into(), endpoint: Some("http://127.0.0.1:9000".into()), region: "us-east-1".into(), allow_http: true }
+        );
+        let aws = cluster("objects = \"s3://evolora-adapters\"\ns3_region = \"eu-west-3\"\n").settings().objects;
+        assert!(matches!(aws, ObjectsLocation::S3 { endpoint: None, allow_http: false, ref region, .. } if region == "eu-west-3"));
+        for (extra, why) in [
+            ("objects = \"minio://b\"\n", "expected `jetstream` or `s3://BUCKET/PREFIX`"),
+            ("objects = \"s3://No_Such\"\n", "bucket name"),
+            ("objects = \"s3://bucket\"\ns3_endpoint = \"127.0.0.1:9000\"\n", "http:// or https://"),
+            ("s3_endpoint = \"http://127.0.0.1:9000\"\n", "adapters go to JetStream"),
+            ("objects = \"s3://bucket\"\ns3_region = \"\"\n", "region"),
+        ] {
+            let err = cluster(extra).check().unwrap_err();
+            assert!(err.starts_with("[cluster] objects: ") && err.contains(why), "{extra}: {err}");
+        }
     }
 
     #[test]

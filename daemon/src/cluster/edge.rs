@@ -121,7 +121,12 @@ pub async fn adapter(daemon: &Arc<Daemon>, node: &Node, rec: &RepoRecord, found:
                 return Err(OpError::new(ErrorCode::Timeout, format!("the adapter for {repo} still covers {}, not the tip; waited {wait_ms} ms", pointer.commit)));
             }
             let root = super::fetched_root(&daemon.state_dir());
+            let fresh = !root.join(&rid).join(&pointer.name).is_dir();
             let path = fetch_adapter_into(&node.cluster, &rid, &pointer, &root).await.map_err(unavailable)?;
+            note_served(node, &rid, &pointer.name).await;
+            if fresh {
+                sweep_fetched(node, &rid, &root.join(&rid), &pointer.name).await;
+            }
             daemon.metrics.served.inc();
             let trained = stored.as_ref().is_some_and(|s| s.record.trained);
             return Ok(AdapterReply {
@@ -142,4 +147,70 @@ pub async fn adapter(daemon: &Arc<Daemon>, node: &Node, rec: &RepoRecord, found:
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Hand-outs written to the cluster's version record at most this often per version and node
+/// (the serve grace is counted from them).
+const SERVED_WRITE_INTERVAL: u64 = 60;
+
+/// Records a hand-out of `version` in the cluster, so retention keeps it for the serve grace.
+async fn note_served(node: &Node, rid: &str, version: &str) {
+    let now = crate::clock::now_secs();
+    let slot = (rid.to_owned(), version.to_owned());
+    let due = node.served.lock().expect("served lock").get(&slot).is_none_or(|t| now >= t + SERVED_WRITE_INTERVAL);
+    if !due {
+        return;
+    }
+    match node.cluster.touch_version(rid, version, now).await {
+        Ok(_) => {
+            node.served.lock().expect("served lock").insert(slot, now);
+        }
+        Err(e) => warn!(%rid, %version, error = %e, "hand-out not recorded in the cluster"),
+    }
+}
+
+/// After a new version was fetched: removes this node's copies of the repository's versions
+/// that the cluster's retention has let go.
+async fn sweep_fetched(node: &Node, rid: &str, dir: &Path, serving: &str) {
+    let kept = match node.cluster.versions(rid).await {
+        Ok((v, _)) => v.list.into_iter().map(|e| e.pointer.name).collect::<std::collections::HashSet<_>>(),
+        Err(e) => {
+            warn!(%rid, error = %e, "cannot read the cluster's versions; fetched copies stay");
+            return;
+        }
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == serving || name.starts_with('.') || kept.contains(&name) {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => info!(%rid, version = %name, "fetched adapter version removed: the cluster no longer keeps it"),
+            Err(e) => warn!(%rid, version = %name, error = %e, "cannot remove a fetched adapter version"),
+        }
+    }
+}
+
+/// `pin` and `unpin` on an edge: the cluster's record of the version, by name or commit, or
+/// the current version of the ref checked out where the client asked.
+pub async fn pin(daemon: &Arc<Daemon>, node: &Node, rec: &RepoRecord, found: Arc<Found>, name: Option<&str>, pinned: bool) -> Result<evolora_protocol::reply::Pinned, OpError> {
+    let rid = node.repo_id(&rec.key);
+    let repo = found.location.git_dir.display().to_string();
+    let unavailable = |e: evolora_cluster::ClusterError| OpError::new(ErrorCode::NoAdapter, format!("cannot {} for {repo}: the cluster did not answer: {e}", if pinned { "pin" } else { "unpin" }));
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => {
+            let f = found.clone();
+            let tracked = crate::ops::blocking(move || f.tracked_ref().map_err(crate::ops::internal)).await?;
+            let refname = tracked.map(|(r, _)| r).unwrap_or_default();
+            let stored = node.cluster.state(&rid, &refname).await.map_err(unavailable)?;
+            stored.and_then(|s| s.record.adapter.map(|a| a.name)).ok_or_else(|| OpError::new(ErrorCode::NoAdapter, format!("{repo} has no current adapter in the cluster to {}", if pinned { "pin" } else { "unpin" })))?
+        }
+    };
+    let entry = node.cluster.set_pinned(&rid, &name, pinned).await.map_err(unavailable)?.ok_or_else(|| {
+        OpError::new(ErrorCode::NoAdapter, format!("the cluster has no adapter version of {repo} named `{name}` (a version name from `evolora cluster status` or a commit of at least 7 hex digits)"))
+    })?;
+    let path = fetch_adapter_into(&node.cluster, &rid, &entry.pointer, &super::fetched_root(&daemon.state_dir())).await.map_err(unavailable)?;
+    Ok(evolora_protocol::reply::Pinned { path: path.display().to_string(), commit: entry.pointer.commit, refname: entry.refname, pinned: entry.pinned })
 }

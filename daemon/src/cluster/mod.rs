@@ -21,6 +21,8 @@ pub struct Node {
     pub config: ClusterConfig,
     /// The daemon's runtime, for the threads that are not tasks (the model thread).
     pub handle: tokio::runtime::Handle,
+    /// When this node last wrote a hand-out time per (repository, version).
+    pub served: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
 }
 
 impl Node {
@@ -29,7 +31,7 @@ impl Node {
     pub fn connect(config: &ClusterConfig, handle: &tokio::runtime::Handle) -> Result<Node, ClusterError> {
         let name = format!("evolora-{:?}-{}", config.role, config.node).to_lowercase();
         let cluster = handle.block_on(Cluster::connect(&config.settings(), &name))?;
-        Ok(Node { cluster, config: config.clone(), handle: handle.clone() })
+        Ok(Node { cluster, config: config.clone(), handle: handle.clone(), served: Default::default() })
     }
 
     /// The cluster id of one of this edge's repositories.

@@ -34,7 +34,7 @@ pub fn print(o: &Overview) {
             _ => "current".to_owned(),
         };
         println!(
-            "  {:<28} {:<18} state {:<12} tip {:<12} walked {:>6}  {:<14} lease {:<20} {}",
+            "  {:<28} {:<18} state {:<12} tip {:<12} walked {:>6}  {:<14} lease {:<20} {} ({} kept, {} pinned)",
             r.rid,
             r.refname.trim_start_matches("refs/heads/"),
             short(&r.state_commit),
@@ -43,6 +43,8 @@ pub fn print(o: &Overview) {
             lag,
             r.leased_to.as_deref().unwrap_or("-"),
             r.adapter.as_deref().unwrap_or("no adapter"),
+            r.versions,
+            r.pinned.len(),
         );
     }
 }

@@ -221,17 +221,22 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
 
     let out = engine.sync(&key, JobFlags::default()).map_err(|e| e.to_string())?;
 
+    let mut published = false;
     for refname in &refnames {
         let Some(after) = store.ref_state(&key, refname).map_err(|e| e.to_string())? else { continue };
         let (stored, before) = read.remove(refname).unwrap_or((None, None));
         if before.as_ref() == Some(&after) {
             continue;
         }
-        let published = after.current_adapter.is_some() && before.as_ref().is_none_or(|b| (&b.current_adapter, b.adapter_at) != (&after.current_adapter, after.adapter_at));
+        let new_version = after.current_adapter.is_some() && before.as_ref().is_none_or(|b| (&b.current_adapter, b.adapter_at) != (&after.current_adapter, after.adapter_at));
         let adapter = match (&after.current_adapter, &after.adapter_commit) {
-            (Some(dir), Some(commit)) if published => {
+            (Some(dir), Some(commit)) if new_version => {
                 let path = engine.context().adapters.path(&key, dir);
-                Some(h.block_on(node.cluster.put_adapter(&wake.rid, commit, &path, after.adapter_at.unwrap_or_else(now_secs))).map_err(|e| e.to_string())?)
+                let pointer = h.block_on(node.cluster.put_adapter(&wake.rid, commit, &path, after.adapter_at.unwrap_or_else(now_secs))).map_err(|e| e.to_string())?;
+                // On record before any state names it, so retention knows every version.
+                h.block_on(node.cluster.record_version(&wake.rid, refname, &pointer)).map_err(|e| e.to_string())?;
+                published = true;
+                Some(pointer)
             }
             _ => stored.as_ref().and_then(|s| s.record.adapter.clone()),
         };
@@ -255,6 +260,15 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
                 activity.discarded.fetch_add(1, Ordering::Relaxed);
                 info!(rid = %wake.rid, %refname, "another worker advanced this state meanwhile: this walk's result is dropped");
             }
+        }
+    }
+    if published {
+        // The cluster-wide retention rules, with this worker's `keep_adapters` and serve grace
+        // (every worker should share them). A failure here costs only space.
+        match h.block_on(node.cluster.prune_versions(&wake.rid, cfg.keep_adapters, cfg.serve.grace_secs, now_secs())) {
+            Ok(p) if !p.removed.is_empty() => info!(rid = %wake.rid, removed = p.removed.len(), freed = p.freed, "adapter versions pruned from the cluster"),
+            Ok(_) => {}
+            Err(e) => warn!(rid = %wake.rid, error = %e, "adapter retention failed; the versions stay until the next publish"),
         }
     }
     Ok(if out.interrupted { Done::Interrupted } else { Done::Complete })

@@ -10,6 +10,10 @@ use crate::context::Daemon;
 
 pub async fn run(daemon: &Arc<Daemon>, repo: &str, adapter: Option<&str>, pinned: bool) -> Result<Pinned, OpError> {
     let (rec, found) = super::registered(daemon, repo).await?;
+    // On an edge the versions live in the cluster.
+    if let Some(node) = daemon.cluster.get().filter(|n| n.config.role == crate::config::ClusterRole::Edge) {
+        return crate::cluster::edge::pin(daemon, node, &rec, found, adapter, pinned).await;
+    }
     let name = match adapter {
         Some(name) => name.to_owned(),
         None => {
