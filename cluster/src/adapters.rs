@@ -37,11 +37,12 @@ impl Cluster {
         }
         files.sort();
         let weights = dir.join(WEIGHTS_FILE);
-        let weights_sha = names::sha256_hex(&tokio::fs::read(&weights).await.map_err(file_err(&weights))?);
+        let weights_bytes = Bytes::from(tokio::fs::read(&weights).await.map_err(file_err(&weights))?);
+        let weights_sha = names::sha256_hex(&weights_bytes);
         let version = names::version_name(commit, &weights_sha);
         let mut pointer = AdapterPointer { name: version.clone(), commit: commit.to_owned(), files: Vec::new(), published_at };
         for (name, path) in files {
-            let bytes = Bytes::from(tokio::fs::read(&path).await.map_err(file_err(&path))?);
+            let bytes = if name == WEIGHTS_FILE { weights_bytes.clone() } else { Bytes::from(tokio::fs::read(&path).await.map_err(file_err(&path))?) };
             let object = object_name(rid, &version, &name);
             // The same version made again (a worker died between its upload and its state
             // write) has the same weights but its own description (`evolora.json` records when
@@ -52,7 +53,7 @@ impl Cluster {
                 pointer.files.push(AdapterFile { name, size: stored.len() as u64, sha256: names::sha256_hex(&stored) });
                 continue;
             }
-            let sha256 = names::sha256_hex(&bytes);
+            let sha256 = if name == WEIGHTS_FILE { weights_sha.clone() } else { names::sha256_hex(&bytes) };
             let size = bytes.len() as u64;
             // Written once: the same version from another worker is already complete there.
             self.adapters.put_once(&object, bytes, &sha256).await?;

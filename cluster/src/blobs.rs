@@ -11,6 +11,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Chunk size of JetStream objects. The client publishes chunks one at a time and waits for
+/// each acknowledgement, so the default 128 KiB made a 74 MB upload 578 round trips (71 MB/s
+/// here); chunks just under the server's default 1 MiB message limit cut them eightfold.
+const JETSTREAM_CHUNK: usize = 1024 * 1024 - 4096;
+
 use async_nats::jetstream::object_store as js_objects;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -260,7 +265,7 @@ impl Blobs {
                 // Its info is written after its last chunk: one of the right size is complete.
                 let present = store.info(object).await.is_ok_and(|i| i.size as u64 == bytes.len() as u64);
                 if !present {
-                    let meta = js_objects::ObjectMetadata { name: object.to_owned(), ..Default::default() };
+                    let meta = js_objects::ObjectMetadata { name: object.to_owned(), chunk_size: Some(JETSTREAM_CHUNK), ..Default::default() };
                     store.put(meta, &mut &bytes[..]).await.map_err(|e| ClusterError::js(format!("object {object} put"), e))?;
                 }
                 Ok(())

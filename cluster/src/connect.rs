@@ -23,11 +23,15 @@ pub struct ClusterSettings {
     pub replicas: usize,
     /// Where adapter versions' files are stored.
     pub objects: ObjectsLocation,
+    /// Whether this connection sets the buckets' limits (the lease time) when they exist with
+    /// others. Workers do; edges and `cluster status` only create what is missing and then
+    /// go by the cluster's lease, so a client with another setting cannot change it.
+    pub configures: bool,
 }
 
 impl ClusterSettings {
     pub fn new(url: &str) -> Self {
-        ClusterSettings { url: url.to_owned(), prefix: "evolora".into(), lease: Duration::from_secs(15), replicas: 1, objects: ObjectsLocation::JetStream }
+        ClusterSettings { url: url.to_owned(), prefix: "evolora".into(), lease: Duration::from_secs(15), replicas: 1, objects: ObjectsLocation::JetStream, configures: true }
     }
 }
 
@@ -89,6 +93,11 @@ impl Cluster {
         };
         let kv_bucket = async |config: kv::Config| {
             let name = config.bucket.clone();
+            if !settings.configures
+                && let Ok(store) = js.get_key_value(&name).await
+            {
+                return Ok(store);
+            }
             js.create_or_update_key_value(config).await.map_err(|e| ClusterError::js(format!("KV bucket {name}"), e))
         };
         // A lease is its key's presence: the bucket's age limit expires a holder that
@@ -97,6 +106,8 @@ impl Cluster {
         let states = kv_bucket(bucket(names.states(), "evolora ref states, advanced by compare-and-set", 1, Duration::ZERO)).await?;
         let tips = kv_bucket(bucket(names.tips(), "evolora newest wake-up per repository", 1, Duration::ZERO)).await?;
         let workers = kv_bucket(bucket(names.workers(), "evolora worker heartbeats", 1, settings.lease * 3)).await?;
+        // The lease in force is the bucket's age limit, whoever set it.
+        let lease = leases.status().await.map_err(|e| ClusterError::js(format!("KV bucket {} status", names.leases()), e))?.max_age();
         let versions = kv_bucket(bucket(names.versions(), "evolora adapter versions per repository: pins, hand-outs, retention", 1, Duration::ZERO)).await?;
         let adapters = match &settings.objects {
             ObjectsLocation::JetStream => Blobs::JetStream(Box::new(match js.get_object_store(names.adapters()).await {
@@ -114,7 +125,7 @@ impl Cluster {
             })),
             s3 @ ObjectsLocation::S3 { .. } => Blobs::S3(S3Blobs::open(s3).await?),
         };
-        Ok(Cluster { names, settings: settings.clone(), js, wakes, leases, states, tips, workers, versions, adapters })
+        Ok(Cluster { names, settings: ClusterSettings { lease, ..settings.clone() }, js, wakes, leases, states, tips, workers, versions, adapters })
     }
 
     pub fn names(&self) -> &Names {

@@ -242,3 +242,21 @@ async fn retention_keeps_the_newest_the_current_the_pinned_and_the_recently_serv
     let pruned = cluster.prune_versions(rid, 1, 100, 1200).await.unwrap();
     assert_eq!(pruned.removed, vec![pointers[0].name.clone(), pointers[1].name.clone()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_goes_by_the_clusters_lease_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server(tmp.path());
+    let worker = connect(&server, 3).await;
+    let mut settings = ClusterSettings::new(&server.url());
+    settings.configures = false; // as `cluster status` and edges connect: default 15 s lease
+    let reader = Cluster::connect(&settings, "reader").await.unwrap();
+    assert_eq!(reader.lease_time(), Duration::from_secs(3), "the cluster's lease, not the reader's default");
+    let again = connect(&server, 3).await;
+    assert_eq!(again.lease_time(), Duration::from_secs(3), "the reader did not change the bucket");
+    // The reader judges a held lease by the cluster's time too.
+    worker.claim("e1-cdcd", "w1").await.unwrap().expect("free");
+    assert_eq!(reader.lease_holder("e1-cdcd").await.unwrap().as_deref(), Some("w1"));
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(reader.lease_holder("e1-cdcd").await.unwrap(), None, "over after the cluster's 3 s");
+}

@@ -51,7 +51,6 @@ fn status(url: &str) -> Option<serde_json::Value> {
 
 struct Run {
     seconds: f64,
-    jobs: u64,
     adapter_bytes: u64,
 }
 
@@ -78,25 +77,24 @@ fn cluster_run(root: &Path, repos: &[PathBuf], heads: &[String], workers: usize,
         let ok = Command::new(BIN).arg("register").arg("--no-hooks").arg(r).env("EVOLORA_SOCKET", root.join("edge/sock")).stdout(Stdio::null()).status().unwrap().success();
         assert!(ok, "register on the edge");
     }
-    let done = loop {
+    loop {
         let s = status(&url).expect("status");
         let rows = s["repos"].as_array().cloned().unwrap_or_default();
         let all = heads.iter().all(|h| rows.iter().any(|r| r["state_commit"] == h.as_str() && r["adapter"].as_str().is_some_and(|a| a.contains(&h[..12]))));
         if all {
-            break s;
+            break;
         }
         assert!(t.elapsed() < Duration::from_secs(1800), "the cluster did not finish: {s}");
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
     let seconds = t.elapsed().as_secs_f64();
-    let jobs = done["workers"].as_array().unwrap().iter().map(|w| w["jobs"].as_u64().unwrap_or(0)).sum();
     let adapter_bytes = dir_bytes(&root.join("nats"));
     stop(edge);
     for w in pool {
         stop(w);
     }
     nats.kill();
-    Run { seconds, jobs, adapter_bytes }
+    Run { seconds, adapter_bytes }
 }
 
 fn single_run(root: &Path, repos: &[PathBuf], heads: &[String], model: &[String], extra_config: &str) -> f64 {
@@ -126,6 +124,82 @@ fn dir_bytes(dir: &Path) -> u64 {
     entries.flatten().map(|e| if e.file_type().unwrap().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum()
 }
 
+/// What this machine's nats-server sustains for the operations a job makes: compare-and-set
+/// state writes one after another (a worker's latency) and from 16 tasks on distinct keys
+/// (a pool's rate), and an adapter version's upload and checked download.
+fn jetstream_floors(root: &Path, adapter_bytes: usize) -> Vec<(String, String)> {
+    use evolora_cluster::{Cluster, ClusterSettings, StateRecord, Written, fetch_adapter_into};
+    let mut nats = LocalServer::start(&root.join("nats-floor")).expect("nats-server");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let record = |rid: &str, i: u64| StateRecord {
+        rid: rid.into(),
+        edge: "bench".into(),
+        repo_key: rid.into(),
+        refname: "refs/heads/main".into(),
+        last_commit: format!("{i:040x}"),
+        walked: i,
+        vector_sha256: String::new(),
+        // Between a compact state (1.3 KB) and a paper one (8.5 KB).
+        state: vec![7; 4096],
+        adapter: None,
+        trained: false,
+        worker: "bench".into(),
+        updated_at: i,
+    };
+    let rows = rt.block_on(async {
+        let cluster = Cluster::connect(&ClusterSettings::new(&nats.url()), "bench").await.unwrap();
+        let writes = 2000u64;
+        let t = Instant::now();
+        let mut revision = None;
+        for i in 0..writes {
+            let Written::Applied(r) = cluster.write_state(&record("bench-seq", i), revision).await.unwrap() else { panic!("conflict") };
+            revision = Some(r);
+        }
+        let sequential = writes as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..16)
+            .map(|k| {
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    let rid = format!("bench-par{k}");
+                    let mut revision = None;
+                    for i in 0..writes / 16 {
+                        let Written::Applied(r) = cluster.write_state(&record(&rid, i), revision).await.unwrap() else { panic!("conflict") };
+                        revision = Some(r);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let parallel = writes as f64 / t.elapsed().as_secs_f64();
+
+        let dir = root.join("floor-version");
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights: Vec<u8> = (0..adapter_bytes as u64).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        std::fs::write(dir.join("adapter_model.safetensors"), &weights).unwrap();
+        std::fs::write(dir.join("adapter_config.json"), b"{}").unwrap();
+        let t = Instant::now();
+        let pointer = cluster.put_adapter("bench-obj", &format!("{:040x}", 1), &dir, 1).await.unwrap();
+        let up = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        fetch_adapter_into(&cluster, "bench-obj", &pointer, &root.join("floor-fetched")).await.unwrap();
+        let down = t.elapsed().as_secs_f64();
+        let mb = adapter_bytes as f64 / 1e6;
+        vec![
+            ("state compare-and-set, one after another".to_owned(), format!("{sequential:.0} writes/s ({:.2} ms each)", 1e3 / sequential)),
+            ("state compare-and-set, 16 tasks on distinct keys".to_owned(), format!("{parallel:.0} writes/s")),
+            (format!("adapter version upload ({mb:.0} MB, object store)"), format!("{:.0} ms ({:.0} MB/s)", up * 1e3, mb / up)),
+            (format!("adapter version fetch, checked and fsynced ({mb:.0} MB)"), format!("{:.0} ms ({:.0} MB/s)", down * 1e3, mb / down)),
+        ]
+    });
+    nats.kill();
+    let _ = std::fs::remove_dir_all(root.join("floor-version"));
+    let _ = std::fs::remove_dir_all(root.join("floor-fetched"));
+    rows
+}
+
 fn main() {
     let n: usize = arg("--repos", 24);
     let commits: usize = arg("--commits", 40);
@@ -141,6 +215,8 @@ fn main() {
     let heads: Vec<String> = repos.iter().map(|r| git(r, &["rev-parse", "HEAD"])).collect();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
+    // The 1.5B base's adapter at f32 (bf16 halves it).
+    let floors = jetstream_floors(tmp.path(), if dtype == "bf16" { 36_950_000 } else { 73_900_000 });
     let single = single_run(&tmp.path().join("single"), &repos, &heads, &model, &extra);
     let _ = std::fs::remove_dir_all(tmp.path().join("single"));
     let mut rows = Vec::new();
@@ -151,19 +227,24 @@ fn main() {
         rows.push((k, run));
     }
     let total = (n * commits) as f64;
+    println!("| JetStream on this machine (one nats-server, file storage) | rate |");
+    println!("|---|---|");
+    for (what, rate) in &floors {
+        println!("| {what} | {rate} |");
+    }
+    println!();
     println!("{n} repositories × {commits} commits, preset {preset} on qwen2.5-coder-1.5b ({dtype}), {cpus} CPUs; every node on this machine");
-    println!("| setup | time | repositories/s | commits/s | vs one daemon | jobs | JetStream bytes on disk |");
-    println!("|---|---|---|---|---|---|---|");
-    println!("| one daemon (no cluster) | {single:.2} s | {:.2} | {:.0} | 1.00 | – | – |", n as f64 / single, total / single);
+    println!("| setup | time | repositories/s | commits/s | vs one daemon | JetStream bytes on disk |");
+    println!("|---|---|---|---|---|---|");
+    println!("| one daemon (no cluster) | {single:.2} s | {:.2} | {:.0} | 1.00 | – |", n as f64 / single, total / single);
     for (k, r) in &rows {
         println!(
-            "| edge + {k} worker{} | {:.2} s | {:.2} | {:.0} | {:.2} | {} | {:.1} MB |",
+            "| edge + {k} worker{} | {:.2} s | {:.2} | {:.0} | {:.2} | {:.1} MB |",
             if *k == 1 { "" } else { "s" },
             r.seconds,
             n as f64 / r.seconds,
             total / r.seconds,
             single / r.seconds,
-            r.jobs,
             r.adapter_bytes as f64 / 1e6
         );
     }

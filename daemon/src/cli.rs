@@ -491,6 +491,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(p) = prefix.or_else(|| from_file.map(|c| c.prefix)) {
                 settings.prefix = p;
             }
+            // Reading the cluster changes none of its settings.
+            settings.configures = false;
             let overview = crate::cluster::status::overview(&settings)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&overview)?);

@@ -306,6 +306,8 @@ impl ClusterConfig {
         s.prefix = self.prefix.clone();
         s.lease = std::time::Duration::from_secs(self.lease_secs);
         s.objects = self.objects_location().expect("[cluster] objects was checked when the configuration was loaded");
+        // The workers own the lease time; an edge goes by the cluster's.
+        s.configures = self.role == ClusterRole::Worker;
         s
     }
 }

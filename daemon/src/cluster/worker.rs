@@ -29,6 +29,8 @@ struct Activity {
     busy: Mutex<Option<String>>,
     jobs: AtomicU64,
     discarded: AtomicU64,
+    /// Wakes the heartbeat when a job starts or ends, so `cluster status` shows it at once.
+    changed: tokio::sync::Notify,
 }
 
 /// Serves the cluster's queue on the model thread until the daemon stops.
@@ -82,7 +84,10 @@ async fn heartbeat(node: Arc<Node>, worker: String, device: String, activity: Ar
         if let Err(e) = node.cluster.beat(&beat).await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = activity.changed.notified() => {}
+        }
     }
 }
 
@@ -112,6 +117,7 @@ fn handle(engine: &mut Engine, node: &Arc<Node>, id: &str, activity: &Activity, 
         }
     };
     *activity.busy.lock().expect("activity lock") = Some(wake.rid.clone());
+    activity.changed.notify_one();
     let (keepalive, lost) = keep_alive(node, &delivery, lease);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(engine, node, id, activity, &wake)))
         .unwrap_or_else(|p| Err(format!("internal error (a bug; please report it): {}", panic_text(&p))));
@@ -126,6 +132,7 @@ fn handle(engine: &mut Engine, node: &Arc<Node>, id: &str, activity: &Activity, 
     match result {
         Ok(Done::Complete) => {
             activity.jobs.fetch_add(1, Ordering::Relaxed);
+            activity.changed.notify_one();
             if let Err(e) = h.block_on(delivery.done()) {
                 warn!(rid = %wake.rid, error = %e, "acknowledging the wake-up failed; it will come again (harmless)");
             }
