@@ -182,6 +182,14 @@ fn one_edge_and_three_workers_reach_a_single_daemons_states_through_random_kills
             pinned = Some(version);
             repos[0].append_history(KEEP + 1);
         }
+        if round == 9 {
+            // A rewritten ref (a force-push): whichever worker takes it goes back to a restore
+            // point it got from the cluster.
+            let r = &repos[2];
+            r.git(&["reset", "-q", "--hard", "HEAD~2"]);
+            r.write("pkg/rewritten.py", "REWRITTEN = True\n");
+            r.commit("rewritten history");
+        }
         // Restart workers that have been down two rounds.
         for (w, _) in down.extract_if(.., |(_, died)| round >= *died + 2) {
             workers[w].restart();
@@ -319,6 +327,12 @@ fn one_edge_and_three_workers_reach_a_single_daemons_states_through_random_kills
         let fetched = root.join("edge/state/cluster/adapters").join(row["rid"].as_str().unwrap());
         let names: Vec<String> = std::fs::read_dir(&fetched).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
         assert!(names.len() as u64 <= row["versions"].as_u64().unwrap(), "the edge keeps only versions the cluster keeps: {names:?} {row}");
+    }
+    // Restore points travel with the states (one every 16 commits by default).
+    for row in &rows {
+        if row["walked"].as_u64().unwrap() >= 16 {
+            assert!(row["restore_points"].as_u64().unwrap() > 0, "no restore points in the cluster: {row}");
+        }
     }
     let beats = status["workers"].as_array().unwrap();
     let dropped: u64 = beats.iter().map(|w| w["discarded"].as_u64().unwrap_or(0)).sum();

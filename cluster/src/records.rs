@@ -92,6 +92,9 @@ pub struct StateRecord {
     pub vector_sha256: String,
     /// The state crate's own encoding of the ref state (opaque here).
     pub state: Vec<u8>,
+    /// The ref's restore points in the same encoding, oldest first, so that whichever worker
+    /// walks next can go back to one when the ref is rewritten.
+    pub restore_points: Vec<Vec<u8>>,
     /// The ref's current adapter version, if one was published.
     pub adapter: Option<AdapterPointer>,
     /// Whether the model that made it was trained (an untrained one is served with a warning).
@@ -152,6 +155,7 @@ mod tests {
             walked: 7,
             vector_sha256: "00".into(),
             state: vec![0, 255, 7, 1],
+            restore_points: vec![vec![4, 5], vec![6]],
             adapter: Some(AdapterPointer { name: "n".into(), commit: "c".into(), files: vec![AdapterFile { name: "a".into(), size: 3, sha256: "s".into() }], published_at: 5 }),
             trained: true,
             worker: "w".into(),

@@ -27,6 +27,8 @@ pub struct RepoRow {
     pub leased_to: Option<String>,
     /// The worker that wrote the state.
     pub written_by: Option<String>,
+    /// Restore points the state carries.
+    pub restore_points: usize,
     /// Adapter versions the cluster keeps for the repository, and the pinned ones' names.
     pub versions: usize,
     pub pinned: Vec<String>,
@@ -84,6 +86,7 @@ impl Cluster {
                     adapter: state.and_then(|s| s.adapter.as_ref().map(|a| format!("{rid}/{}", a.name))),
                     leased_to: leased_to.clone(),
                     written_by: state.map(|s| s.worker.clone()),
+                    restore_points: state.map_or(0, |s| s.restore_points.len()),
                     versions: versions.list.len(),
                     pinned: pinned.clone(),
                 });

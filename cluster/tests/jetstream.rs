@@ -30,6 +30,7 @@ fn record(rid: &str, commit: &str, worker: &str) -> StateRecord {
         walked: 1,
         vector_sha256: "v".into(),
         state: vec![1, 2, 3],
+        restore_points: Vec::new(),
         adapter: None,
         trained: false,
         worker: worker.into(),

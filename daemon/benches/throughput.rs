@@ -141,6 +141,7 @@ fn jetstream_floors(root: &Path, adapter_bytes: usize) -> Vec<(String, String)> 
         vector_sha256: String::new(),
         // Between a compact state (1.3 KB) and a paper one (8.5 KB).
         state: vec![7; 4096],
+        restore_points: Vec::new(),
         adapter: None,
         trained: false,
         worker: "bench".into(),

@@ -220,6 +220,13 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
                 return Err(format!("the cluster's state of {refname} was made by another model ({}); this worker runs {fingerprint}: every worker needs the same [model]", st.model_fingerprint));
             }
             if store.ref_state(&key, refname).map_err(|e| e.to_string())?.as_ref() != Some(st) {
+                // The ref's restore points travel with it: this worker's own may be from an
+                // older walk, the cluster's are those of the state it continues.
+                store.clear_restore_points(&key, refname).map_err(|e| e.to_string())?;
+                for bytes in &stored.as_ref().expect("a state was read").record.restore_points {
+                    let point = RefState::from_bytes(bytes).map_err(|e| format!("a restore point of {refname} in the cluster: {e}"))?;
+                    store.put_restore_point(&key, &point, cfg.history.restore_points).map_err(|e| e.to_string())?;
+                }
                 store.commit_steps(&key, st).map_err(|e| e.to_string())?;
             }
         }
@@ -256,6 +263,7 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
             walked: after.walked,
             vector_sha256: vector_digest(&after.vector),
             state: after.to_bytes(),
+            restore_points: exported_points(&store.restore_points(&key, refname).map_err(|e| e.to_string())?),
             adapter,
             trained,
             worker: id.to_owned(),
@@ -279,6 +287,27 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
         }
     }
     Ok(if out.interrupted { Done::Interrupted } else { Done::Complete })
+}
+
+/// Most bytes of restore points a state record carries, well inside JetStream's default
+/// 1 MiB message (32 points of a paper-size state take about 270 KB): beyond it the oldest
+/// points stay behind, which costs only a longer walk after a rewrite of old history.
+const RESTORE_POINT_BYTES: usize = 640 * 1024;
+
+/// The newest restore points that fit [`RESTORE_POINT_BYTES`], oldest first.
+fn exported_points(points: &[RefState]) -> Vec<Vec<u8>> {
+    let mut total = 0;
+    let mut out: Vec<Vec<u8>> = points
+        .iter()
+        .rev()
+        .map(RefState::to_bytes)
+        .take_while(|b| {
+            total += b.len();
+            total <= RESTORE_POINT_BYTES
+        })
+        .collect();
+    out.reverse();
+    out
 }
 
 /// Fetches the wake-up's refs into `<root>/<rid>.git` (created bare the first time) and
