@@ -76,6 +76,12 @@ impl Cluster {
 /// sha256, synced, then renamed into place. A directory already there is complete (only a
 /// rename makes one), so a version is fetched once per node.
 pub async fn fetch_adapter_into(cluster: &Cluster, rid: &str, pointer: &AdapterPointer, root: &Path) -> Result<PathBuf, ClusterError> {
+    // Every name here came over the network and becomes a path component.
+    names::check_component(rid)?;
+    names::check_component(&pointer.name)?;
+    for f in &pointer.files {
+        names::check_component(&f.name)?;
+    }
     let parent = root.join(rid);
     let dest = parent.join(&pointer.name);
     if dest.is_dir() {
@@ -111,20 +117,22 @@ async fn download(cluster: &Cluster, rid: &str, pointer: &AdapterPointer, tmp: &
     for f in &pointer.files {
         let object = object_name(rid, &pointer.name, &f.name);
         let bytes = cluster.adapters.get(&object).await?;
-        if bytes.len() as u64 != f.size || names::sha256_hex(&bytes) != f.sha256 {
-            return Err(ClusterError::Record { what: format!("object {object}"), message: format!("{} bytes whose sha256 differs from the pointer's", bytes.len()) });
-        }
         let path = tmp.join(&f.name);
-        let write = {
+        // Hashing tens of MB and fsyncing are blocking work, kept off the runtime's threads.
+        let (expected, size) = (f.sha256.clone(), f.size);
+        let check_and_write = {
             let path = path.clone();
-            move || -> std::io::Result<()> {
+            move || -> Result<(), ClusterError> {
                 use std::io::Write;
-                let mut file = std::fs::File::create(&path)?;
-                file.write_all(&bytes)?;
-                file.sync_all()
+                if bytes.len() as u64 != size || names::sha256_hex(&bytes) != expected {
+                    return Err(ClusterError::Record { what: format!("object {object}"), message: format!("{} bytes whose sha256 differs from the pointer's", bytes.len()) });
+                }
+                let mut file = std::fs::File::create(&path).map_err(file_err(&path))?;
+                file.write_all(&bytes).map_err(file_err(&path))?;
+                file.sync_all().map_err(file_err(&path))
             }
         };
-        tokio::task::spawn_blocking(write).await.expect("the write task does not panic").map_err(file_err(&path))?;
+        tokio::task::spawn_blocking(check_and_write).await.expect("the write task does not panic")?;
     }
     Ok(())
 }

@@ -235,8 +235,14 @@ impl S3Blobs {
                 what: format!("put object {object} in {} (a conditional put failed first: {refusal})", self.location),
                 source: plain,
             })?;
-            tracing::warn!(bucket = %self.location, error = %refusal, "the S3 server refuses conditional puts; objects are looked for before each put instead");
-            self.conditional_puts.store(false, Ordering::Relaxed);
+            // Remembered only when the condition itself is unsupported: a timeout or a 503 on
+            // one put must not end write-once puts for the life of the process.
+            if matches!(refusal, object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) {
+                tracing::warn!(bucket = %self.location, error = %refusal, "the S3 server refuses conditional puts; objects are looked for before each put instead");
+                self.conditional_puts.store(false, Ordering::Relaxed);
+            } else {
+                tracing::warn!(bucket = %self.location, %object, error = %refusal, "a conditional put failed; the object was looked for and written plainly");
+            }
             return Ok(());
         }
         let overwrite = PutOptions { attributes, ..Default::default() };
@@ -263,7 +269,8 @@ impl Blobs {
         match self {
             Blobs::JetStream(store) => {
                 // Its info is written after its last chunk: one of the right size is complete.
-                let present = store.info(object).await.is_ok_and(|i| i.size as u64 == bytes.len() as u64);
+                // A deleted object's info stays behind as a tombstone.
+                let present = store.info(object).await.is_ok_and(|i| !i.deleted && i.size as u64 == bytes.len() as u64);
                 if !present {
                     let meta = js_objects::ObjectMetadata { name: object.to_owned(), chunk_size: Some(JETSTREAM_CHUNK), ..Default::default() };
                     store.put(meta, &mut &bytes[..]).await.map_err(|e| ClusterError::js(format!("object {object} put"), e))?;
@@ -278,6 +285,8 @@ impl Blobs {
     pub(crate) async fn get_if_present(&self, object: &str) -> Result<Option<Bytes>, ClusterError> {
         match self {
             Blobs::JetStream(store) => match store.info(object).await {
+                // A deleted object's info stays behind as a tombstone.
+                Ok(info) if info.deleted => Ok(None),
                 Ok(_) => self.get(object).await.map(Some),
                 Err(e) if e.kind() == js_objects::InfoErrorKind::NotFound => Ok(None),
                 Err(e) => Err(ClusterError::js(format!("object {object} info"), e)),

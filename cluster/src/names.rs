@@ -12,6 +12,13 @@ pub fn check_name(name: &str) -> Result<&str, ClusterError> {
     if ok { Ok(name) } else { Err(ClusterError::BadName(name.to_owned())) }
 }
 
+/// A name from the network (a version, a file of one) that becomes one path component: no
+/// separators, no leading dot (`.`, `..`, hidden and temporary names), printable ASCII.
+pub fn check_component(name: &str) -> Result<&str, ClusterError> {
+    let ok = !name.is_empty() && name.len() <= 128 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\');
+    if ok { Ok(name) } else { Err(ClusterError::BadName(name.to_owned())) }
+}
+
 fn hex(bytes: &[u8], chars: usize) -> String {
     bytes.iter().flat_map(|b| [b >> 4, b & 15]).take(chars).map(|n| char::from_digit(n as u32, 16).unwrap()).collect()
 }
@@ -99,6 +106,16 @@ mod tests {
         assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{key}");
         assert_ne!(state_key(&rid, "refs/heads/a"), state_key(&rid, "refs/heads/b"));
         assert_ne!(repo_id("a", "k"), repo_id("b", "k"));
+    }
+
+    #[test]
+    fn components_from_the_network_stay_one_component() {
+        for good in ["0123456789ab-0123456789abcdef", "adapter_model.safetensors", "e1-abcd"] {
+            assert!(check_component(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", ".tmp-x", "a b", "x\n"] {
+            assert!(check_component(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct WakeUp {
     pub refs: Vec<RefTip>,
     /// Unix seconds.
     pub at: u64,
+    /// Which move of the refs this is, as the edge counts: the same tips published again
+    /// (a hook and the watcher reporting one push) keep it, a move to other tips takes a new
+    /// one. So a return to earlier tips (A → B → A) is a new wake-up, not a duplicate.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl WakeUp {
@@ -37,9 +42,8 @@ impl WakeUp {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ClusterError> {
         serde_json::from_slice(bytes).map_err(|e| ClusterError::Record { what: "wake-up".into(), message: e.to_string() })
     }
-    /// The message id JetStream deduplicates on: the same repository at the same tips is one
-    /// wake-up however many hooks and watchers reported it.
-    pub fn dedup_id(&self) -> String {
+    /// A digest of the refs and their tips.
+    pub fn tips_digest(&self) -> String {
         let mut text = self.rid.clone();
         for r in &self.refs {
             text.push('\n');
@@ -47,7 +51,13 @@ impl WakeUp {
             text.push(' ');
             text.push_str(&r.tip);
         }
-        format!("{}:{}", self.rid, &crate::names::sha256_hex(text.as_bytes())[..16])
+        crate::names::sha256_hex(text.as_bytes())[..16].to_owned()
+    }
+
+    /// The message id JetStream deduplicates on: the same move of a repository's refs is one
+    /// wake-up however many hooks and watchers reported it.
+    pub fn dedup_id(&self) -> String {
+        format!("{}:{}:{}", self.rid, self.tips_digest(), self.generation)
     }
 }
 
@@ -167,11 +177,14 @@ mod tests {
 
     #[test]
     fn dedup_ids_follow_the_tips() {
-        let mut w = WakeUp { rid: "e-1".into(), edge: "e".into(), repo_key: "k".into(), url: "/x".into(), refs: vec![RefTip { name: "refs/heads/main".into(), tip: "a".into() }], at: 1 };
+        let mut w = WakeUp { rid: "e-1".into(), edge: "e".into(), repo_key: "k".into(), url: "/x".into(), refs: vec![RefTip { name: "refs/heads/main".into(), tip: "a".into() }], at: 1, generation: 7 };
         let first = w.dedup_id();
         w.at = 2;
         assert_eq!(w.dedup_id(), first, "the time is not part of the identity");
         w.refs[0].tip = "b".into();
         assert_ne!(w.dedup_id(), first);
+        w.refs[0].tip = "a".into();
+        w.generation = 9;
+        assert_ne!(w.dedup_id(), first, "back at earlier tips is another move");
     }
 }

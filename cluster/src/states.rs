@@ -52,6 +52,16 @@ impl Cluster {
         }
     }
 
+    /// Removes a ref's state if it is still at `revision` (`false`: it changed meanwhile).
+    pub async fn delete_state(&self, rid: &str, refname: &str, revision: u64) -> Result<bool, ClusterError> {
+        let key = names::state_key(rid, refname);
+        match self.states.delete_expect_revision(&key, Some(revision)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.to_string().contains("wrong last sequence") => Ok(false),
+            Err(e) => Err(ClusterError::js(format!("KV {} delete {key}", self.names.states()), e)),
+        }
+    }
+
     /// The stored states of one repository's refs, found by the server's subject index (the
     /// bucket's keys are `<rid>.<ref id>`), not by listing every key.
     pub async fn states_of(&self, rid: &str) -> Result<Vec<Stored>, ClusterError> {

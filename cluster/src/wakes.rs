@@ -51,6 +51,10 @@ impl Cluster {
                     ack_wait: self.ack_wait(),
                     // Never give up on a repository: a failing one is retried with a delay.
                     max_deliver: -1,
+                    // Wake-ups waiting out a retry delay count as pending: with the server's
+                    // default limit (1,000), a thousand failing repositories (an unreachable
+                    // edge) would stop delivery for every other one.
+                    max_ack_pending: -1,
                     filter_subject: self.names.wake_subjects(),
                     ..Default::default()
                 },

@@ -17,7 +17,7 @@ async fn connect(server: &LocalServer, lease_secs: u64) -> Cluster {
 }
 
 fn wake(rid: &str, tip: &str) -> WakeUp {
-    WakeUp { rid: rid.into(), edge: "e1".into(), repo_key: format!("key-{rid}"), url: "/nowhere".into(), refs: vec![RefTip { name: "refs/heads/main".into(), tip: tip.into() }], at: 100 }
+    WakeUp { rid: rid.into(), edge: "e1".into(), repo_key: format!("key-{rid}"), url: "/nowhere".into(), refs: vec![RefTip { name: "refs/heads/main".into(), tip: tip.into() }], at: 100, generation: 1 }
 }
 
 fn record(rid: &str, commit: &str, worker: &str) -> StateRecord {
@@ -62,6 +62,13 @@ async fn wake_ups_coalesce_per_repository_and_deduplicate() {
     assert_eq!(seen, vec![("e1-aaaa".to_owned(), "a3".to_owned()), ("e1-bbbb".to_owned(), "b1".to_owned())]);
     assert_eq!(cluster.queue_depth().await.unwrap(), 0, "acknowledged wake-ups leave the work queue");
     assert_eq!(cluster.tip("e1-aaaa").await.unwrap().unwrap().refs[0].tip, "a3", "the newest tip is recorded for lag");
+
+    // Back at earlier tips (a revert pushed after a3 was acted on) is a new move for the edge,
+    // so it is not dropped as a duplicate of the first a1.
+    let mut back = wake("e1-aaaa", "a1");
+    back.generation = 2;
+    cluster.publish_wake(&back).await.unwrap();
+    assert_eq!(cluster.queue_depth().await.unwrap(), 1, "a return to earlier tips is queued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,6 +174,15 @@ async fn adapter_versions_are_written_once_and_fetched_checked() {
     let err = fetch_adapter_into(&cluster, "e1-ffff", &wrong, &root).await.unwrap_err();
     assert!(err.to_string().contains("object e1-ffff/"), "{err}");
     assert_eq!(std::fs::read_dir(root.join("e1-ffff")).unwrap().count(), 1, "no half-fetched directory left");
+    // Names from the network stay one path component each.
+    for (name, file) in [("../escape", "adapter_config.json"), (pointer.name.as_str(), "../../escape"), (".hidden", "adapter_config.json")] {
+        let mut hostile = pointer.clone();
+        hostile.name = name.to_owned();
+        hostile.files[0].name = file.to_owned();
+        let err = fetch_adapter_into(&cluster, "e1-ffff", &hostile, &root).await.unwrap_err();
+        assert!(err.to_string().contains("escape") || err.to_string().contains(".hidden"), "{err}");
+    }
+    assert!(!tmp.path().join("escape").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,6 +221,7 @@ async fn retention_keeps_the_newest_the_current_the_pinned_and_the_recently_serv
         let dir = tmp.path().join(format!("v{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("adapter_model.safetensors"), vec![i; 1000]).unwrap();
+        std::fs::write(dir.join("adapter_config.json"), b"{\"r\": 8}").unwrap();
         let commit = format!("{i}{i}{i}{i}{i}{i}{i}{i}89abcdef0123456789abcdef01234567");
         let pointer = cluster.put_adapter(rid, &commit, &dir, 100 + i as u64).await.unwrap();
         cluster.record_version(rid, "refs/heads/main", &pointer).await.unwrap();
@@ -226,12 +243,19 @@ async fn retention_keeps_the_newest_the_current_the_pinned_and_the_recently_serv
     assert!(pruned.removed.is_empty(), "{pruned:?}");
     let pruned = cluster.prune_versions(rid, 1, 100, 1101).await.unwrap();
     assert_eq!(pruned.removed, vec![pointers[2].name.clone()]);
-    assert_eq!(pruned.freed, 1000);
+    assert_eq!(pruned.freed, 1008);
     let kept: Vec<String> = cluster.versions(rid).await.unwrap().0.list.into_iter().map(|v| v.pointer.name).collect();
     assert_eq!(kept, [0, 1, 3].map(|i| pointers[i].name.clone()));
     assert!(!cluster.touch_version(rid, &pointers[2].name, 1200).await.unwrap(), "gone from the record");
     let root = tmp.path().join("fetched");
     assert!(fetch_adapter_into(&cluster, rid, &pointers[2], &root).await.is_err(), "its objects are deleted");
+    // The same version made again later (a ref reset to that commit) goes up afresh: the
+    // deleted objects' tombstones do not count as stored.
+    let again = cluster.put_adapter(rid, &pointers[2].commit, &tmp.path().join("v2"), 300).await.unwrap();
+    assert_eq!((again.name.as_str(), &again.files), (pointers[2].name.as_str(), &pointers[2].files));
+    fetch_adapter_into(&cluster, rid, &again, &root).await.unwrap();
+    std::fs::remove_dir_all(root.join(rid).join(&again.name)).unwrap();
+    cluster.delete_adapter(rid, &again).await.unwrap();
     for i in [0, 1, 3] {
         fetch_adapter_into(&cluster, rid, &pointers[i], &root).await.unwrap();
     }

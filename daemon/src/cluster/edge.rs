@@ -25,9 +25,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Serves the scheduler's queue until the daemon stops: one wake-up per job.
 pub fn run(daemon: Arc<Daemon>, node: Arc<Node>) {
     let mut failing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut moves = Moves::default();
     while !daemon.stop.is_set() {
         let Some((key, _flags)) = daemon.jobs.next(Duration::from_millis(500)) else { continue };
-        let result = wake_up(&daemon, &node, &key);
+        let result = wake_up(&daemon, &node, &key, &mut moves);
         let ended = match &result {
             Ok(Some(wake)) => {
                 if failing.remove(&key) {
@@ -57,14 +58,43 @@ pub fn run(daemon: Arc<Daemon>, node: Arc<Node>) {
     }
 }
 
+/// Numbers each repository's moves: the generation of its last published tips, kept while
+/// they stay the same, and a new one (never used before by this edge, across restarts too:
+/// it starts from the clock) when they change.
+struct Moves {
+    last: std::collections::HashMap<String, (String, u64)>,
+    next: u64,
+}
+
+impl Default for Moves {
+    fn default() -> Self {
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Moves { last: Default::default(), next: millis }
+    }
+}
+
+impl Moves {
+    fn generation(&mut self, key: &str, tips: String) -> u64 {
+        match self.last.get(key) {
+            Some((t, g)) if *t == tips => *g,
+            _ => {
+                self.next += 1;
+                self.last.insert(key.to_owned(), (tips, self.next));
+                self.next
+            }
+        }
+    }
+}
+
 /// The wake-up for a repository's followed refs now, published; `None` when it has no commit
-/// on a followed ref yet.
-fn wake_up(daemon: &Daemon, node: &Node, key: &str) -> Result<Option<WakeUp>, String> {
-    let rec = daemon.store.repo(key).map_err(|e| e.to_string())?.ok_or("repository is not registered")?;
-    let wake = describe(node, &rec)?;
+/// on a followed ref yet, or is no longer registered.
+fn wake_up(daemon: &Daemon, node: &Node, key: &str, moves: &mut Moves) -> Result<Option<WakeUp>, String> {
+    let Some(rec) = daemon.store.repo(key).map_err(|e| e.to_string())? else { return Ok(None) };
+    let mut wake = describe(node, &rec)?;
     if wake.refs.is_empty() {
         return Ok(None);
     }
+    wake.generation = moves.generation(key, wake.tips_digest());
     node.handle.block_on(node.cluster.publish_wake(&wake)).map_err(|e| e.to_string())?;
     Ok(Some(wake))
 }
@@ -80,6 +110,7 @@ fn describe(node: &Node, rec: &RepoRecord) -> Result<WakeUp, String> {
         url: node.config.fetch_url.replace("{git_dir}", &rec.git_dir),
         refs,
         at: crate::clock::now_secs(),
+        generation: 0,
     })
 }
 

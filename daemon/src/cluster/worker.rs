@@ -140,6 +140,9 @@ fn handle(engine: &mut Engine, node: &Arc<Node>, id: &str, activity: &Activity, 
         Ok(Done::Interrupted) => {
             let _ = h.block_on(delivery.retry(Duration::ZERO));
         }
+        Ok(Done::Conflicted) => {
+            let _ = h.block_on(delivery.retry(Duration::from_secs(1)));
+        }
         Err(e) => {
             let delay = Duration::from_secs(1u64 << delivery.delivered.clamp(1, 6) as u32);
             warn!(rid = %wake.rid, repo = %wake.repo_key, edge = %wake.edge, error = %e, "job failed; the wake-up comes back in {} s", delay.as_secs());
@@ -152,6 +155,9 @@ enum Done {
     Complete,
     /// The daemon is stopping: what was walked is written, the rest is for the next worker.
     Interrupted,
+    /// Another worker's write won a compare-and-set: the wake-up comes back, and the next
+    /// walk continues from that worker's state.
+    Conflicted,
 }
 
 /// Refreshes the lease and tells JetStream the wake-up is being worked on, until finished.
@@ -192,6 +198,14 @@ impl Keepalive {
 
 fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake: &WakeUp) -> Result<Done, String> {
     let h = &node.handle;
+    // The id names the mirror's directory and every key: it must be the one its edge and
+    // repository key give, so no wake-up can reach another repository's state.
+    if evolora_cluster::names::repo_id(&wake.edge, &wake.repo_key) != wake.rid || evolora_cluster::names::check_component(&wake.rid).is_err() {
+        return Err(format!("a wake-up whose id {:?} is not that of {:?} on edge {:?}; ignored", wake.rid, wake.repo_key, wake.edge));
+    }
+    if let Some(bad) = wake.refs.iter().find(|r| !r.name.starts_with("refs/") || r.name.contains("..") || r.name.starts_with("refs/-") || r.name.contains(':')) {
+        return Err(format!("a wake-up names the ref {:?}, which is not a ref name", bad.name));
+    }
     let cfg = engine.context().config.get();
     let store = engine.context().store.clone();
     let (fingerprint, trained) = {
@@ -236,6 +250,7 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
     let out = engine.sync(&key, JobFlags::default()).map_err(|e| e.to_string())?;
 
     let mut published = false;
+    let mut conflicted = false;
     for refname in &refnames {
         let Some(after) = store.ref_state(&key, refname).map_err(|e| e.to_string())? else { continue };
         let (stored, before) = read.remove(refname).unwrap_or((None, None));
@@ -273,6 +288,7 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
             Written::Applied(revision) => info!(rid = %wake.rid, %refname, commit = %after.last_commit, walked = after.walked, revision, "state written"),
             Written::Conflict => {
                 activity.discarded.fetch_add(1, Ordering::Relaxed);
+                conflicted = true;
                 info!(rid = %wake.rid, %refname, "another worker advanced this state meanwhile: this walk's result is dropped");
             }
         }
@@ -286,7 +302,21 @@ fn process(engine: &mut Engine, node: &Node, id: &str, activity: &Activity, wake
             Err(e) => warn!(rid = %wake.rid, error = %e, "adapter retention failed; the versions stay until the next publish"),
         }
     }
-    Ok(if out.interrupted { Done::Interrupted } else { Done::Complete })
+    // States of refs the edge no longer follows (deleted branches) go, as on one daemon.
+    for gone in h.block_on(node.cluster.states_of(&wake.rid)).map_err(|e| e.to_string())? {
+        if !refnames.contains(&gone.record.refname) {
+            h.block_on(node.cluster.delete_state(&wake.rid, &gone.record.refname, gone.revision)).map_err(|e| e.to_string())?;
+            info!(rid = %wake.rid, refname = %gone.record.refname, "state of a ref no longer followed removed from the cluster");
+        }
+    }
+    Ok(if out.interrupted {
+        Done::Interrupted
+    } else if conflicted {
+        // The other worker may have walked to older tips than this wake-up names: look again.
+        Done::Conflicted
+    } else {
+        Done::Complete
+    })
 }
 
 /// Most bytes of restore points a state record carries, well inside JetStream's default
@@ -309,6 +339,9 @@ fn exported_points(points: &[RefState]) -> Vec<Vec<u8>> {
     out.reverse();
     out
 }
+
+/// Longest a fetch into a mirror may take (a first fetch of a large repository included).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Fetches the wake-up's refs into `<root>/<rid>.git` (created bare the first time) and
 /// returns its canonical path.
@@ -334,10 +367,37 @@ fn mirror(root: &Path, wake: &WakeUp) -> Result<PathBuf, String> {
         git(&tmp, &["init", "--bare", "--quiet"])?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let mut args: Vec<String> = vec!["fetch".into(), "--quiet".into(), "--no-tags".into(), "--force".into(), "--".into(), wake.url.clone()];
+    // A fetch that stops moving (an edge gone mid-transfer) is given up, so that the lease
+    // and the wake-up go back to the pool instead of being kept alive forever.
+    let mut args: Vec<String> = ["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=120", "fetch", "--quiet", "--no-tags", "--force", "--"].map(String::from).to_vec();
+    args.push(wake.url.clone());
     args.extend(wake.refs.iter().map(|r| format!("+{0}:{0}", r.name)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    git(&path, &args)?;
+    let mut fetch = Command::new("git");
+    fetch.arg("-C").arg(&path).args(&args).env_remove("GIT_DIR").env_remove("GIT_WORK_TREE").env("GIT_TERMINAL_PROMPT", "0");
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        fetch.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ServerAliveInterval=30 -o ServerAliveCountMax=4");
+    }
+    let mut child = fetch.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().map_err(|e| format!("running git: {e}"))?;
+    let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("waiting for git fetch: {e}"))? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("git fetch from {} took over {} s; given up", wake.url, FETCH_TIMEOUT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        return Err(format!("git fetch from {}: {}", wake.url, stderr.trim()));
+    }
     std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
