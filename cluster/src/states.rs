@@ -67,22 +67,19 @@ impl Cluster {
     pub async fn states_of(&self, rid: &str) -> Result<Vec<Stored>, ClusterError> {
         let what = || format!("KV {} keys of {rid}", self.names.states());
         let subjects: Vec<(String, usize)> = self.states.stream.info_with_subjects(format!("{}{rid}.>", self.states.prefix)).await.map_err(|e| ClusterError::js(what(), e))?.try_collect().await.map_err(|e| ClusterError::js(what(), e))?;
-        let mut keys: Vec<String> = subjects.into_iter().filter_map(|(subject, _)| subject.strip_prefix(&self.states.prefix).map(str::to_owned)).collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let entry = self.states.entry(&key).await.map_err(|e| ClusterError::js(format!("KV {} get {key}", self.names.states()), e))?;
-            if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                out.push(Stored { record: StateRecord::from_bytes(&e.value)?, revision: e.revision });
-            }
-        }
-        Ok(out)
+        let keys = subjects.into_iter().filter_map(|(subject, _)| subject.strip_prefix(&self.states.prefix).map(str::to_owned)).collect();
+        self.read_states(keys).await
     }
 
     /// Every stored state (for `cluster status` and tests), in key order.
     pub async fn states(&self) -> Result<Vec<Stored>, ClusterError> {
         let what = || format!("KV {} keys", self.names.states());
-        let mut keys: Vec<String> = self.states.keys().await.map_err(|e| ClusterError::js(what(), e))?.try_collect().await.map_err(|e| ClusterError::js(what(), e))?;
+        let keys = self.states.keys().await.map_err(|e| ClusterError::js(what(), e))?.try_collect().await.map_err(|e| ClusterError::js(what(), e))?;
+        self.read_states(keys).await
+    }
+
+    /// The states under `keys` still present, in key order.
+    async fn read_states(&self, mut keys: Vec<String>) -> Result<Vec<Stored>, ClusterError> {
         keys.sort();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
