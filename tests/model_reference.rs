@@ -159,7 +159,7 @@ fn mismatched_checkpoints_are_refused_with_the_tensor_named() {
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("qwen3-embedding-0.6b") && err.contains("hashed-v1"), "{err}");
+    assert!(err.contains("qwen3-embedding-0.6b") && err.contains("hashed-v2"), "{err}");
 
     // Wrong embedding width: named, not a panic.
     let out = evolora(&[
@@ -196,6 +196,41 @@ fn snapshot_adapters_are_deterministic_across_processes_and_follow_the_code() {
     repo.write("pkg/core.py", "import numpy as np\n\ndef add(a, b):\n    return a + b\n");
     repo.commit("import numpy");
     assert_ne!(first, snap("c"), "adding an import changes the adapter");
+}
+
+/// A checkpoint trained on an older hashed encoder keeps its encoder: with plain `hashed`
+/// configured it runs on the version it names, exactly as with that version configured,
+/// and naming another version is refused.
+#[test]
+fn a_checkpoint_keeps_the_hashed_version_it_was_trained_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = util::Repo::init(&tmp.path().join("r"));
+    // An f-string: tree-sitter (version 1) sees the call inside it, the lexer (version 2) not.
+    repo.write("pkg/core.py", "def show(a):\n    return f\"{render(a)} {a.size}\"\n");
+    repo.commit("one");
+    let ck = tmp.path().join("v1.safetensors");
+    let base = ["--base", "qwen2.5-coder-0.5b"];
+    ok(&evolora(&[&["model", "export", "--preset", "tiny", "--encoder", "hashed-v1", "--out", ck.to_str().unwrap()][..], &base].concat()), "export");
+    let snap = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let args = [&["snapshot", repo.path.to_str().unwrap(), "--out", out.to_str().unwrap()][..], &base, extra].concat();
+        (evolora(&args), out.join("adapter_model.safetensors"))
+    };
+    let (auto, auto_file) = snap("auto", &["--checkpoint", ck.to_str().unwrap()]);
+    ok(&auto, "snapshot, hashed");
+    let (v1, v1_file) = snap("v1", &["--checkpoint", ck.to_str().unwrap(), "--encoder", "hashed-v1"]);
+    ok(&v1, "snapshot, hashed-v1");
+    assert_eq!(std::fs::read(&auto_file).unwrap(), std::fs::read(&v1_file).unwrap(), "plain `hashed` ran the checkpoint's version");
+    let (v2, _) = snap("v2", &["--checkpoint", ck.to_str().unwrap(), "--encoder", "hashed-v2"]);
+    let err = String::from_utf8_lossy(&v2.stderr);
+    assert!(!v2.status.success() && err.contains("hashed-v1") && err.contains("hashed-v2"), "{err}");
+    // The two versions do see this file differently: the same seeded model on each.
+    let seeded = |name: &str, encoder: &str| {
+        let (out, file) = snap(name, &["--preset", "tiny", "--encoder", encoder]);
+        ok(&out, "snapshot, seeded");
+        std::fs::read(file).unwrap()
+    };
+    assert_ne!(seeded("s1", "hashed-v1"), seeded("s2", "hashed-v2"));
 }
 
 /// A checkpoint exported in the released `.pt` layout is the same model: evolora reads it

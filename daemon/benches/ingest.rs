@@ -91,4 +91,26 @@ fn main() {
     println!("| floor: `git log -p --first-parent` | {:.1} ms | {:.0} | {:.2} |", git_best.as_secs_f64() * 1e3, commits as f64 / git_best.as_secs_f64(), ingest.as_secs_f64() / git_best.as_secs_f64());
     println!("| floor: GRU W_hh reads at measured bandwidth | {:.2} ms | {:.0} | {:.2} |", gru_floor.as_secs_f64() * 1e3, commits as f64 / gru_floor.as_secs_f64(), ingest.as_secs_f64() / gru_floor.as_secs_f64());
     println!("| against the larger floor | | | **{:.2}** |", ingest.as_secs_f64() / floor.as_secs_f64());
+    encoders_alone(&repo, &root, &tip);
+}
+
+/// Each hashed encoder version alone, one thread, on every first-parent diff of the
+/// history (as the walk diffs them): where version 1's time went.
+fn encoders_alone(repo: &Path, root: &str, tip: &str) {
+    use evolora_daemon::git::{self as daemon_git, DiffLimits};
+    use evolora_model::encoder::HashedEncoder;
+    let git_repo = daemon_git::open(&repo.join(".git")).unwrap();
+    let listed = git(repo, &["rev-list", "--first-parent", &format!("{root}..{tip}")]);
+    let diffs: Vec<_> = listed.lines().map(|c| daemon_git::commit_diff(&git_repo, git2::Oid::from_str(c).unwrap(), DiffLimits::default()).unwrap().input).collect();
+    let python_bytes: usize = diffs.iter().flat_map(|d| &d.files).filter(|f| HashedEncoder::is_python(&f.path)).map(|f| f.added.len() + f.removed.len()).sum();
+    println!("\n| encoder alone, one thread, {} diffs ({:.1} MB of Python lines) | time | Python MB/s |", diffs.len(), python_bytes as f64 / 1e6);
+    println!("|---|---|---|");
+    for version in HashedEncoder::VERSIONS {
+        let t = Instant::now();
+        for d in &diffs {
+            std::hint::black_box(version.encode_diff(d));
+        }
+        let took = t.elapsed().as_secs_f64();
+        println!("| {} | {:.1} ms | {:.1} |", version.id(), took * 1e3, python_bytes as f64 / 1e6 / took);
+    }
 }

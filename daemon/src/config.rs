@@ -150,8 +150,10 @@ pub struct ModelSettings {
     pub device: String,
     /// Adapter tensor dtype: f32, bf16, f16 (anything else is refused when the file loads).
     pub dtype: AdapterDtype,
-    /// What turns text into the model's input vectors: `hashed` (built in) or `qwen3` (the
-    /// released checkpoints' Qwen3-Embedding recipe; needs `encoder_dir`).
+    /// What turns text into the model's input vectors: `hashed` (built in: its newest
+    /// version, or the one a configured checkpoint was trained on), `hashed-v1` or
+    /// `hashed-v2` (that version), or `qwen3` (the released checkpoints' Qwen3-Embedding
+    /// recipe; needs `encoder_dir`).
     pub encoder: EncoderKind,
     /// A local Hugging Face Qwen3-Embedding directory (config.json, safetensors,
     /// tokenizer.json) for `encoder = "qwen3"`.
@@ -164,9 +166,29 @@ pub struct ModelSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EncoderKind {
+    /// The newest hashed version, or the one a configured checkpoint was trained on.
     #[default]
     Hashed,
+    #[serde(rename = "hashed-v1")]
+    #[value(name = "hashed-v1")]
+    HashedV1,
+    #[serde(rename = "hashed-v2")]
+    #[value(name = "hashed-v2")]
+    HashedV2,
     Qwen3,
+}
+
+impl EncoderKind {
+    /// The hashed encoder's version this names; None for a transformer encoder.
+    pub fn hashed(self) -> Option<evolora_model::encoder::HashedEncoder> {
+        use evolora_model::encoder::HashedEncoder;
+        match self {
+            EncoderKind::Hashed => Some(HashedEncoder::LATEST),
+            EncoderKind::HashedV1 => Some(HashedEncoder::V1),
+            EncoderKind::HashedV2 => Some(HashedEncoder::V2),
+            EncoderKind::Qwen3 => None,
+        }
+    }
 }
 
 impl Default for ModelSettings {

@@ -8,12 +8,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use evolora_model::StepPolicy;
 use evolora_model::encoder::DiffInput;
-use evolora_model::encoder::HashedEncoder;
 use git2::{Oid, Repository};
 
 use crate::git::{self, DiffLimits};
 use crate::job::encoder::Encoder;
-use crate::job::inputs::{StepInput, Worker};
+use crate::job::inputs::{DiffEncoding, StepInput, Worker};
 use crate::job::steps;
 use crate::offline::EncoderChoice;
 
@@ -68,14 +67,14 @@ pub fn diff(choice: &EncoderChoice, device: &str, repo_path: &Path, commit: &str
 }
 
 fn diff_vector(encoder: &Encoder, repo: &Repository, base: Option<Oid>, commit: Oid) -> Result<Vec<f32>> {
-    if encoder.wants_text() {
+    let DiffEncoding::Hashed(hashed) = encoder.diff_encoding() else {
         let (text, _) = crate::job::encoder::diff_text(repo.path(), base, commit, &[])?;
         return Ok(encoder.diff_vector(&text, base, commit)?);
-    }
+    };
     let old = base.map(|b| repo.find_commit(b).and_then(|c| c.tree())).transpose()?;
     let new = repo.find_commit(commit)?.tree()?;
     let input: DiffInput = git::tree_diff(repo, old.as_ref(), &new, DiffLimits::default())?.input;
-    Ok(HashedEncoder.encode_diff(&input).vector)
+    Ok(hashed.encode_diff(&input).vector)
 }
 
 /// `encode history`: `snapshot` [D] at the origin (the root under `every-commit`, the first
@@ -94,7 +93,7 @@ pub fn history(choice: &EncoderChoice, device: &str, repo_path: &Path, refname: 
         bail!("no commit of {} steps under the {policy} policy", refname.unwrap_or("HEAD"));
     };
     let snapshot = encoder.snapshot(&repo, origin, threads)?;
-    let worker = Worker::open(repo.path(), threads, encoder.wants_text());
+    let worker = Worker::open(repo.path(), threads, encoder.diff_encoding());
     let total = stepped.len();
     let mut diffs = Vec::with_capacity(total * encoder.dim());
     let mut ids = Vec::with_capacity(total);

@@ -44,7 +44,8 @@ pub struct ModelChoice {
 /// Which encoder, as the daemon's `[model]` settings name it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EncoderChoice {
-    /// Encoder: hashed (built in) or qwen3 (needs --encoder-dir)
+    /// Encoder: hashed (built in; the version a checkpoint was trained on, else the
+    /// newest), hashed-v1, hashed-v2, or qwen3 (needs --encoder-dir)
     #[arg(long, value_enum, default_value = "hashed")]
     pub encoder: crate::config::EncoderKind,
     /// A local Qwen3-Embedding directory (config.json, safetensors, tokenizer.json)
@@ -93,8 +94,9 @@ impl ModelChoice {
     /// The encoder, then the model made for or checked against it.
     pub fn load_with_encoder(&self) -> Result<(Hypernetwork, Encoder)> {
         let settings = self.settings();
-        let encoder = Encoder::load(&settings, None)?;
+        let mut encoder = Encoder::load(&settings, None)?;
         let model = crate::job::model::load(&settings, Some(encoder.fit()), self.task)?;
+        encoder.follow(&model.meta.encoder);
         Ok((model, encoder))
     }
 }
@@ -169,7 +171,7 @@ pub fn export(choice: &ModelChoice, out: &Path, format: &str, policy: StepPolicy
             let weights = seeded_weights(&cfg, &base, choice.seed, true);
             let meta = ModelMeta {
                 architecture: evolora_model::Architecture::Evo,
-                encoder: HashedEncoder::ID.into(),
+                encoder: choice.encoder.encoder.hashed().unwrap_or(HashedEncoder::LATEST).id().into(),
                 step_policy: policy,
                 trained: false,
                 fingerprint: String::new(),

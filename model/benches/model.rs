@@ -61,7 +61,7 @@ fn main() {
 
     let rss0 = rss_mib();
     let t = Instant::now();
-    let model = Hypernetwork::untrained(cfg.clone(), base.clone(), 7, HashedEncoder::ID, device).unwrap();
+    let model = Hypernetwork::untrained(cfg.clone(), base.clone(), 7, HashedEncoder::LATEST.id(), device).unwrap();
     let load = t.elapsed();
     let rss_model = rss_mib() - rss0;
     let peak_load = peak_rss_mib();
@@ -79,7 +79,7 @@ fn main() {
     let whh_bytes = (3 * g * g * 4) as f64;
     let single_step_bytes = whh_bytes + ((3 * g * g + g * cfg.input_dim) * 4) as f64;
 
-    let enc = HashedEncoder;
+    let enc = HashedEncoder::LATEST;
     let diff = typical_diff();
     let snapshot = enc.encode_snapshot([("a.py", "import os\n")]).vector;
     let h0 = model.initial_state(&snapshot).unwrap();

@@ -59,7 +59,7 @@ fn corpus(constant_embedding: bool) -> (Vec<RepoData>, Vec<Vec<Task>>) {
     let mut held_out = Vec::new();
     for k in 0..REPOS {
         let text = code(k);
-        let snapshot = if constant_embedding { HashedEncoder.encode_snapshot([("app/settings.py", code(0).as_str())]).vector } else { HashedEncoder.encode_snapshot([("app/settings.py", text.as_str())]).vector };
+        let snapshot = if constant_embedding { HashedEncoder::LATEST.encode_snapshot([("app/settings.py", code(0).as_str())]).vector } else { HashedEncoder::LATEST.encode_snapshot([("app/settings.py", text.as_str())]).vector };
         let tasks = (0..24).map(|_| task(k, &mut rng)).collect();
         held_out.push((0..8).map(|_| task(k, &mut rng)).collect());
         repos.push(RepoData { name: format!("repo{k}"), snapshot, diffs: Vec::new(), tasks });
@@ -114,7 +114,7 @@ fn train(constant_embedding: bool) -> (Conditioning, Conditioning, (f64, f64)) {
     eprintln!("constant embedding {constant_embedding}: {steps} steps in {:.1} s; before {before:?}; after {after:?}", started.elapsed().as_secs_f32());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trained.safetensors");
-    trainer.save(&path, &base, HashedEncoder::ID, StepPolicy::EveryCommit).unwrap();
+    trainer.save(&path, &base, HashedEncoder::LATEST.id(), StepPolicy::EveryCommit).unwrap();
     (before, after, served(&path, &repos, &held_out))
 }
 
@@ -169,12 +169,12 @@ fn the_commit_gru_learns_to_follow_a_value_through_history() {
     use evolora_model::encoder::{DiffInput, FileDiff};
     let names = ["amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "juniper"];
     let setting = |n: &str| format!("DEFAULT_BACKEND = \"{n}\"\n");
-    let diff = |added: String, removed: String| HashedEncoder.encode_diff(&DiffInput { files: vec![FileDiff { path: "app/settings.py".into(), added, removed }], truncated: false }).vector;
+    let diff = |added: String, removed: String| HashedEncoder::LATEST.encode_diff(&DiffInput { files: vec![FileDiff { path: "app/settings.py".into(), added, removed }], truncated: false }).vector;
     let mut rng = SplitMix64::new(7);
     let (mut repos, mut held_early, mut held_late) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..REPOS {
         let (old, new) = (k, (k + 3) % REPOS);
-        let snapshot = HashedEncoder.encode_snapshot([("app/settings.py", code(k).as_str())]).vector;
+        let snapshot = HashedEncoder::LATEST.encode_snapshot([("app/settings.py", code(k).as_str())]).vector;
         let diffs = vec![
             diff(format!("def retries():\n    return {}\n", k + 2), String::new()),
             diff(setting(names[new]), setting(names[old])),

@@ -13,7 +13,10 @@ use git2::{Oid, Repository};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
+use evolora_model::encoder::HashedEncoder;
+
 use super::embed_cache::{EmbedCache, Key};
+use super::inputs::DiffEncoding;
 use super::snapshot::Snapshots;
 use crate::config::{EncoderKind, ModelSettings};
 use crate::git::{self, GitError};
@@ -22,7 +25,9 @@ use crate::git::{self, GitError};
 pub const QWEN3_ID: &str = "qwen3-embedding-0.6b";
 
 pub enum Encoder {
-    Hashed(Snapshots),
+    /// `auto`: configured as plain `hashed`, so it takes the version a checkpoint was
+    /// trained on (see [`Encoder::follow`]).
+    Hashed { snapshots: Snapshots, auto: bool },
     Qwen3(Box<Qwen3>),
 }
 
@@ -50,7 +55,10 @@ impl Encoder {
     /// The configured encoder. `cache_dir`: where transformer vectors are kept (None: not).
     pub fn load(settings: &ModelSettings, cache: Option<(&Path, u64)>) -> Result<Encoder, ModelError> {
         match settings.encoder {
-            EncoderKind::Hashed => Ok(Encoder::Hashed(Snapshots::default())),
+            EncoderKind::Hashed | EncoderKind::HashedV1 | EncoderKind::HashedV2 => {
+                let version = settings.encoder.hashed().expect("a hashed kind");
+                Ok(Encoder::Hashed { snapshots: Snapshots::new(version), auto: settings.encoder == EncoderKind::Hashed })
+            }
             EncoderKind::Qwen3 => {
                 let dir = settings.encoder_dir.clone().ok_or_else(|| ModelError::ModelConfig {
                     path: "[model]".into(),
@@ -76,28 +84,39 @@ impl Encoder {
     /// The id checkpoints record (a checkpoint trained on another encoder is refused).
     pub fn id(&self) -> &'static str {
         match self {
-            Encoder::Hashed(_) => evolora_model::encoder::HashedEncoder::ID,
+            Encoder::Hashed { snapshots, .. } => snapshots.encoder().id(),
             Encoder::Qwen3(_) => QWEN3_ID,
+        }
+    }
+
+    /// Takes the hashed version a checkpoint was trained on, when configured as plain
+    /// `hashed` (so a model trained on an older version keeps running as it was trained).
+    pub fn follow(&mut self, checkpoint_encoder: &str) {
+        if let Encoder::Hashed { snapshots, auto: true } = self
+            && let Some(version) = HashedEncoder::from_id(checkpoint_encoder)
+            && version != snapshots.encoder()
+        {
+            *snapshots = Snapshots::new(version);
         }
     }
 
     /// Size of the vectors it makes.
     pub fn dim(&self) -> usize {
         match self {
-            Encoder::Hashed(_) => evolora_model::encoder::HashedEncoder::DIM,
+            Encoder::Hashed { .. } => HashedEncoder::DIM,
             Encoder::Qwen3(q) => q.encoder.dim(),
         }
     }
 
     /// What a model must match to run on this encoder's vectors.
     pub fn fit(&self) -> super::model::EncoderFit<'_> {
-        super::model::EncoderFit { id: self.id(), dim: self.dim(), source: self.dir() }
+        super::model::EncoderFit { id: self.id(), dim: self.dim(), source: self.dir(), any_hashed: matches!(self, Encoder::Hashed { auto: true, .. }) }
     }
 
     /// The encoder's directory, if it has one.
     pub fn dir(&self) -> Option<&Path> {
         match self {
-            Encoder::Hashed(_) => None,
+            Encoder::Hashed { .. } => None,
             Encoder::Qwen3(q) => Some(&q.dir),
         }
     }
@@ -108,10 +127,18 @@ impl Encoder {
         matches!(self, Encoder::Qwen3(_))
     }
 
+    /// What the encode threads make of each diff.
+    pub fn diff_encoding(&self) -> DiffEncoding {
+        match self {
+            Encoder::Hashed { snapshots, .. } => DiffEncoding::Hashed(snapshots.encoder()),
+            Encoder::Qwen3(_) => DiffEncoding::Text,
+        }
+    }
+
     /// The snapshot vector of a commit's tree.
     pub fn snapshot(&mut self, repo: &Repository, commit: Oid, threads: usize) -> Result<Vec<f32>, EncodeError> {
         match self {
-            Encoder::Hashed(snapshots) => Ok(snapshots.vector(repo, commit, threads)?),
+            Encoder::Hashed { snapshots, .. } => Ok(snapshots.vector(repo, commit, threads)?),
             Encoder::Qwen3(q) => {
                 let mut vectors = Vec::new();
                 for (_, blob) in git::snapshot_py_files(repo, commit)? {

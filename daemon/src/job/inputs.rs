@@ -35,19 +35,26 @@ pub struct Prepared {
     pub truncated: bool,
 }
 
+/// What the encode threads make of a diff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffEncoding {
+    /// A vector, by this version of the hashed encoder.
+    Hashed(HashedEncoder),
+    /// The recipe's diff text, for a transformer encoder on the model thread.
+    Text,
+}
+
 /// Per-thread state: an open repository (git2 handles are not shared between threads).
 pub struct Worker {
     repo: Result<Repository, GitError>,
-    encoder: HashedEncoder,
+    encoding: DiffEncoding,
     /// Threads one commit's files are spread over (a lone commit has the CPUs to itself).
     file_threads: usize,
-    /// Produce the recipe's diff text instead of hashed vectors.
-    text: bool,
 }
 
 impl Worker {
-    pub fn open(git_dir: &Path, file_threads: usize, text: bool) -> Self {
-        Worker { repo: git::open(git_dir), encoder: HashedEncoder, file_threads, text }
+    pub fn open(git_dir: &Path, file_threads: usize, encoding: DiffEncoding) -> Self {
+        Worker { repo: git::open(git_dir), encoding, file_threads }
     }
 
     fn repo(&self) -> Result<&Repository, GitError> {
@@ -56,23 +63,23 @@ impl Worker {
 
     /// A diff's vector; with `file_threads` > 1 its files are encoded in parallel and pooled
     /// in file order, which gives the same bits.
-    fn encode(&self, diff: &DiffInput) -> Vec<f32> {
+    fn encode(&self, encoder: HashedEncoder, diff: &DiffInput) -> Vec<f32> {
         if self.file_threads <= 1 {
-            return self.encoder.encode_diff(diff).vector;
+            return encoder.encode_diff(diff).vector;
         }
         let mut files = Vec::with_capacity(diff.files.len());
-        ordered_map(&diff.files, self.file_threads, 4 * self.file_threads, || HashedEncoder, |enc, f| enc.diff_file_vector(f), |_, v| {
+        ordered_map(&diff.files, self.file_threads, 4 * self.file_threads, || encoder, |enc, f| enc.diff_file_vector(f), |_, v| {
             files.push(v);
             true
         });
-        self.encoder.pool_diff(diff, files).vector
+        encoder.pool_diff(diff, files).vector
     }
 
     /// Diffs and encodes one planned commit.
     pub fn prepare(&self, plan: &Planned, globs: &[String]) -> Result<Prepared, GitError> {
-        if self.text {
+        let DiffEncoding::Hashed(encoder) = self.encoding else {
             return self.prepare_text(plan, globs);
-        }
+        };
         let repo = self.repo()?;
         let limits = DiffLimits::default();
         let (input, manifest_changed) = match plan.step {
@@ -94,7 +101,7 @@ impl Worker {
             }
         };
         let truncated = input.as_ref().is_some_and(|i| i.truncated);
-        let input = input.map(|i| StepInput::Vector(self.encode(&i)));
+        let input = input.map(|i| StepInput::Vector(self.encode(encoder, &i)));
         Ok(Prepared { oid: plan.oid, manifest_changed, input, truncated })
     }
 
@@ -129,10 +136,10 @@ mod tests {
             })
             .collect();
         let diff = DiffInput { files, truncated: false };
-        let one = HashedEncoder.encode_diff(&diff).vector;
+        let one = HashedEncoder::LATEST.encode_diff(&diff).vector;
         for threads in [2, 3, 8, 64] {
-            let worker = Worker { repo: Err(GitError::NotARepository("unused".into())), encoder: HashedEncoder, file_threads: threads, text: false };
-            let many = worker.encode(&diff);
+            let worker = Worker { repo: Err(GitError::NotARepository("unused".into())), encoding: DiffEncoding::Hashed(HashedEncoder::LATEST), file_threads: threads };
+            let many = worker.encode(HashedEncoder::LATEST, &diff);
             assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
         }
     }

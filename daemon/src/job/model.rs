@@ -13,6 +13,8 @@ pub struct EncoderFit<'a> {
     pub dim: usize,
     /// Where the encoder comes from, for error messages.
     pub source: Option<&'a std::path::Path>,
+    /// Any version of the hashed encoder fits (it follows the checkpoint's).
+    pub any_hashed: bool,
 }
 
 /// Loads the configured model (a checkpoint, or the seeded untrained preset). The daemon
@@ -31,14 +33,15 @@ pub fn load(settings: &ModelSettings, encoder: Option<EncoderFit>, task: usize) 
                     cfg.input_dim = fit.dim;
                     fit.id
                 }
-                None => HashedEncoder::ID,
+                None => HashedEncoder::LATEST.id(),
             };
             Hypernetwork::untrained(cfg, base, settings.seed, id, device)
         }
         Some(path) => {
             let mut ck = evolora_model::checkpoint::load(path, &base)?;
             if let Some(fit) = encoder {
-                if fit.id != ck.meta.encoder {
+                let follows = fit.any_hashed && HashedEncoder::from_id(&ck.meta.encoder).is_some();
+                if fit.id != ck.meta.encoder && !follows {
                     return Err(ModelError::EncoderMismatch { checkpoint: ck.meta.encoder, configured: fit.id.into() });
                 }
                 if fit.dim != ck.config.input_dim {
@@ -58,8 +61,9 @@ pub fn load(settings: &ModelSettings, encoder: Option<EncoderFit>, task: usize) 
 /// The configured encoder, then the model made for (or checked against) it: what the
 /// daemon, `state rebuild` and `evolora snapshot` run.
 pub fn load_with_encoder(settings: &ModelSettings, cache: Option<(&std::path::Path, u64)>) -> Result<(Hypernetwork, super::encoder::Encoder), ModelError> {
-    let encoder = super::encoder::Encoder::load(settings, cache)?;
+    let mut encoder = super::encoder::Encoder::load(settings, cache)?;
     let model = load(settings, Some(encoder.fit()), 0)?;
+    encoder.follow(&model.meta.encoder);
     Ok((model, encoder))
 }
 

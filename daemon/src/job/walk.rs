@@ -53,7 +53,7 @@ impl Engine {
         }
         // Commits in parallel when there are several; one commit's files in parallel when not.
         let file_threads = if plan.len() == 1 { threads } else { 1 };
-        let wants_text = self.encoder.wants_text();
+        let encoding = self.encoder.diff_encoding();
         let mut group: Vec<Prepared> = Vec::new();
         let mut failed: Option<JobError> = None;
         let mut finished = true;
@@ -61,8 +61,9 @@ impl Engine {
         ordered_map(
             &plan,
             threads,
-            2 * cfg.step_group.max(1),
-            || Worker::open(&git_dir, file_threads, wants_text),
+            // Encoders keep working while a group is made durable (an fsync).
+            4 * cfg.step_group.max(1),
+            || Worker::open(&git_dir, file_threads, encoding),
             |w, p| {
                 let started = std::time::Instant::now();
                 let prepared = w.prepare(p, globs);

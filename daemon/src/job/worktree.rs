@@ -93,7 +93,7 @@ impl Engine {
             StepPolicy::EveryCommit => Step::FirstParent,
         };
         let plan = Planned { oid: snapshot, step, manifest_changed: Some(false) };
-        let worker = Worker::open(git_dir, cfg.encode_threads(), self.encoder.wants_text());
+        let worker = Worker::open(git_dir, cfg.encode_threads(), self.encoder.diff_encoding());
         let prepared = worker.prepare(&plan, &cfg.triggers.manifest_globs)?;
         let diff = match prepared.input {
             Some(StepInput::Vector(v)) => v,

@@ -128,7 +128,7 @@ fn walk(encoder: &mut Encoder, repo: &git2::Repository, tip: git2::Oid, policy: 
         bail!("{name}: no commit steps under the {policy} policy");
     };
     let snapshot = encoder.snapshot(repo, plan[origin].oid, threads)?;
-    let worker = Worker::open(repo.path(), threads, encoder.wants_text());
+    let worker = Worker::open(repo.path(), threads, encoder.diff_encoding());
     let (mut diffs, mut folded) = (Vec::new(), HashMap::new());
     let total = (plan.len() - origin) as u64;
     let mut bar = Progress::new("encoding", "commits");

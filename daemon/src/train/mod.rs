@@ -168,6 +168,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (cfg, architecture, mut weights) = match &args.init {
         Some(path) => {
             let ck = evolora_model::checkpoint::load(path, &lm.shapes)?;
+            encoder.follow(&ck.meta.encoder);
             if ck.meta.encoder != encoder.id() {
                 bail!("{} was trained on the {} encoder, not {}", path.display(), ck.meta.encoder, encoder.id());
             }

@@ -6,6 +6,7 @@
 
 pub mod hashed;
 mod python;
+mod python_lex;
 pub mod qwen3;
 
 pub use hashed::HashedEncoder;

@@ -27,6 +27,13 @@ const ACCUMULATOR_FLOATS: usize = 32768;
 /// Outputs one task updates in [`add_low_rank`].
 const COLUMN_BLOCK: usize = 1024;
 
+/// Products (rows × in × out) below which [`product`] runs on the calling thread: about a
+/// quarter of a millisecond of one core's work.
+const PARALLEL_MIN_PRODUCTS: usize = 1 << 21;
+
+/// Narrowest block of output columns a task takes.
+const MIN_BLOCK_WIDTH: usize = 128;
+
 /// The storage of a contiguous row-major f32 CPU tensor; `None` elsewhere (another device or
 /// dtype, a strided view), where callers use burn's own operations.
 fn storage<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
@@ -76,24 +83,29 @@ pub fn product(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[
         return y;
     }
     let group = rows.min(ROW_GROUP);
+    // Small products stay on the calling thread: handing them to the pool costs more than
+    // they do, and its idle workers spin on cores that other threads (a walk's encoders)
+    // need. Either way each output is summed in the same order.
+    let parallel = rows * d_in * d_out >= PARALLEL_MIN_PRODUCTS;
     // Enough blocks for every core to take several, each narrow enough that a row group's
     // sums stay in the second-level cache, in whole vectors.
-    let tasks = 4 * rayon::current_num_threads();
-    let width = d_out.div_ceil(tasks).next_multiple_of(16).clamp(16, (ACCUMULATOR_FLOATS / group / 16 * 16).max(16));
-    let blocks: Vec<Vec<f32>> = (0..d_out.div_ceil(width))
-        .into_par_iter()
-        .map(|block| {
-            let c0 = block * width;
-            let wd = width.min(d_out - c0);
-            let mut sums = vec![0f32; rows * wd];
-            for (g, group_sums) in sums.chunks_mut(group * wd).enumerate() {
-                let r0 = g * group;
-                let n = group_sums.len() / wd;
-                column_block(&xs[r0 * d_in..(r0 + n) * d_in], n, w, d_out, c0, group_sums);
-            }
-            sums
-        })
-        .collect();
+    let tasks = if parallel { 4 * rayon::current_num_threads() } else { 1 };
+    // At least MIN_BLOCK_WIDTH wide (where the output is): narrower blocks spend more on
+    // loop overhead than the cores they add bring.
+    let width = d_out.div_ceil(tasks).max(MIN_BLOCK_WIDTH).next_multiple_of(16).clamp(16, (ACCUMULATOR_FLOATS / group / 16 * 16).max(16));
+    let block_sums = |block: usize| {
+        let c0 = block * width;
+        let wd = width.min(d_out - c0);
+        let mut sums = vec![0f32; rows * wd];
+        for (g, group_sums) in sums.chunks_mut(group * wd).enumerate() {
+            let r0 = g * group;
+            let n = group_sums.len() / wd;
+            column_block(&xs[r0 * d_in..(r0 + n) * d_in], n, w, d_out, c0, group_sums);
+        }
+        sums
+    };
+    let block_count = d_out.div_ceil(width);
+    let blocks: Vec<Vec<f32>> = if parallel { (0..block_count).into_par_iter().map(block_sums).collect() } else { (0..block_count).map(block_sums).collect() };
     for (block, sums) in blocks.iter().enumerate() {
         let c0 = block * width;
         let wd = sums.len() / rows;

@@ -39,7 +39,7 @@ pub fn walk(model: &Hypernetwork, encoder: &mut Encoder, repo_path: &Path, tip: 
     };
     let snapshot = encoder.snapshot(&repo, plan[origin].oid, threads)?;
     let mut state = model.initial_state(&snapshot)?;
-    let worker = Worker::open(repo.path(), threads, encoder.wants_text());
+    let worker = Worker::open(repo.path(), threads, encoder.diff_encoding());
     let mut at = HashMap::new();
     let total = (plan.len() - origin) as u64;
     let mut bar = Progress::new(label, "commits");
