@@ -17,6 +17,7 @@ HALF = 1024
 WEIGHTS = {"import": 3.0, "def": 2.0, "class": 2.0, "sig": 1.5, "call": 1.0, "id": 0.25, "tok": 0.5}
 HARD_KEYWORDS = set(keyword.kwlist)
 assert len(HARD_KEYWORDS) == 35, "Python's hard keywords, as the spec counts them"
+IMPORT_MAX_TOKENS = 256
 PREFIXES = {"r", "u", "f", "b", "t", "rb", "br", "rf", "fr", "rt", "tr"}
 
 
@@ -117,7 +118,7 @@ def python_features(s):
             starts = j == 0 or t[3] or toks[j - 1][0] == ";"
             if word in ("import", "from") and starts:
                 depth, last = 0, j
-                for k in range(j + 1, len(toks)):
+                for k in range(j + 1, min(len(toks), j + 1 + IMPORT_MAX_TOKENS)):
                     if toks[k][0] == ";" or (toks[k][3] and depth == 0):
                         break
                     if toks[k][0] in "([{":
@@ -219,6 +220,7 @@ EDGE_CASES = [
     "@app.route('/')\ndef index(): return render(t)(u)\nprint (x)\nif(y): pass\n",
     "def f(a=(1, [2, {3: ')'}]), *, b): ...\nclass\nclass K(\n",
     "   )] import q\n\t\x0bfrom m import n\r\nu'x' t'y' Rb\"z\" bR'w' xr'v'\n",
+    "from m import (" + ", ".join(f"n{i}" for i in range(200)) + ")\nimport (\n" * 3 + "def a(\n",
     "",
 ]
 

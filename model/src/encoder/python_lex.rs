@@ -19,7 +19,8 @@
 //! - For each name, in order: a hard keyword (Python's 35) yields nothing, except `import`
 //!   or `from` starting a statement: the import, the text from the keyword to the end of
 //!   the last token of its statement, whitespace collapsed. The statement runs until `;`
-//!   or a line start outside the brackets opened after the keyword. Any other name yields
+//!   or a line start outside the brackets opened after the keyword, and at most
+//!   [`IMPORT_MAX_TOKENS`] tokens past the keyword. Any other name yields
 //!   an identifier, then: after `def`, if `(` follows and its bracket closes (counting
 //!   `( [ {` against `) ] }`), a definition (the name) and a signature (the name and the
 //!   text from `(` to its closing `)`, whitespace collapsed); after `class`, a class name;
@@ -196,27 +197,33 @@ fn closes(t: &Token) -> bool {
     matches!(t.kind, Tok::Op(b')' | b']' | b'}'))
 }
 
-/// Index of the token closing the bracket opened at `open`.
-fn closing(toks: &[Token], open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for (k, t) in toks.iter().enumerate().skip(open) {
+/// Tokens an import's statement may run past its keyword. Bounds the work on text that is
+/// not Python (a megabyte of `import (` lines would otherwise take quadratic time).
+pub(crate) const IMPORT_MAX_TOKENS: usize = 256;
+
+/// For every token, the index of the token closing the bracket it opens (`u32::MAX`: none
+/// or not an opener), in one pass: the bracket a forward count from an opener closes is
+/// the one a stack of open brackets pairs with it.
+fn closers(toks: &[Token], out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(toks.len(), u32::MAX);
+    let mut open: Vec<usize> = Vec::new();
+    for (k, t) in toks.iter().enumerate() {
         if opens(t) {
-            depth += 1;
-        } else if closes(t) {
-            depth -= 1;
-            if depth == 0 {
-                return Some(k);
-            }
+            open.push(k);
+        } else if closes(t)
+            && let Some(o) = open.pop()
+        {
+            out[o] = k as u32;
         }
     }
-    None
 }
 
 /// Index of the last token of the statement starting at `first`.
 fn statement_last(toks: &[Token], first: usize) -> usize {
     let mut depth = 0usize;
     let mut last = first;
-    for (k, t) in toks.iter().enumerate().skip(first + 1) {
+    for (k, t) in toks.iter().enumerate().skip(first + 1).take(IMPORT_MAX_TOKENS) {
         if t.kind == Tok::Op(b';') || (t.line_start && depth == 0) {
             break;
         }
@@ -235,15 +242,17 @@ fn collapse_ws(s: &str) -> String {
 }
 
 thread_local! {
-    static TOKENS: RefCell<Vec<Token>> = const { RefCell::new(Vec::new()) };
+    static TOKENS: RefCell<(Vec<Token>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Calls `emit(kind, text)` for every feature of `source`, in the order the rules give.
 pub(crate) fn features(source: &str, emit: &mut dyn FnMut(Kind, &str)) {
     TOKENS.with(|cell| {
-        let mut toks = cell.borrow_mut();
-        tokenize(source, &mut toks);
-        let toks = &toks[..];
+        let mut scratch = cell.borrow_mut();
+        let (toks, closer) = &mut *scratch;
+        tokenize(source, toks);
+        closers(toks, closer);
+        let (toks, closer) = (&toks[..], &closer[..]);
         let text = |t: &Token| &source[t.start as usize..t.end as usize];
         let is_name = |k: usize, word: &str| toks.get(k).is_some_and(|t| t.kind == Tok::Name && text(t) == word);
         for (j, t) in toks.iter().enumerate() {
@@ -262,7 +271,8 @@ pub(crate) fn features(source: &str, emit: &mut dyn FnMut(Kind, &str)) {
             emit(Kind::Ident, name);
             let paren_next = toks.get(j + 1).is_some_and(|n| n.kind == Tok::Op(b'('));
             if j > 0 && is_name(j - 1, "def") {
-                if paren_next && let Some(close) = closing(toks, j + 1) {
+                if paren_next && closer[j + 1] != u32::MAX {
+                    let close = closer[j + 1] as usize;
                     emit(Kind::Def, name);
                     let params = &source[toks[j + 1].start as usize..toks[close].end as usize];
                     emit(Kind::Signature, &format!("{name}{}", collapse_ws(params)));
@@ -316,6 +326,22 @@ mod tests {
         // `from` inside a statement is not an import.
         let f = found("raise E from err\nyield from gen()\n");
         assert!(!f.iter().any(|(k, _)| *k == "import"), "{f:?}");
+    }
+
+    /// Text built to make per-name scans quadratic: many unclosed definitions and imports.
+    #[test]
+    fn hostile_text_takes_linear_time() {
+        let text = "def a(\nimport (\n".repeat(12_500);
+        let started = std::time::Instant::now();
+        let f = found(&text);
+        assert_eq!(f.iter().filter(|(k, _)| *k == "import").count(), 12_500);
+        assert!(!f.iter().any(|(k, _)| *k == "def"), "no parameters ever close");
+        // Quadratic scans (each to the end of the text) would take minutes here.
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+        // A long parenthesised import is cut at the bound, the same way every time.
+        let long = format!("from m import ({})\nx = 1\n", (0..2000).map(|i| format!("n{i}")).collect::<Vec<_>>().join(", "));
+        let import = found(&long).into_iter().find(|(k, _)| *k == "import").unwrap().1;
+        assert!(import.starts_with("from m import (n0, n1") && import.ends_with(&format!("n{}", (IMPORT_MAX_TOKENS - 3) / 2)), "{}", &import[import.len() - 20..]);
     }
 
     #[test]
