@@ -231,6 +231,18 @@ fn a_checkpoint_keeps_the_hashed_version_it_was_trained_on() {
         std::fs::read(file).unwrap()
     };
     assert_ne!(seeded("s1", "hashed-v1"), seeded("s2", "hashed-v2"));
+
+    // `model run` takes any vectors, but not the other hashed version's for this checkpoint.
+    let run = |encoder: &str| {
+        let emb = tmp.path().join(format!("{encoder}.safetensors"));
+        ok(&evolora(&["encode", "history", repo.path.to_str().unwrap(), "--encoder", encoder, "--out", emb.to_str().unwrap()]), "encode");
+        let out = tmp.path().join(format!("run-{encoder}"));
+        evolora(&[&["model", "run", "--checkpoint", ck.to_str().unwrap(), "--embeddings", emb.to_str().unwrap(), "--out", out.to_str().unwrap()][..], &base].concat())
+    };
+    ok(&run("hashed-v1"), "model run on the checkpoint's version");
+    let other = run("hashed-v2");
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("hashed-v2 vectors") && err.contains("trained on hashed-v1"), "{err}");
 }
 
 /// A checkpoint exported in the released `.pt` layout is the same model: evolora reads it

@@ -120,6 +120,16 @@ fn publish_one_shot(choice: &ModelChoice, model: &Hypernetwork, adapter: &Adapte
 pub fn model_run(choice: &ModelChoice, embeddings: &Path, out: &Path, state_out: Option<&Path>) -> Result<()> {
     let model = choice.load()?;
     let emb = evolora_model::replay::read_embeddings(embeddings)?;
+    // Any vectors may be run, but two hashed versions have the same width and different
+    // features: a checkpoint run on the other version's vectors is a mistake, not a choice.
+    if choice.checkpoint.is_some()
+        && let Some(made_by) = &emb.encoder
+        && made_by != &model.meta.encoder
+        && HashedEncoder::from_id(made_by).is_some()
+        && HashedEncoder::from_id(&model.meta.encoder).is_some()
+    {
+        anyhow::bail!("{} holds {made_by} vectors, but the checkpoint was trained on {}: encode with --encoder {}", embeddings.display(), model.meta.encoder, model.meta.encoder);
+    }
     let (state, adapter) = evolora_model::replay::run(&model, &emb)?;
     if let Some(p) = state_out {
         let bytes: Vec<u8> = state.iter().flat_map(|v| v.to_le_bytes()).collect();

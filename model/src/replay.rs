@@ -13,6 +13,8 @@ pub struct Embeddings {
     pub snapshot: Vec<f32>,
     /// One vector per commit, oldest first.
     pub diffs: Vec<Vec<f32>>,
+    /// The encoder the file says made them (`evolora encode` writes it), if any.
+    pub encoder: Option<String>,
 }
 
 pub fn read_embeddings(path: &Path) -> Result<Embeddings, ModelError> {
@@ -35,7 +37,8 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings, ModelError> {
             flat.chunks(shape[1].max(1)).map(<[f32]>::to_vec).collect()
         }
     };
-    Ok(Embeddings { snapshot, diffs })
+    let encoder = SafeTensors::read_metadata(&bytes).ok().and_then(|(_, m)| m.metadata().as_ref().and_then(|m| m.get("encoder").cloned()));
+    Ok(Embeddings { snapshot, diffs, encoder })
 }
 
 /// h₀ from the snapshot, advanced over the diffs (Evo), then the adapter. A Static model

@@ -17,16 +17,18 @@ HALF = 1024
 WEIGHTS = {"import": 3.0, "def": 2.0, "class": 2.0, "sig": 1.5, "call": 1.0, "id": 0.25, "tok": 0.5}
 HARD_KEYWORDS = set(keyword.kwlist)
 assert len(HARD_KEYWORDS) == 35, "Python's hard keywords, as the spec counts them"
-IMPORT_MAX_TOKENS = 256
+SPAN_MAX_TOKENS = 256
+SPAN_MAX_BYTES = 2048
+WHITESPACE = " \t\n\r\x0b\x0c"
 PREFIXES = {"r", "u", "f", "b", "t", "rb", "br", "rf", "fr", "rt", "tr"}
 
 
 def name_start(ch):
-    return ch == "_" or (ch.isascii() and ch.isalpha()) or (ord(ch) >= 128 and ch.isalpha())
+    return ch == "_" or "a" <= ch <= "z" or "A" <= ch <= "Z" or ord(ch) >= 128
 
 
 def name_part(ch):
-    return ch == "_" or (ch.isascii() and ch.isalnum()) or (ord(ch) >= 128 and ch.isalnum())
+    return name_start(ch) or "0" <= ch <= "9"
 
 
 def skip_string(s, q):
@@ -92,9 +94,6 @@ def tokens(s):
                 kind, i = "str", min(skip_string(s, i), len(s))
             else:
                 kind = "name"
-        elif ord(ch) >= 128:
-            i += 1
-            continue
         else:
             kind, i = ch, i + 1
         out.append((kind, start, i, at_line_start))
@@ -103,7 +102,21 @@ def tokens(s):
 
 
 def collapse(text):
-    return " ".join(text.split())
+    parts, word = [], ""
+    for ch in text:
+        if ch in WHITESPACE:
+            if word:
+                parts.append(word)
+            word = ""
+        else:
+            word += ch
+    if word:
+        parts.append(word)
+    return " ".join(parts)
+
+
+def utf8_len(text):
+    return len(text.encode("utf-8"))
 
 
 def python_features(s):
@@ -118,7 +131,7 @@ def python_features(s):
             starts = j == 0 or t[3] or toks[j - 1][0] == ";"
             if word in ("import", "from") and starts:
                 depth, last = 0, j
-                for k in range(j + 1, min(len(toks), j + 1 + IMPORT_MAX_TOKENS)):
+                for k in range(j + 1, min(len(toks), j + 1 + SPAN_MAX_TOKENS)):
                     if toks[k][0] == ";" or (toks[k][3] and depth == 0):
                         break
                     if toks[k][0] in "([{":
@@ -126,7 +139,8 @@ def python_features(s):
                     elif toks[k][0] in ")]}":
                         depth = max(depth - 1, 0)
                     last = k
-                out.append(("import", collapse(s[t[1]:toks[last][2]])))
+                if utf8_len(s[t[1]:toks[last][2]]) <= SPAN_MAX_BYTES:
+                    out.append(("import", collapse(s[t[1]:toks[last][2]])))
             continue
         out.append(("id", word))
         follows_paren = j + 1 < len(toks) and toks[j + 1][0] == "("
@@ -138,8 +152,10 @@ def python_features(s):
                     depth += toks[k][0] in "([{"
                     depth -= toks[k][0] in ")]}"
                     if depth == 0:
-                        out.append(("def", word))
-                        out.append(("sig", word + collapse(s[toks[j + 1][1]:toks[k][2]])))
+                        params = s[toks[j + 1][1]:toks[k][2]]
+                        if k - (j + 1) <= SPAN_MAX_TOKENS and utf8_len(params) <= SPAN_MAX_BYTES:
+                            out.append(("def", word))
+                            out.append(("sig", word + collapse(params)))
                         break
         elif before == "class":
             out.append(("class", word))
@@ -221,6 +237,10 @@ EDGE_CASES = [
     "def f(a=(1, [2, {3: ')'}]), *, b): ...\nclass\nclass K(\n",
     "   )] import q\n\t\x0bfrom m import n\r\nu'x' t'y' Rb\"z\" bR'w' xr'v'\n",
     "from m import (" + ", ".join(f"n{i}" for i in range(200)) + ")\nimport (\n" * 3 + "def a(\n",
+    "\u0e01\u0e34\u0e19 = 1\n\u0939\u093f\u0928\u094d\u0926\u0940(a)\n\u216b = 2\n\U0002ebf0 = x\u00a0y\n",
+    "from m import a\x1fb\ndef f(a\x1cb, c\x1e): pass\n",
+    "def a(" * 80 + ")" * 80 + "\n",
+    "import (\n" * 5 + "'" + "s" * 3000 + "'\ndef g(x='" + "t" * 3000 + "'): pass\n",
     "",
 ]
 

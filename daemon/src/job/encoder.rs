@@ -121,12 +121,6 @@ impl Encoder {
         }
     }
 
-    /// Whether diffs reach the model thread as text (the encoder is a model that lives
-    /// there) rather than as vectors made on the encode threads.
-    pub fn wants_text(&self) -> bool {
-        matches!(self, Encoder::Qwen3(_))
-    }
-
     /// What the encode threads make of each diff.
     pub fn diff_encoding(&self) -> DiffEncoding {
         match self {

@@ -6,25 +6,29 @@
 //! faster.
 //!
 //! The rules, exactly (the spec `tests/reference/hashed_v2.py` implements independently):
-//! - Tokens: names (`[_A-Za-z]` or a non-ASCII letter, then `_`, ASCII letters and digits,
-//!   or non-ASCII letters and digits); numbers (a digit, then ASCII letters, digits, `_` and
+//! - Tokens: names (`_`, an ASCII letter or any non-ASCII character, then any of those or
+//!   ASCII digits: no Unicode tables, so no toolchain or Python version changes a name);
+//!   numbers (a digit, then ASCII letters, digits, `_` and
 //!   `.`); strings (an optional prefix of one or two letters — `r u f b t` alone, or a pair
 //!   of `r` with one of `b f t`, any case — then `'`, `"` or a triple of either, up to the
 //!   same closing quote, a backslash escaping the next byte; single-quoted ones also end
 //!   at a line end); every other ASCII byte except whitespace is a one-byte operator.
-//!   `#` to the line end is a comment; a backslash before a line end joins the lines;
-//!   other non-ASCII characters are skipped.
+//!   `#` to the line end is a comment; a backslash before a line end joins the lines.
+//!   Whitespace is ASCII's: space, tab, line feed, carriage return, vertical tab, form feed.
 //! - A token starts a line if a line end (not a joined one) lies between it and the
 //!   previous token; a statement starts at the first token, at a line start, and after `;`.
 //! - For each name, in order: a hard keyword (Python's 35) yields nothing, except `import`
 //!   or `from` starting a statement: the import, the text from the keyword to the end of
 //!   the last token of its statement, whitespace collapsed. The statement runs until `;`
 //!   or a line start outside the brackets opened after the keyword, and at most
-//!   [`IMPORT_MAX_TOKENS`] tokens past the keyword. Any other name yields
+//!   [`SPAN_MAX_TOKENS`] tokens past the keyword. Any other name yields
 //!   an identifier, then: after `def`, if `(` follows and its bracket closes (counting
-//!   `( [ {` against `) ] }`), a definition (the name) and a signature (the name and the
-//!   text from `(` to its closing `)`, whitespace collapsed); after `class`, a class name;
-//!   otherwise, if `(` follows, a call.
+//!   `( [ {` against `) ] }`) at most [`SPAN_MAX_TOKENS`] tokens later, a definition (the
+//!   name) and a signature (the name and the text from `(` to its closing `)`, whitespace
+//!   collapsed); after `class`, a class name; otherwise, if `(` follows, a call.
+//! - An import or signature whose text (before collapsing) is longer than
+//!   [`SPAN_MAX_BYTES`] is not emitted. With the token bound, this keeps the work linear in
+//!   the text whatever it holds.
 
 use std::cell::RefCell;
 
@@ -66,12 +70,6 @@ fn is_string_prefix(name: &[u8]) -> bool {
         }
         _ => false,
     }
-}
-
-/// The char at byte `i` (a char boundary) and its length.
-fn char_at(text: &str, i: usize) -> (char, usize) {
-    let c = text[i..].chars().next().expect("in bounds");
-    (c, c.len_utf8())
 }
 
 /// Where the string literal whose opening quote is at `q` ends (exclusive).
@@ -150,23 +148,11 @@ fn tokenize(text: &str, out: &mut Vec<Token>) {
                 }
                 Tok::Number
             }
-            c if c == b'_' || c.is_ascii_alphabetic() || (c >= 0x80 && char_at(text, i).0.is_alphabetic()) => {
-                loop {
-                    if i >= n {
-                        break;
-                    }
-                    let d = b[i];
-                    if d == b'_' || d.is_ascii_alphanumeric() {
-                        i += 1;
-                    } else if d >= 0x80 {
-                        let (ch, len) = char_at(text, i);
-                        if !ch.is_alphanumeric() {
-                            break;
-                        }
-                        i += len;
-                    } else {
-                        break;
-                    }
+            c if c == b'_' || c.is_ascii_alphabetic() || c >= 0x80 => {
+                // UTF-8 continuation bytes are ≥ 0x80 too: a name always ends on a char
+                // boundary.
+                while i < n && (b[i] == b'_' || b[i].is_ascii_alphanumeric() || b[i] >= 0x80) {
+                    i += 1;
                 }
                 if i < n && (b[i] == b'\'' || b[i] == b'"') && is_string_prefix(&b[start..i]) {
                     i = string_end(b, i).min(n);
@@ -174,10 +160,6 @@ fn tokenize(text: &str, out: &mut Vec<Token>) {
                 } else {
                     Tok::Name
                 }
-            }
-            c if c >= 0x80 => {
-                i += char_at(text, i).1;
-                continue;
             }
             c => {
                 i += 1;
@@ -197,9 +179,14 @@ fn closes(t: &Token) -> bool {
     matches!(t.kind, Tok::Op(b')' | b']' | b'}'))
 }
 
-/// Tokens an import's statement may run past its keyword. Bounds the work on text that is
-/// not Python (a megabyte of `import (` lines would otherwise take quadratic time).
-pub(crate) const IMPORT_MAX_TOKENS: usize = 256;
+/// Tokens an import's statement may run past its keyword, and a signature's closing `)`
+/// past its `(`. Bounds the work on text that is not Python (a megabyte of `import (` or
+/// nested `def a(` would otherwise take quadratic time).
+pub(crate) const SPAN_MAX_TOKENS: usize = 256;
+
+/// Longest import or signature text emitted, in bytes (one long string token could
+/// otherwise be hashed once per import before it).
+pub(crate) const SPAN_MAX_BYTES: usize = 2048;
 
 /// For every token, the index of the token closing the bracket it opens (`u32::MAX`: none
 /// or not an opener), in one pass: the bracket a forward count from an opener closes is
@@ -223,7 +210,7 @@ fn closers(toks: &[Token], out: &mut Vec<u32>) {
 fn statement_last(toks: &[Token], first: usize) -> usize {
     let mut depth = 0usize;
     let mut last = first;
-    for (k, t) in toks.iter().enumerate().skip(first + 1).take(IMPORT_MAX_TOKENS) {
+    for (k, t) in toks.iter().enumerate().skip(first + 1).take(SPAN_MAX_TOKENS) {
         if t.kind == Tok::Op(b';') || (t.line_start && depth == 0) {
             break;
         }
@@ -237,8 +224,9 @@ fn statement_last(toks: &[Token], first: usize) -> usize {
     last
 }
 
+/// Runs of ASCII whitespace become one space; leading and trailing ones go.
 fn collapse_ws(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    s.split([' ', '\t', '\n', '\r', '\x0b', '\x0c']).filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 thread_local! {
@@ -264,18 +252,23 @@ pub(crate) fn features(source: &str, emit: &mut dyn FnMut(Kind, &str)) {
                 let statement_start = j == 0 || t.line_start || toks[j - 1].kind == Tok::Op(b';');
                 if (name == "import" || name == "from") && statement_start {
                     let last = &toks[statement_last(toks, j)];
-                    emit(Kind::Import, &collapse_ws(&source[t.start as usize..last.end as usize]));
+                    let statement = &source[t.start as usize..last.end as usize];
+                    if statement.len() <= SPAN_MAX_BYTES {
+                        emit(Kind::Import, &collapse_ws(statement));
+                    }
                 }
                 continue;
             }
             emit(Kind::Ident, name);
             let paren_next = toks.get(j + 1).is_some_and(|n| n.kind == Tok::Op(b'('));
             if j > 0 && is_name(j - 1, "def") {
-                if paren_next && closer[j + 1] != u32::MAX {
-                    let close = closer[j + 1] as usize;
-                    emit(Kind::Def, name);
+                let close = closer.get(j + 1).map_or(usize::MAX, |&c| c as usize);
+                if paren_next && close - (j + 1) <= SPAN_MAX_TOKENS {
                     let params = &source[toks[j + 1].start as usize..toks[close].end as usize];
-                    emit(Kind::Signature, &format!("{name}{}", collapse_ws(params)));
+                    if params.len() <= SPAN_MAX_BYTES {
+                        emit(Kind::Def, name);
+                        emit(Kind::Signature, &format!("{name}{}", collapse_ws(params)));
+                    }
                 }
             } else if j > 0 && is_name(j - 1, "class") {
                 emit(Kind::Class, name);
@@ -336,12 +329,19 @@ mod tests {
         let f = found(&text);
         assert_eq!(f.iter().filter(|(k, _)| *k == "import").count(), 12_500);
         assert!(!f.iter().any(|(k, _)| *k == "def"), "no parameters ever close");
+        // Nested definitions whose brackets all close, each signature spanning the rest.
+        let nested = format!("{}{}", "def a(".repeat(12_500), ")".repeat(12_500));
+        let g = found(&nested);
+        assert_eq!(g.iter().filter(|(k, _)| *k == "sig").count(), SPAN_MAX_TOKENS / 4, "only the innermost close within the bound");
         // Quadratic scans (each to the end of the text) would take minutes here.
         assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+        // One long string after many imports is not hashed once per import.
+        let long_token = format!("{}'{}'\n", "import (\n".repeat(200), "s".repeat(1 << 19));
+        assert!(found(&long_token).iter().filter(|(k, _)| *k == "import").all(|(_, t)| t.len() <= SPAN_MAX_BYTES));
         // A long parenthesised import is cut at the bound, the same way every time.
-        let long = format!("from m import ({})\nx = 1\n", (0..2000).map(|i| format!("n{i}")).collect::<Vec<_>>().join(", "));
+        let long = format!("from m import ({})\nx = 1\n", (0..2000).map(|i| format!("n{i}")).collect::<Vec<_>>().join(","));
         let import = found(&long).into_iter().find(|(k, _)| *k == "import").unwrap().1;
-        assert!(import.starts_with("from m import (n0, n1") && import.ends_with(&format!("n{}", (IMPORT_MAX_TOKENS - 3) / 2)), "{}", &import[import.len() - 20..]);
+        assert!(import.starts_with("from m import (n0,n1,") && import.ends_with(&format!("n{}", (SPAN_MAX_TOKENS - 3) / 2)), "{}", &import[import.len() - 20..]);
     }
 
     #[test]
@@ -349,8 +349,9 @@ mod tests {
         // Unclosed brackets and strings, a def whose parameters never close, stray bytes.
         let f = found("    def half(a,\n'unterminated\n\"\"\"open\nfoo(]) \u{e9}t\u{e9} = 変数 + \u{2603}\\");
         assert!(has(&f, "id", "half") && !has(&f, "def", "half"));
-        let f = found("x = 変数 + \u{2603}y\\");
-        assert_eq!(f.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["x", "変数", "y"], "{f:?}");
+        // Every non-ASCII character is part of a name, letters or not.
+        let f = found("x = 変数 + \u{2603}y + \u{e01}\u{e34}\u{e19}\\");
+        assert_eq!(f.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["x", "変数", "\u{2603}y", "\u{e01}\u{e34}\u{e19}"], "{f:?}");
         let f = found("résumé = naïve(x)\n");
         assert!(has(&f, "id", "résumé") && has(&f, "call", "naïve"), "{f:?}");
         assert!(found("").is_empty());
