@@ -134,7 +134,7 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
             return crate::cluster::edge::run(edge_daemon, node.clone());
         }
         drop(edge_daemon);
-        match job::model::load_with_encoder(&settings, Some((&cache.0, cache.1))) {
+        match job::model::load_with_encoder(&settings, Some((&cache.0, cache.1)), 0) {
             Ok((model, encoder)) => {
                 let _ = model_info.set(job::model::describe(&model, &settings, &encoder));
                 let engine = Engine::new(job_context, model, encoder);

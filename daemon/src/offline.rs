@@ -93,11 +93,7 @@ impl ModelChoice {
 
     /// The encoder, then the model made for or checked against it.
     pub fn load_with_encoder(&self) -> Result<(Hypernetwork, Encoder)> {
-        let settings = self.settings();
-        let mut encoder = Encoder::load(&settings, None)?;
-        let model = crate::job::model::load(&settings, Some(encoder.fit()), self.task)?;
-        encoder.follow(&model.meta.encoder);
-        Ok((model, encoder))
+        Ok(crate::job::model::load_with_encoder(&self.settings(), None, self.task)?)
     }
 }
 

@@ -59,7 +59,7 @@ pub fn rebuild(config: Config) -> Result<Report, DaemonError> {
     }
     let daemon = Daemon::new(config.clone(), store.clone());
     let cache = config.embeddings_dir();
-    let (model, encoder) = job::model::load_with_encoder(&config.model, Some((&cache, config.embedding_cache_budget.0))).map_err(|e| DaemonError::Model(e.to_string()))?;
+    let (model, encoder) = job::model::load_with_encoder(&config.model, Some((&cache, config.embedding_cache_budget.0)), 0).map_err(|e| DaemonError::Model(e.to_string()))?;
     let fingerprint = model.meta.fingerprint.clone();
     let mut engine = Engine::new(JobContext::of(&daemon), model, encoder);
 

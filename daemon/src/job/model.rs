@@ -58,11 +58,11 @@ pub fn load(settings: &ModelSettings, encoder: Option<EncoderFit>, task: usize) 
     }
 }
 
-/// The configured encoder, then the model made for (or checked against) it: what the
-/// daemon, `state rebuild` and `evolora snapshot` run.
-pub fn load_with_encoder(settings: &ModelSettings, cache: Option<(&std::path::Path, u64)>) -> Result<(Hypernetwork, super::encoder::Encoder), ModelError> {
+/// The configured encoder, then the model made for (or checked against) it, on `task`'s
+/// row: what the daemon, `state rebuild`, `evolora snapshot` and `eval` run.
+pub fn load_with_encoder(settings: &ModelSettings, cache: Option<(&std::path::Path, u64)>, task: usize) -> Result<(Hypernetwork, super::encoder::Encoder), ModelError> {
     let mut encoder = super::encoder::Encoder::load(settings, cache)?;
-    let model = load(settings, Some(encoder.fit()), 0)?;
+    let model = load(settings, Some(encoder.fit()), task)?;
     encoder.follow(&model.meta.encoder);
     Ok((model, encoder))
 }

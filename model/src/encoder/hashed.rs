@@ -28,13 +28,14 @@ use crate::nn::init::fnv1a64;
 /// A version of the hashed encoder (see the module's specification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashedEncoder {
-    version: u8,
+    version: Version,
 }
 
-impl Default for HashedEncoder {
-    fn default() -> Self {
-        Self::LATEST
-    }
+/// Where a version's Python features come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    TreeSitter,
+    Lexer,
 }
 
 /// Which side of a change a text is.
@@ -57,9 +58,9 @@ impl Channel {
 
 impl HashedEncoder {
     /// Python features from tree-sitter.
-    pub const V1: HashedEncoder = HashedEncoder { version: 1 };
+    pub const V1: HashedEncoder = HashedEncoder { version: Version::TreeSitter };
     /// Python features from a lexer.
-    pub const V2: HashedEncoder = HashedEncoder { version: 2 };
+    pub const V2: HashedEncoder = HashedEncoder { version: Version::Lexer };
     /// What untrained models and new configurations get.
     pub const LATEST: HashedEncoder = Self::V2;
     /// Every version, oldest first.
@@ -71,8 +72,8 @@ impl HashedEncoder {
     /// The id models record (`hashed-v1`, `hashed-v2`).
     pub const fn id(&self) -> &'static str {
         match self.version {
-            1 => "hashed-v1",
-            _ => "hashed-v2",
+            Version::TreeSitter => "hashed-v1",
+            Version::Lexer => "hashed-v2",
         }
     }
 
@@ -103,8 +104,8 @@ impl HashedEncoder {
         };
         let parsed = Self::is_python(path)
             && match self.version {
-                1 => python::features(text, &mut emit),
-                _ => {
+                Version::TreeSitter => python::features(text, &mut emit),
+                Version::Lexer => {
                     python_lex::features(text, &mut emit);
                     true
                 }
