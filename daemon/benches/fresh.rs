@@ -3,6 +3,11 @@
 //! at the new commit, for ordinary small commits, with the seeded model of a preset on
 //! Qwen2.5-Coder-1.5B's 28 layers (every adapter a full PEFT directory, fsynced).
 //!
+//! Floor, measured in the same run: `git commit` alone, plus reading the lone GRU step's
+//! and the head's weights once at the measured bandwidth, or writing and fsyncing a plain
+//! file as large as the adapter where the disk is slower than the head (the daemon writes
+//! while the head runs). The daemon's own histograms split the median's time.
+//!
 //! cargo build --release -p evolora-hooks --bins
 //! cargo bench -p evolora-daemon --bench fresh -- --preset paper|compact [--commits 30] [--dtype f32|bf16]
 
@@ -12,7 +17,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, arg, git, request, start_daemon};
+use common::{arg, bin, bandwidth_gbs, floors, git, request, start_daemon};
+use evolora_model::{BaseModelShapes, HyperConfig};
 
 /// Changes a.py the way an ordinary commit does (one new function) and stages it.
 fn edit(repo: &Path, i: usize) {
@@ -32,6 +38,40 @@ fn adapter_at(sock: &Path, repo: &Path, commit: &str) -> Duration {
         }
         assert!(t.elapsed() < Duration::from_secs(120), "no adapter at {commit}: {reply}");
     }
+}
+
+/// (sum of seconds, count) of each of the daemon's latency histograms, from its `metrics` op.
+fn histograms(sock: &Path) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let reply = request(sock, &serde_json::json!({"op": "metrics"}));
+    let mut out = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in reply["text"].as_str().unwrap_or_default().lines() {
+        let Some((name, value)) = line.split_once(' ') else { continue };
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        if let Some(h) = name.strip_prefix("evolora_").and_then(|n| n.strip_suffix("_seconds_sum")) {
+            out.entry(h.to_owned()).or_default().0 = value;
+        } else if let Some(h) = name.strip_prefix("evolora_").and_then(|n| n.strip_suffix("_seconds_count")) {
+            out.entry(h.to_owned()).or_default().1 = value;
+        }
+    }
+    out
+}
+
+/// Writing and fsyncing a plain file of `bytes` in `dir`, best of three.
+fn plain_file(dir: &Path, bytes: usize) -> Duration {
+    let data = vec![1u8; bytes];
+    (0..3)
+        .map(|i| {
+            let path = dir.join(format!("plain-{i}"));
+            let t = Instant::now();
+            let mut f = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut f, &data).unwrap();
+            f.sync_all().unwrap();
+            let took = t.elapsed();
+            std::fs::remove_file(&path).unwrap();
+            took
+        })
+        .min()
+        .unwrap()
 }
 
 fn main() {
@@ -66,11 +106,12 @@ fn main() {
     std::fs::write(&config, format!("[model]\ndtype = \"{dtype}\"\n[serve]\ngrace_secs = 0\n")).unwrap();
     let sock = tmp.path().join("evolora.sock");
     let mut daemon = start_daemon(["--preset", &preset, "--base", "qwen2.5-coder-1.5b", "--config", config.to_str().unwrap()], &tmp.path().join("state"), &sock);
-    let ok = Command::new(BIN).arg("register").arg(&repo).env("EVOLORA_SOCKET", &sock).stdout(Stdio::null()).status().unwrap().success();
+    let ok = Command::new(bin()).arg("register").arg(&repo).env("EVOLORA_SOCKET", &sock).stdout(Stdio::null()).status().unwrap().success();
     assert!(ok, "register");
     let tip = git(&repo, &["rev-parse", "HEAD"]);
     adapter_at(&sock, &repo, &tip);
 
+    let before = histograms(&sock);
     let mut times = Vec::new();
     for i in 0..commits + 3 {
         edit(&repo, i);
@@ -82,13 +123,53 @@ fn main() {
             times.push(t.elapsed());
         }
     }
+    let after = histograms(&sock);
+    let newest = request(&sock, &serde_json::json!({"op": "adapter", "repo": repo}));
+    let weights = Path::new(newest["path"].as_str().unwrap()).join(evolora_model::peft::ADAPTER_WEIGHTS);
+    let adapter_bytes = std::fs::metadata(&weights).unwrap().len() as usize;
     let _ = daemon.kill();
     let _ = daemon.wait();
+
+    // Floors, with the daemon gone.
+    let bw = bandwidth_gbs();
+    let cfg = HyperConfig::preset(&preset).unwrap();
+    let base = BaseModelShapes::preset("qwen2.5-coder-1.5b").unwrap();
+    let head = floors::head_bytes(&cfg, &base) / (bw * 1e9);
+    let step = floors::gru_step_bytes(&cfg).1 / (bw * 1e9);
+    let disk = plain_file(tmp.path(), adapter_bytes).as_secs_f64();
+    let floor = plain.as_secs_f64() + step + head.max(disk);
+
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("preset {preset}, {dtype}, {commits} commits (after 3 warm-ups), base qwen2.5-coder-1.5b (28 layers)");
-    println!("| measurement | median | p90 | min |");
-    println!("|---|---|---|---|");
-    println!("| commit → fresh adapter | {:.1} ms | {:.1} ms | {:.1} ms |", ms(times[times.len() / 2]), ms(times[times.len() * 9 / 10]), ms(times[0]));
-    println!("| `git commit` alone, no hooks, no daemon (best of 10) | {:.1} ms | | |", ms(plain));
+    let median = times[times.len() / 2];
+    println!("preset {preset}, {dtype}, {commits} commits (after 3 warm-ups), base qwen2.5-coder-1.5b (28 layers); bandwidth {bw:.1} GB/s");
+    println!("| measurement | median | p90 | min | floor | ratio (median / floor) |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| commit → fresh adapter | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} |",
+        ms(median),
+        ms(times[times.len() * 9 / 10]),
+        ms(times[0]),
+        floor * 1e3,
+        median.as_secs_f64() / floor
+    );
+    println!("\nfloor's parts and the daemon's own means over the timed commits (its histograms):");
+    println!("| part | floor | daemon, mean |");
+    println!("|---|---|---|");
+    let mean = |name: &str| {
+        let (s1, c1) = after.get(name).copied().unwrap_or_default();
+        let (s0, c0) = before.get(name).copied().unwrap_or_default();
+        if c1 > c0 { format!("{:.1} ms", (s1 - s0) / (c1 - c0) * 1e3) } else { "–".to_owned() }
+    };
+    println!("| `git commit` alone, no hooks, no daemon (best of 10) | {:.1} ms | – |", ms(plain));
+    println!("| wake-up → adapter published (`commit_to_adapter`) | – | {} |", mean("commit_to_adapter"));
+    println!("| diff and encode a commit (`encode`) | – | {} |", mean("encode"));
+    println!("| GRU step (`gru_step`; floor: diff projection, W_ih, W_hh read once) | {:.1} ms | {} |", step * 1e3, mean("gru_step"));
+    println!("| head, the weights file written meanwhile (`generation`; floor: head weights read once) | {:.1} ms | {} |", head * 1e3, mean("generation"));
+    println!(
+        "| finishing the version: last writes, fsyncs, renames, state record (`write`; floor: a plain {:.1} MB file written and fsynced) | {:.1} ms | {} |",
+        adapter_bytes as f64 / 1e6,
+        disk * 1e3,
+        mean("write")
+    );
 }

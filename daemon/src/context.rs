@@ -152,6 +152,11 @@ impl Jobs {
         self.progress.send_modify(|g| *g += 1);
     }
 
+    /// An adapter was published and its record made durable: wakes clients waiting for it.
+    pub fn published(&self) {
+        self.progress.send_modify(|g| *g += 1);
+    }
+
     /// A ref's walk begins: `to_walk` commits from `from_commit`, started as `start` says.
     /// `first`: the ref has no adapter yet.
     pub fn walk_began(&self, repo: &str, refname: &str, start: &'static str, from_commit: String, to_walk: u64, first: bool) {

@@ -66,18 +66,9 @@ fn main() {
     let rss_model = rss_mib() - rss0;
     let peak_load = peak_rss_mib();
 
-    let head_params: usize = {
-        let h = cfg.head_hidden;
-        let trunk = cfg.head_input_dim() * h + h + h * h + h;
-        let heads: usize = cfg.module_types.iter().map(|&m| {
-            let (i, o) = base.in_out(m);
-            (cfg.rank * i + o * cfg.rank) * (h + 1)
-        }).sum();
-        trunk + heads
-    };
+    let head_params = (floors::head_bytes(&cfg, &base) / 4.0) as usize;
+    let (whh_bytes, single_step_bytes) = floors::gru_step_bytes(&cfg);
     let g = cfg.gru_hidden;
-    let whh_bytes = (3 * g * g * 4) as f64;
-    let single_step_bytes = whh_bytes + ((3 * g * g + g * cfg.input_dim) * 4) as f64;
 
     let enc = HashedEncoder::LATEST;
     let diff = typical_diff();

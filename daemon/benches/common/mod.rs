@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_evolora");
 
+/// The daemon binary the benchmark runs: `EVOLORA_BENCH_BIN` when set (to compare two builds
+/// on the same host, alternating), else this build's.
+pub fn bin() -> std::ffi::OsString {
+    std::env::var_os("EVOLORA_BENCH_BIN").unwrap_or_else(|| BIN.into())
+}
+
 /// The value after `--name` on the command line, or `default`.
 pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::args().skip_while(|a| a != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -17,7 +23,7 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// `evolora daemon ARGS --state-dir STATE --socket SOCK`, quiet, once its socket answers.
 pub fn start_daemon<I: AsRef<OsStr>>(args: impl IntoIterator<Item = I>, state: &Path, sock: &Path) -> Child {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .arg("daemon")
         .args(args)
         .arg("--state-dir")
@@ -65,6 +71,6 @@ pub fn request(sock: &Path, v: &serde_json::Value) -> serde_json::Value {
 
 /// The model crate's floors, shared by path so every benchmark measures bandwidth alike.
 #[path = "../../../model/benches/floors/mod.rs"]
-mod floors;
+pub mod floors;
 #[allow(unused_imports)] // not every benchmark reads the floor
 pub use floors::bandwidth_gbs;

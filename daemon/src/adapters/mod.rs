@@ -6,6 +6,7 @@
 
 pub mod dirs;
 pub mod info;
+mod reaper;
 mod retention;
 
 use std::path::{Path, PathBuf};
@@ -135,9 +136,10 @@ impl Adapters {
     }
 
     /// Completes `version` with `contents` (the weights put, the other files), points
-    /// `current` at it, records it with the state that now names it, then applies retention.
-    /// Returns the directory.
-    pub fn finish_version(&self, version: NewVersion, state: &mut RefState, contents: Contents, keep: Keep) -> Result<PathBuf, PublishError> {
+    /// `current` at it and records it with the state that now names it (flushed with the
+    /// caller's next flush). Returns the directory. Retention is the caller's next step
+    /// ([`Adapters::retain`]), once clients waiting for the version have been told.
+    pub fn finish_version(&self, version: NewVersion, state: &mut RefState, contents: Contents) -> Result<PathBuf, PublishError> {
         let Contents { weights, base, info, gguf } = contents;
         let NewVersion { repo_key, name, writer } = version;
         let repo_dir = self.repo_dir(&repo_key);
@@ -154,12 +156,21 @@ impl Adapters {
             let mut total = self.bytes_on_record.lock().expect("bytes lock");
             *total = total.map(|b| b + bytes);
         }
-        self.retain(&repo_key, &repo_dir, keep, now);
         Ok(dir)
     }
 
     /// After a publish: the repository's newest versions, then the disk budget. Failures
-    /// are logged, never fatal: the new adapter is already published.
+    /// are logged, never fatal: the new adapter is already published. Unpublished versions
+    /// are renamed away here and deleted on the reaper thread.
+    pub fn retain_after_publish(&self, repo_key: &str, keep: Keep) {
+        self.retain(repo_key, &self.repo_dir(repo_key), keep, crate::clock::now_secs());
+    }
+
+    /// Whether versions already unpublished are still being deleted from disk.
+    pub fn deleting(&self) -> bool {
+        self.retention.reaper.busy()
+    }
+
     fn retain(&self, repo_key: &str, repo_dir: &Path, keep: Keep, now: u64) {
         let hold = Hold { now, grace_secs: keep.grace_secs };
         match self.retention.prune(&self.store, repo_key, repo_dir, keep.newest, hold) {

@@ -24,6 +24,7 @@ use evolora_state::{AdapterKey, AdapterRecord, StateError, StateStore};
 use tracing::{info, warn};
 
 use super::dirs::{self, dir_bytes};
+use super::reaper::Reaper;
 
 /// Query times are written at most this often per adapter (seconds).
 const QUERY_WRITE_INTERVAL: u64 = 60;
@@ -86,6 +87,8 @@ pub struct Retention {
     /// One deleting pass at a time (the model thread's after a publish, the budget thread's
     /// after a start or reload): each counts what is on disk before deciding what to free.
     pass: Mutex<()>,
+    /// Frees the blocks of unpublished versions off the publishing path.
+    pub(super) reaper: Reaper,
 }
 
 /// How a client names an adapter: its directory name, or a commit (a prefix of at least 7
@@ -115,7 +118,7 @@ impl Default for Retention {
     fn default() -> Self {
         // A version kept for the grace by the previous process is not known to this one: the
         // first sweep looks at everything.
-        Retention { written: Mutex::default(), held: std::sync::atomic::AtomicBool::new(true), pass: Mutex::default() }
+        Retention { written: Mutex::default(), held: std::sync::atomic::AtomicBool::new(true), pass: Mutex::default(), reaper: Reaper::default() }
     }
 }
 
@@ -265,7 +268,8 @@ impl Retention {
 
     /// Deletes the named versions of one repository unless protected or pinned at the moment
     /// of deletion. A directory is renamed away before its record goes, so a crash never
-    /// leaves a half-deleted directory under a published name; remains are swept at start.
+    /// leaves a half-deleted directory under a published name; the renamed directory is
+    /// deleted by the reaper thread, and remains are swept at start.
     fn delete(&self, store: &StateStore, repo_key: &str, repo_dir: &Path, dirs: &[String], hold: Hold) -> Result<Pruned, StateError> {
         let mut out = Pruned::default();
         if dirs.is_empty() {
@@ -307,9 +311,7 @@ impl Retention {
             store.flush()?;
         }
         for doomed in renamed {
-            if let Err(e) = fs::remove_dir_all(&doomed) {
-                warn!(path = %doomed.display(), error = %e, "an adapter version was unpublished but not fully deleted; it is removed at the next start");
-            }
+            self.reaper.remove(doomed);
         }
         Ok(out)
     }

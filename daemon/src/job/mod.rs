@@ -361,6 +361,9 @@ impl Engine {
             // The published state is a restore point: a rewrite lands back on it exactly.
             self.ctx.store.put_restore_point(key, &state, cfg.history.restore_points)?;
             self.ctx.store.flush()?;
+            // Durable: clients waiting for it are answered before older versions are pruned.
+            self.ctx.jobs.published();
+            self.ctx.adapters.retain_after_publish(key, cfg.keep());
             if cfg.verify_after_publish {
                 self.verify_published(&cfg, key, refname, &dir, &weights);
             }

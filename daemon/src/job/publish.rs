@@ -74,7 +74,7 @@ impl Engine {
         }
         let contents = Contents { weights: &weights, base: &base, info: &info, gguf };
         let writing = std::time::Instant::now();
-        let dir = self.ctx.adapters.finish_version(version, state, contents, cfg.keep())?;
+        let dir = self.ctx.adapters.finish_version(version, state, contents)?;
         let metrics = &self.ctx.metrics;
         metrics.write.observe(secs(writing.elapsed()));
         metrics.published.inc();

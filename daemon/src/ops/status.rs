@@ -50,7 +50,7 @@ pub async fn run(daemon: &Arc<Daemon>, repo: Option<&str>) -> Result<Status, OpE
         };
         repos.push(RepoStatus {
             restore_point_bytes,
-            pending: daemon.jobs.is_busy(&rec.key),
+            pending: daemon.jobs.is_busy(&rec.key) || daemon.adapters.deleting(),
             error: daemon.jobs.last_error(&rec.key),
             adapter_bytes: versions.as_ref().map(|v| v.iter().map(|r| r.bytes).sum()),
             adapters: versions.map(|v| {

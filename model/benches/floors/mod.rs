@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use evolora_model::transformer::{Family, QwenConfig};
+use evolora_model::{BaseModelShapes, HyperConfig};
 
 /// Qwen2.5-Coder-1.5B's shape (hidden 1536, 12 heads / 2 KV heads, intermediate 8960,
 /// vocabulary 151,936, tied head) with `layers` layers (28 in the real model).
@@ -93,4 +94,27 @@ pub fn blas_rate(m: usize, k: usize, n: usize) -> Option<f64> {
     );
     let out = std::process::Command::new("python3").arg("-c").arg(script).env_remove("OPENBLAS_CORETYPE").env_remove("OPENBLAS_L2_SIZE").output().ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Bytes of f32 weights making one adapter reads: the head's trunk and its per-type heads.
+pub fn head_bytes(cfg: &HyperConfig, base: &BaseModelShapes) -> f64 {
+    let h = cfg.head_hidden;
+    let trunk = cfg.head_input_dim() * h + h + h * h + h;
+    let heads: usize = cfg
+        .module_types
+        .iter()
+        .map(|&m| {
+            let (i, o) = base.in_out(m);
+            (cfg.rank * i + o * cfg.rank) * (h + 1)
+        })
+        .sum();
+    ((trunk + heads) * 4) as f64
+}
+
+/// Bytes of f32 weights a GRU step reads: (W_hh only, a lone commit's W_hh + W_ih + the
+/// diff projection). Inside a catch-up the input side is shared by a block of commits.
+pub fn gru_step_bytes(cfg: &HyperConfig) -> (f64, f64) {
+    let g = cfg.gru_hidden;
+    let whh = (3 * g * g * 4) as f64;
+    (whh, whh + ((3 * g * g + g * cfg.input_dim) * 4) as f64)
 }

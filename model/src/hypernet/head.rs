@@ -146,17 +146,34 @@ impl Code2LoraHead {
             pairs.push(pair);
             Ok::<(), std::convert::Infallible>(())
         });
+        self.in_layout_order(&mut pairs);
         pairs
     }
 
-    /// Each projection type: (module, in features, out features), in the order
-    /// [`Code2LoraHead::forward_each`] produces them.
+    /// Each projection type: (module, in features, out features), in module order (the
+    /// order of the adapter's files and of [`Code2LoraHead::forward`]'s pairs).
     pub fn layout(&self) -> &[(ModuleType, usize, usize)] {
         &self.types
     }
 
+    /// The order [`Code2LoraHead::forward_each`] makes the types in: the largest pairs first
+    /// (module order among equals). A pair's file is written while the next is computed,
+    /// so what is left to write once the head is done is the last, smallest pair (for
+    /// Qwen2.5-Coder-1.5B 3 MB of k/v factors instead of 19 MB of up_proj's).
+    pub fn production_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.types.len()).collect();
+        order.sort_by_key(|&k| std::cmp::Reverse(self.types[k].1 + self.types[k].2));
+        order
+    }
+
+    /// Sorts pairs made by [`Code2LoraHead::forward_each`] into module order.
+    pub fn in_layout_order(&self, pairs: &mut [LoraPair]) {
+        pairs.sort_by_key(|p| self.types.iter().position(|t| t.0 == p.module));
+    }
+
     /// [`Code2LoraHead::forward`], handing each type's pair to `each` as soon as it is made
-    /// (so its file can be written while the next is computed); stops at `each`'s first error.
+    /// (so its file can be written while the next is computed), in
+    /// [`Code2LoraHead::production_order`]; stops at `each`'s first error.
     pub fn forward_each<E>(&self, ctx: Tensor<2>, mut each: impl FnMut(LoraPair) -> Result<(), E>) -> Result<(), E> {
         let device = ctx.device();
         let ctx = match &self.task_row {
@@ -165,7 +182,8 @@ impl Code2LoraHead {
         };
         let z = trunk(&self.trunk_in, &self.trunk_mid, ctx);
         let r = self.rank;
-        for (k, &(module, i, o)) in self.types.iter().enumerate() {
+        for k in self.production_order() {
+            let (module, i, o) = self.types[k];
             let (sa, sb) = self.scales[k];
             let a = streamed(&self.heads_a[k], &z).tanh().mul_scalar(sa as f64);
             let b = streamed(&self.heads_b[k], &z).tanh().mul_scalar(sb as f64);

@@ -133,8 +133,9 @@ impl Hypernetwork {
     }
 
     /// [`Hypernetwork::adapter`], handing each projection type's pair to `each` as soon as it
-    /// is made, in [`Hypernetwork::adapter_layout`]'s order: writing one type's files
-    /// overlaps computing the next.
+    /// is made, largest first (`head::Code2LoraHead::production_order`): writing one type's
+    /// files overlaps computing the next. The pairs returned are in
+    /// [`Hypernetwork::adapter_layout`]'s order.
     pub fn adapter_each(&self, state: &[f32], mut each: impl FnMut(&LoraPair) -> Result<(), ModelError>) -> Result<AdapterWeights, ModelError> {
         if state.len() != self.state_dim() {
             return Err(ModelError::InputDim { found: state.len(), expected: self.state_dim() });
@@ -149,10 +150,12 @@ impl Hypernetwork {
             pairs.push(pair);
             Ok(())
         })?;
+        self.head.in_layout_order(&mut pairs);
         Ok(AdapterWeights { rank: self.config.rank, alpha: self.config.alpha, pairs })
     }
 
-    /// The adapter's projection types (module, in, out) in the order they are made.
+    /// The adapter's projection types (module, in, out) in module order: the order of the
+    /// adapter's pairs and files.
     pub fn adapter_layout(&self) -> &[(crate::ModuleType, usize, usize)] {
         self.head.layout()
     }

@@ -72,7 +72,7 @@ pub fn x_w(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Ten
 /// Each task owns a block of output columns and walks the weight's rows top to bottom, so
 /// the weight is read once per [`ROW_GROUP`] rows, in contiguous runs, on every core.
 pub fn product(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let d_in = if d_out == 0 { 0 } else { w.len() / d_out };
+    let d_in = w.len().checked_div(d_out).unwrap_or(0);
     assert_eq!(w.len(), d_in * d_out, "weight shape");
     assert_eq!(xs.len(), rows * d_in, "input shape");
     if let Some(b) = bias {

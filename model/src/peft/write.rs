@@ -150,7 +150,8 @@ pub fn write_adapter_dir_with(
 
 /// An adapter directory written while its adapter is being generated: [`AdapterDirWriter::begin`]
 /// lays out `adapter_model.safetensors` from the shapes alone, [`AdapterDirWriter::put`]
-/// writes each projection type's factors as they come (every layer's copy), and
+/// writes each projection type's factors as they come, in any order (every layer's copy, at
+/// the type's place in the file), and
 /// [`AdapterDirWriter::finish`] adds the other files, fsyncs and renames the directory into
 /// place. Dropped unfinished, it removes its temporary directory.
 ///
@@ -169,12 +170,12 @@ pub struct AdapterDirWriter {
     sink: Sink,
     /// Where the data section starts in the file.
     data_start: u64,
-    written: u64,
     dtype: AdapterDtype,
     rank: usize,
     layers: usize,
     layout: Vec<(ModuleType, usize, usize)>,
-    next: usize,
+    /// Which of `layout`'s types were put.
+    put: Vec<bool>,
     finished: bool,
 }
 
@@ -313,12 +314,11 @@ impl AdapterDirWriter {
             tmp,
             sink,
             data_start: 0,
-            written: 0,
             dtype,
             rank,
             layers,
             layout: layout.to_vec(),
-            next: 0,
+            put: vec![false; layout.len()],
             finished: false,
         };
         let header = writer.header();
@@ -357,8 +357,9 @@ impl AdapterDirWriter {
     fn write(&mut self, bytes: Vec<u8>, offset: u64, copies: usize) -> std::io::Result<()> {
         match &mut self.sink {
             Sink::Buffered(file) => {
-                for _ in 0..copies {
-                    file.write_all(&bytes)?;
+                use std::os::unix::fs::FileExt;
+                for copy in 0..copies {
+                    file.write_all_at(&bytes, offset + (copy * bytes.len()) as u64)?;
                 }
                 start_writeback(file, offset, (bytes.len() * copies) as u64);
                 Ok(())
@@ -378,31 +379,44 @@ impl AdapterDirWriter {
         }
     }
 
-    /// Writes the next projection type's factors (the types come in `layout` order).
+    /// Writes one projection type's factors, every layer's copy, at the type's place in the
+    /// file: the types may come in any order, each once.
     pub fn put(&mut self, pair: &LoraPair) -> Result<(), ModelError> {
         let path = self.tmp.join(ADAPTER_WEIGHTS);
-        let Some(&(module, i, o)) = self.layout.get(self.next) else {
-            return Err(ModelError::AdapterIo { path, source: std::io::Error::other("more projection types than the adapter's layout") });
+        let Some(k) = self.layout.iter().position(|&(m, _, _)| m == pair.module) else {
+            return Err(ModelError::AdapterIo { path, source: std::io::Error::other(format!("{:?} is not in the adapter's layout", pair.module)) });
         };
-        if (pair.module, pair.in_features, pair.out_features) != (module, i, o) || pair.a.len() != self.rank * i || pair.b.len() != o * self.rank {
-            return Err(ModelError::AdapterIo { path, source: std::io::Error::other(format!("{:?} arrived out of the layout's order or shape", pair.module)) });
+        let (_, i, o) = self.layout[k];
+        if self.put[k] {
+            return Err(ModelError::AdapterIo { path, source: std::io::Error::other(format!("{:?} was already written", pair.module)) });
         }
+        if (pair.in_features, pair.out_features) != (i, o) || pair.a.len() != self.rank * i || pair.b.len() != o * self.rank {
+            return Err(ModelError::AdapterIo { path, source: std::io::Error::other(format!("{:?} does not have the layout's shape", pair.module)) });
+        }
+        let mut offset = self.data_start + self.type_offset(k);
         for values in [&pair.a, &pair.b] {
             let bytes = encode(values, self.dtype);
             let len = bytes.len() as u64;
-            let offset = self.data_start + self.written;
             self.write(bytes, offset, self.layers).map_err(io_err(&path))?;
-            self.written += len * self.layers as u64;
+            offset += len * self.layers as u64;
         }
-        self.next += 1;
+        self.put[k] = true;
         Ok(())
+    }
+
+    /// Where type `k`'s data starts within the data section: after every earlier type's
+    /// A and B, each once per layer (the header's order).
+    fn type_offset(&self, k: usize) -> u64 {
+        let (_, width) = safetensors_dtype(self.dtype);
+        let per_layer: usize = self.layout[..k].iter().map(|&(_, i, o)| self.rank * (i + o) * width).sum();
+        (per_layer * self.layers) as u64
     }
 
     /// Writes `adapter_config.json`, the `extra_files` and the `formats`, makes everything
     /// durable and renames the directory into place. `weights` must be the pairs put.
     pub fn finish(mut self, weights: &AdapterWeights, base: &BaseModelShapes, extra_files: &[(&str, Vec<u8>)], formats: Formats) -> Result<PathBuf, ModelError> {
         let tmp = self.tmp.clone();
-        if self.next != self.layout.len() {
+        if !self.put.iter().all(|&p| p) {
             return Err(ModelError::AdapterIo { path: tmp, source: std::io::Error::other("the adapter's projection types were not all written") });
         }
         let weights_path = tmp.join(ADAPTER_WEIGHTS);
@@ -591,11 +605,18 @@ mod tests {
         let final_dir = tmp.path().join("v");
         let mut writer = AdapterDirWriter::begin(&final_dir, &layout, 16, 3, AdapterDtype::F32).unwrap();
         assert_eq!(matches!(writer.sink, Sink::Direct { .. }), can_direct);
-        for p in &w.pairs {
+        // Largest first, as the head makes them: each type still lands at its own place.
+        for p in w.pairs.iter().rev() {
             writer.put(p).unwrap();
         }
         let dir = writer.finish(&w, &base(), &[], Formats::default()).unwrap();
         let bytes = fs::read(dir.join(ADAPTER_WEIGHTS)).unwrap();
+        let mut in_order = AdapterDirWriter::begin(&tmp.path().join("in-order"), &layout, 16, 3, AdapterDtype::F32).unwrap();
+        for p in &w.pairs {
+            in_order.put(p).unwrap();
+        }
+        let in_order = in_order.finish(&w, &base(), &[], Formats::default()).unwrap();
+        assert!(fs::read(in_order.join(ADAPTER_WEIGHTS)).unwrap() == bytes, "the same file whatever order the types came in");
         if can_direct {
             assert!((u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize + 8).is_multiple_of(DIRECT_BLOCK), "data starts on a block");
         }
@@ -624,8 +645,11 @@ mod tests {
         let layout: Vec<_> = w.pairs.iter().map(|p| (p.module, p.in_features, p.out_features)).collect();
         let final_dir = tmp.path().join("v");
         let mut writer = AdapterDirWriter::begin(&final_dir, &layout, 3, 4, AdapterDtype::F32).unwrap();
-        assert!(writer.put(&w.pairs[1]).is_err(), "types come in the layout's order");
-        writer.put(&w.pairs[0]).unwrap();
+        writer.put(&w.pairs[1]).unwrap();
+        assert!(writer.put(&w.pairs[1]).is_err(), "each type once");
+        let mut misshapen = w.pairs[0].clone();
+        misshapen.b.pop();
+        assert!(writer.put(&misshapen).is_err(), "the layout's shapes");
         assert!(writer.finish(&w, &base(), &[], Formats::default()).is_err(), "a type is missing");
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "no directory, no temporary one");
     }
