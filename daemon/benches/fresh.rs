@@ -111,13 +111,18 @@ fn main() {
     let tip = git(&repo, &["rev-parse", "HEAD"]);
     adapter_at(&sock, &repo, &tip);
 
+    // This host's bandwidth moves within minutes: the floor takes the mean of a reading
+    // before the commits and one after.
+    let bw_before = bandwidth_gbs();
     let before = histograms(&sock);
     let mut times = Vec::new();
     for i in 0..commits + 3 {
         edit(&repo, i);
         let t = Instant::now();
         git(&repo, &["commit", "-q", "-m", &format!("c{i}")]);
-        let tip = git(&repo, &["rev-parse", "HEAD"]);
+        // The new tip from the ref file itself: a `git rev-parse` would add a process start
+        // to every measurement.
+        let tip = std::fs::read_to_string(repo.join(".git/refs/heads/main")).unwrap().trim().to_owned();
         adapter_at(&sock, &repo, &tip);
         if i >= 3 {
             times.push(t.elapsed());
@@ -131,7 +136,8 @@ fn main() {
     let _ = daemon.wait();
 
     // Floors, with the daemon gone.
-    let bw = bandwidth_gbs();
+    let bw_after = bandwidth_gbs();
+    let bw = (bw_before + bw_after) / 2.0;
     let cfg = HyperConfig::preset(&preset).unwrap();
     let base = BaseModelShapes::preset("qwen2.5-coder-1.5b").unwrap();
     let head = floors::head_bytes(&cfg, &base) / (bw * 1e9);
@@ -142,7 +148,7 @@ fn main() {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let median = times[times.len() / 2];
-    println!("preset {preset}, {dtype}, {commits} commits (after 3 warm-ups), base qwen2.5-coder-1.5b (28 layers); bandwidth {bw:.1} GB/s");
+    println!("preset {preset}, {dtype}, {commits} commits (after 3 warm-ups), base qwen2.5-coder-1.5b (28 layers); bandwidth {bw:.1} GB/s (before {bw_before:.1}, after {bw_after:.1})");
     println!("| measurement | median | p90 | min | floor | ratio (median / floor) |");
     println!("|---|---|---|---|---|---|");
     println!(

@@ -160,6 +160,24 @@ fn main() {
     println!("| RSS of the loaded model | {rss_model:.0} MiB | {:.0} MiB of f32 weights | {:.2} |", (head_params + 3 * g * g * 2 + 2 * g * cfg.input_dim) as f64 * 4.0 / 1048576.0, rss_model / ((head_params + 3 * g * g * 2 + 2 * g * cfg.input_dim) as f64 * 4.0 / 1048576.0));
     println!("| peak RSS during load | {peak_load:.0} MiB | – | – |");
 
+    // The same work as the authors' tool does it (PyTorch), in this run, where torch is here.
+    if let Some(torch) = pytorch_same_work(&cfg, &out.path().join("pytorch")) {
+        let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+        println!("\nthe same work in PyTorch as the authors' tool does it ({} threads, `model/benches/pytorch_same_work.py`), same run:", torch["threads"]);
+        println!("| measurement | evolora | PyTorch | PyTorch / evolora |");
+        println!("|---|---|---|---|");
+        let ours_export = write_rows[0].1.as_secs_f64() * 1e3;
+        for (what, ours, theirs) in [
+            ("adapter generation (the head)", generation.as_secs_f64() * 1e3, ms(&torch["head_ms"])),
+            ("one GRU step, a single commit", step.as_secs_f64() * 1e3, ms(&torch["gru_step_ms"])),
+            ("PEFT export, f32, 28 layers, fsynced", ours_export, ms(&torch["export_ms"])),
+        ] {
+            println!("| {what} | {ours:.1} ms | {theirs:.1} ms | {:.2} |", theirs / ours);
+        }
+    } else {
+        println!("\n(no Python with torch and safetensors: set EVOLORA_TORCH_PYTHON for the PyTorch comparison)");
+    }
+
     // `--repeat N`: the daemon's per-commit work N more times, for a profiler
     // (scripts/profile.sh), so that loading the model does not dominate the samples.
     let repeat: usize = std::env::args().skip_while(|a| a != "--repeat").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -179,4 +197,23 @@ fn profiled_commit(model: &Hypernetwork, h0: &[f32], e: &[f32], batch: &[Vec<f32
     let weights = model.adapter_each(&h, |pair| writer.put(pair)).unwrap();
     writer.finish(&weights, base, &[], Formats::default()).unwrap();
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs `pytorch_same_work.py` at this preset's sizes with `EVOLORA_TORCH_PYTHON` (else
+/// python3); its JSON, or `None` where torch is missing.
+fn pytorch_same_work(cfg: &HyperConfig, dir: &std::path::Path) -> Option<serde_json::Value> {
+    let python = std::env::var_os("EVOLORA_TORCH_PYTHON").unwrap_or_else(|| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_same_work.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--gru", &cfg.gru_hidden.to_string(), "--hidden", &cfg.head_hidden.to_string(), "--rank", &cfg.rank.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(String::from_utf8_lossy(&out.stdout).lines().last()?.as_bytes()).ok()
 }
