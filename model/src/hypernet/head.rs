@@ -57,6 +57,19 @@ fn streamed(head: &Linear, z: &Tensor<2>) -> Tensor<2> {
     }
 }
 
+/// `tanh(head(z)) · scale` on the host. On the CPU the tanh and the scale are applied by
+/// the product's own tasks as each block of outputs is summed (the same f32 operations as
+/// burn's `tanh` and `mul_scalar`, so the same bits), instead of in two passes on one thread.
+fn streamed_factor(head: &Linear, z: &Tensor<2>, scale: f32) -> Vec<f32> {
+    let [rows, h] = z.dims();
+    let bias = head.bias.as_ref().map(|b| b.val());
+    let activation = move |v: f32| v.tanh() * scale;
+    match few_rows::x_w_map(&z.clone().reshape([1, rows, h]), &head.weight.val(), bias.as_ref(), Some(&activation)) {
+        Some(y) => y,
+        None => host(streamed(head, z).tanh().mul_scalar(scale as f64)),
+    }
+}
+
 /// The trunk: Linear GELU Linear GELU, then F.normalize (z / max(‖z‖, 1e-12)) × √H. Shared
 /// by the serving head and its trainable twin ([`crate::train`]).
 pub(crate) fn trunk(trunk_in: &Linear, trunk_mid: &Linear, ctx: Tensor<2>) -> Tensor<2> {
@@ -185,9 +198,8 @@ impl Code2LoraHead {
         for k in self.production_order() {
             let (module, i, o) = self.types[k];
             let (sa, sb) = self.scales[k];
-            let a = streamed(&self.heads_a[k], &z).tanh().mul_scalar(sa as f64);
-            let b = streamed(&self.heads_b[k], &z).tanh().mul_scalar(sb as f64);
-            let (a, b) = (host(a), host(b));
+            let a = streamed_factor(&self.heads_a[k], &z, sa);
+            let b = streamed_factor(&self.heads_b[k], &z, sb);
             debug_assert_eq!(a.len(), r * i);
             debug_assert_eq!(b.len(), o * r);
             each(LoraPair { module, in_features: i, out_features: o, a, b })?;

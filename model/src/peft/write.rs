@@ -66,11 +66,14 @@ impl TryFrom<String> for AdapterDtype {
 
 /// Little-endian bytes of `values` in `dtype`: the same bytes in safetensors and GGUF.
 pub(super) fn encode(values: &[f32], dtype: AdapterDtype) -> Vec<u8> {
+    // Sized up front: collecting a flat_map grows the buffer as it goes.
+    let mut out = Vec::with_capacity(values.len() * safetensors_dtype(dtype).1);
     match dtype {
-        AdapterDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        AdapterDtype::Bf16 => values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes()).collect(),
-        AdapterDtype::F16 => values.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes()).collect(),
+        AdapterDtype::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        AdapterDtype::Bf16 => values.iter().for_each(|v| out.extend_from_slice(&f32_to_bf16(*v).to_le_bytes())),
+        AdapterDtype::F16 => values.iter().for_each(|v| out.extend_from_slice(&f32_to_f16(*v).to_le_bytes())),
     }
+    out
 }
 
 /// `adapter_config.json` for a LoRA over the given types.
