@@ -182,7 +182,8 @@ pub struct RepoStatus {
     pub git_dir: String,
     pub work_dir: Option<String>,
     pub bare: bool,
-    /// Queued or being worked on, or versions it no longer keeps still being deleted.
+    /// Queued or being worked on, or pruned adapter versions (of any repository) still being
+    /// deleted from disk.
     pub pending: bool,
     /// The last job's error, cleared by a successful job.
     pub error: Option<String>,

@@ -138,7 +138,7 @@ impl Adapters {
     /// Completes `version` with `contents` (the weights put, the other files), points
     /// `current` at it and records it with the state that now names it (flushed with the
     /// caller's next flush). Returns the directory. Retention is the caller's next step
-    /// ([`Adapters::retain`]), once clients waiting for the version have been told.
+    /// ([`Adapters::retain_after_publish`]), once clients waiting for the version have been told.
     pub fn finish_version(&self, version: NewVersion, state: &mut RefState, contents: Contents) -> Result<PathBuf, PublishError> {
         let Contents { weights, base, info, gguf } = contents;
         let NewVersion { repo_key, name, writer } = version;
