@@ -56,24 +56,6 @@ fn histograms(sock: &Path) -> std::collections::BTreeMap<String, (f64, f64)> {
     out
 }
 
-/// Writing and fsyncing a plain file of `bytes` in `dir`, best of three.
-fn plain_file(dir: &Path, bytes: usize) -> Duration {
-    let data = vec![1u8; bytes];
-    (0..3)
-        .map(|i| {
-            let path = dir.join(format!("plain-{i}"));
-            let t = Instant::now();
-            let mut f = std::fs::File::create(&path).unwrap();
-            std::io::Write::write_all(&mut f, &data).unwrap();
-            f.sync_all().unwrap();
-            let took = t.elapsed();
-            std::fs::remove_file(&path).unwrap();
-            took
-        })
-        .min()
-        .unwrap()
-}
-
 fn main() {
     let preset: String = arg("--preset", "paper".to_string());
     let commits: usize = arg("--commits", 30);
@@ -142,7 +124,7 @@ fn main() {
     let base = BaseModelShapes::preset("qwen2.5-coder-1.5b").unwrap();
     let head = floors::head_bytes(&cfg, &base) / (bw * 1e9);
     let step = floors::gru_step_bytes(&cfg).1 / (bw * 1e9);
-    let disk = plain_file(tmp.path(), adapter_bytes).as_secs_f64();
+    let disk = floors::plain_file(tmp.path(), adapter_bytes).as_secs_f64();
     let floor = plain.as_secs_f64() + step + head.max(disk);
 
     times.sort();

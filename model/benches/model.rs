@@ -99,18 +99,7 @@ fn main() {
             let bytes = std::fs::metadata(dir.join(evolora_model::peft::ADAPTER_WEIGHTS)).unwrap().len();
             best = best.min((took, bytes));
         }
-        let plain = (0..3)
-            .map(|i| {
-                let data = vec![1u8; best.1 as usize];
-                let path = out.path().join(format!("plain-{dtype}-{i}"));
-                let t = Instant::now();
-                let mut f = std::fs::File::create(&path).unwrap();
-                std::io::Write::write_all(&mut f, &data).unwrap();
-                f.sync_all().unwrap();
-                t.elapsed()
-            })
-            .min()
-            .unwrap();
+        let plain = floors::plain_file(out.path(), best.1 as usize);
         write_rows.push((dtype, best.0, best.1, plain));
     }
 

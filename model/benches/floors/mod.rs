@@ -134,3 +134,22 @@ pub fn gru_step_bytes(cfg: &HyperConfig) -> (f64, f64) {
     let whh = (3 * g * g * 4) as f64;
     (whh, whh + ((3 * g * g + g * cfg.input_dim) * 4) as f64)
 }
+
+/// Writing and fsyncing a plain file of `bytes` in `dir` (the disk's floor for a file that
+/// size), best of three.
+pub fn plain_file(dir: &std::path::Path, bytes: usize) -> std::time::Duration {
+    let data = vec![1u8; bytes];
+    (0..3)
+        .map(|i| {
+            let path = dir.join(format!("plain-{i}"));
+            let t = Instant::now();
+            let mut f = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut f, &data).unwrap();
+            f.sync_all().unwrap();
+            let took = t.elapsed();
+            std::fs::remove_file(&path).unwrap();
+            took
+        })
+        .min()
+        .unwrap()
+}

@@ -49,8 +49,8 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// Linear layout), by [`product`]; `None` when the tensors are not on the CPU backend.
 pub fn x_w(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<3>> {
     let [b, t, _] = x.dims();
+    let [_, d_out] = w.dims();
     let y = x_w_map(x, w, bias, None)?;
-    let d_out = y.len() / (b * t).max(1);
     Some(Tensor::from_data(TensorData::new(y, [b, t, d_out]), &x.device()))
 }
 

@@ -171,8 +171,9 @@ pub struct AdapterDirWriter {
     final_dir: PathBuf,
     tmp: PathBuf,
     sink: Sink,
-    /// Where the data section starts in the file.
-    data_start: u64,
+    /// Where each of `layout`'s types starts in the file (its A for every layer, then its B),
+    /// as the header lays them out.
+    type_starts: Vec<u64>,
     dtype: AdapterDtype,
     rank: usize,
     layers: usize,
@@ -352,7 +353,7 @@ impl AdapterDirWriter {
             final_dir: final_dir.to_path_buf(),
             tmp,
             sink,
-            data_start: 0,
+            type_starts: Vec::new(),
             dtype,
             rank,
             layers,
@@ -360,20 +361,23 @@ impl AdapterDirWriter {
             put: vec![false; layout.len()],
             finished: false,
         };
-        let header = writer.header();
-        writer.data_start = header.len() as u64;
+        let (header, starts) = writer.header();
+        writer.type_starts = starts.iter().map(|s| header.len() as u64 + s).collect();
         writer.write(header, 0, 1).map_err(io_err(&path))?;
         Ok(writer)
     }
 
     /// The safetensors header: its length (u64 LE) and JSON, padded with spaces to 8 bytes
     /// (to a whole block for direct writes, so that the data stays aligned).
-    fn header(&self) -> Vec<u8> {
+    /// Also returns where each type's data starts within the data section.
+    fn header(&self) -> (Vec<u8>, Vec<u64>) {
         let (dtype, width) = safetensors_dtype(self.dtype);
         let mut entries = serde_json::Map::new();
         entries.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
         let mut offset = 0usize;
+        let mut starts = Vec::with_capacity(self.layout.len());
         for &(module, i, o) in &self.layout {
+            starts.push(offset as u64);
             for (factor, shape) in [('A', [self.rank, i]), ('B', [o, self.rank])] {
                 let bytes = shape[0] * shape[1] * width;
                 for layer in 0..self.layers {
@@ -389,7 +393,7 @@ impl AdapterDirWriter {
         }
         let mut out = (json.len() as u64).to_le_bytes().to_vec();
         out.extend_from_slice(&json);
-        out
+        (out, starts)
     }
 
     /// `copies` copies of `bytes` at `offset` of the file.
@@ -432,7 +436,7 @@ impl AdapterDirWriter {
         if (pair.in_features, pair.out_features) != (i, o) || pair.a.len() != self.rank * i || pair.b.len() != o * self.rank {
             return Err(ModelError::AdapterIo { path, source: std::io::Error::other(format!("{:?} does not have the layout's shape", pair.module)) });
         }
-        let mut offset = self.data_start + self.type_offset(k);
+        let mut offset = self.type_starts[k];
         for values in [&pair.a, &pair.b] {
             let bytes = encode(values, self.dtype);
             let len = bytes.len() as u64;
@@ -441,14 +445,6 @@ impl AdapterDirWriter {
         }
         self.put[k] = true;
         Ok(())
-    }
-
-    /// Where type `k`'s data starts within the data section: after every earlier type's
-    /// A and B, each once per layer (the header's order).
-    fn type_offset(&self, k: usize) -> u64 {
-        let (_, width) = safetensors_dtype(self.dtype);
-        let per_layer: usize = self.layout[..k].iter().map(|&(_, i, o)| self.rank * (i + o) * width).sum();
-        (per_layer * self.layers) as u64
     }
 
     /// Writes `adapter_config.json`, the `extra_files` and the `formats`, makes everything
