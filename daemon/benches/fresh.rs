@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{arg, bin, bandwidth_gbs, floors, git, request, start_daemon};
+use common::{arg, bin, bandwidth_gbs, floors, git, histograms, request, start_daemon};
 use evolora_model::{BaseModelShapes, HyperConfig};
 
 /// Changes a.py the way an ordinary commit does (one new function) and stages it.
@@ -38,22 +38,6 @@ fn adapter_at(sock: &Path, repo: &Path, commit: &str) -> Duration {
         }
         assert!(t.elapsed() < Duration::from_secs(120), "no adapter at {commit}: {reply}");
     }
-}
-
-/// (sum of seconds, count) of each of the daemon's latency histograms, from its `metrics` op.
-fn histograms(sock: &Path) -> std::collections::BTreeMap<String, (f64, f64)> {
-    let reply = request(sock, &serde_json::json!({"op": "metrics"}));
-    let mut out = std::collections::BTreeMap::<String, (f64, f64)>::new();
-    for line in reply["text"].as_str().unwrap_or_default().lines() {
-        let Some((name, value)) = line.split_once(' ') else { continue };
-        let Ok(value) = value.trim().parse::<f64>() else { continue };
-        if let Some(h) = name.strip_prefix("evolora_").and_then(|n| n.strip_suffix("_seconds_sum")) {
-            out.entry(h.to_owned()).or_default().0 = value;
-        } else if let Some(h) = name.strip_prefix("evolora_").and_then(|n| n.strip_suffix("_seconds_count")) {
-            out.entry(h.to_owned()).or_default().1 = value;
-        }
-    }
-    out
 }
 
 fn main() {

@@ -74,3 +74,19 @@ pub fn request(sock: &Path, v: &serde_json::Value) -> serde_json::Value {
 pub mod floors;
 #[allow(unused_imports)] // not every benchmark reads the floor
 pub use floors::bandwidth_gbs;
+
+/// (sum of seconds, count) of each of the daemon's latency histograms, from its `metrics` op.
+pub fn histograms(sock: &Path) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let reply = request(sock, &serde_json::json!({"op": "metrics"}));
+    let mut out = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in reply["text"].as_str().unwrap_or_default().lines() {
+        let Some((name, value)) = line.split_once(' ') else { continue };
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        if let Some(h) = name.strip_prefix("evolora_").and_then(|n| n.strip_suffix("_seconds_sum")) {
+            out.entry(h.to_owned()).or_default().0 = value;
+        } else if let Some(h) = name.strip_prefix("evolora_").and_then(|n| n.strip_suffix("_seconds_count")) {
+            out.entry(h.to_owned()).or_default().1 = value;
+        }
+    }
+    out
+}

@@ -13,6 +13,9 @@ use burn::tensor::{Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Rows up to which the few-row kernels beat burn's matrix multiply.
 pub const MAX_ROWS: usize = 8;
 
@@ -102,12 +105,16 @@ pub fn product_map(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Optio
     // they do, and its idle workers spin on cores that other threads (a walk's encoders)
     // need. Either way each output is summed in the same order.
     let parallel = rows * d_in * d_out >= PARALLEL_MIN_PRODUCTS;
-    // Enough blocks for every core to take several, each narrow enough that a row group's
-    // sums stay in the second-level cache, in whole vectors.
-    let tasks = if parallel { 4 * rayon::current_num_threads() } else { 1 };
+    // As few blocks as fill every core equally while a row group's sums stay in the
+    // second-level cache: the wider a block, the longer each weight row's run, and the
+    // prefetchers stream long runs best (the GRU's W_hh, one row, took 1.9-2.1 ms as one block
+    // per core against 2.4-2.7 ms as four, here).
+    let widest = (ACCUMULATOR_FLOATS / group / 16 * 16).max(16);
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let tasks = threads * d_out.div_ceil(threads * widest);
     // At least MIN_BLOCK_WIDTH wide (where the output is): narrower blocks spend more on
     // loop overhead than the cores they add bring.
-    let width = d_out.div_ceil(tasks).max(MIN_BLOCK_WIDTH).next_multiple_of(16).clamp(16, (ACCUMULATOR_FLOATS / group / 16 * 16).max(16));
+    let width = d_out.div_ceil(tasks).max(MIN_BLOCK_WIDTH).next_multiple_of(16).clamp(16, widest);
     let block_sums = |block: usize| {
         let c0 = block * width;
         let wd = width.min(d_out - c0);
@@ -149,6 +156,13 @@ pub fn product_map(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Optio
 fn column_block(xs: &[f32], rows: usize, w: &[f32], d_out: usize, c0: usize, sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
+        // Several rows make the products compute-bound: register tiles. One row is bound by
+        // memory, which the row walk below streams in long runs.
+        if rows >= 4 && std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            unsafe { avx512::column_block(xs, rows, w, d_out, c0, sums) };
+            return;
+        }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
             unsafe { column_block_avx2(xs, rows, w, d_out, c0, sums) };
