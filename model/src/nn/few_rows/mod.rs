@@ -31,8 +31,9 @@ const ACCUMULATOR_FLOATS: usize = 32768;
 const COLUMN_BLOCK: usize = 1024;
 
 /// Products (rows × in × out) below which [`product`] runs on the calling thread: about a
-/// quarter of a millisecond of one core's work.
-const PARALLEL_MIN_PRODUCTS: usize = 1 << 21;
+/// tenth of a millisecond of one core's work. The compact head's factors (64 × 24576, 1.6 M)
+/// are above it: on one thread each, that head took 23-36 ms, spread 21-23 ms.
+const PARALLEL_MIN_PRODUCTS: usize = 1 << 19;
 
 /// Narrowest block of output columns a task takes.
 const MIN_BLOCK_WIDTH: usize = 128;
