@@ -9,7 +9,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::nn::{few_rows, layers};
+use crate::nn::{few_rows, layers, tanh};
 use crate::nn::params::{Init, ParamSource};
 use crate::nn::tensor::{host, tensor2};
 use crate::{BaseModelShapes, HyperConfig, ModelError, ModuleType};
@@ -58,15 +58,19 @@ fn streamed(head: &Linear, z: &Tensor<2>) -> Tensor<2> {
 }
 
 /// `tanh(head(z)) · scale` on the host. On the CPU the tanh and the scale are applied by
-/// the product's own tasks as each block of outputs is summed (the same f32 operations as
-/// burn's `tanh` and `mul_scalar`, so the same bits), instead of in two passes on one thread.
+/// the product's own tasks as each block of outputs is summed, instead of in two passes on
+/// one thread; the tanh is ours ([`tanh`]), vectorised and the same on every device.
 fn streamed_factor(head: &Linear, z: &Tensor<2>, scale: f32) -> Vec<f32> {
     let [rows, h] = z.dims();
     let bias = head.bias.as_ref().map(|b| b.val());
-    let activation = move |v: f32| v.tanh() * scale;
+    let activation = move |run: &mut [f32]| tanh::tanh_scaled_in_place(run, scale);
     match few_rows::x_w_map(&z.clone().reshape([1, rows, h]), &head.weight.val(), bias.as_ref(), Some(&activation)) {
         Some(y) => y,
-        None => host(streamed(head, z).tanh().mul_scalar(scale as f64)),
+        None => {
+            let mut y = host(streamed(head, z));
+            activation(&mut y);
+            y
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod few_rows;
 pub mod host;
 pub mod init;
+pub mod tanh;
 pub mod layers;
 pub mod params;
 pub(crate) mod tensor;
