@@ -54,7 +54,7 @@ pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     // |x| < 0.625: x + x³·P(x²).
     let z = a * a;
-    let small = ((((-5.704_988_7e-3 * z + 2.063_908_8e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z - 3.333_328_2e-1) * z * a + a;
+    let small = ((((-5.704_988_7e-3 * z + 2.063_908_8e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z - 3.333_328e-1) * z * a + a;
     // Above: 1 − 2/(e^{2|x|} + 1), with |x| capped where tanh is 1 anyway.
     let e = exp(2.0 * if a < SATURATES { a } else { SATURATES });
     let large = 1.0 - 2.0 / (e + 1.0);
@@ -74,7 +74,7 @@ fn exp(y: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let k = (y * LOG2E + ROUND) - ROUND;
     let r = (y - k * LN2_HI) - k * LN2_LO;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1) * (r * r) + r + 1.0;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5) * (r * r) + r + 1.0;
     p * f32::from_bits(((k as i32 + 127) << 23) as u32)
 }
 

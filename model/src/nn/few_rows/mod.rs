@@ -35,6 +35,9 @@ const COLUMN_BLOCK: usize = 1024;
 /// are above it: on one thread each, that head took 23-36 ms, spread 21-23 ms.
 const PARALLEL_MIN_PRODUCTS: usize = 1 << 19;
 
+/// A function applied in place to each run of outputs a task has summed ([`product_map`]).
+pub type RunMap<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+
 /// Narrowest block of output columns a task takes.
 const MIN_BLOCK_WIDTH: usize = 128;
 
@@ -60,7 +63,7 @@ pub fn x_w(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Ten
 
 /// [`x_w`] with `map` applied to each output ([`product_map`]), on the host: `[rows, out]`
 /// row-major. `None` when the tensors are not on the CPU backend or `x` has too many rows.
-pub fn x_w_map(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>, map: Option<&(dyn Fn(&mut [f32]) + Sync)>) -> Option<Vec<f32>> {
+pub fn x_w_map(x: &Tensor<3>, w: &Tensor<2>, bias: Option<&Tensor<1>>, map: Option<RunMap>) -> Option<Vec<f32>> {
     let [b, t, d_in] = x.dims();
     let rows = b * t;
     if rows > MAX_ROWS {
@@ -91,7 +94,7 @@ pub fn product(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[
 /// summed them, while its block is still in cache: an element-wise activation costs no pass
 /// of its own on one thread (the head's tanh over 659 k outputs took 10-15 ms there), and
 /// sees whole runs, so that it can be vectorised.
-pub fn product_map(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[f32]>, map: Option<&(dyn Fn(&mut [f32]) + Sync)>) -> Vec<f32> {
+pub fn product_map(xs: &[f32], rows: usize, w: &[f32], d_out: usize, bias: Option<&[f32]>, map: Option<RunMap>) -> Vec<f32> {
     let d_in = w.len().checked_div(d_out).unwrap_or(0);
     assert_eq!(w.len(), d_in * d_out, "weight shape");
     assert_eq!(xs.len(), rows * d_in, "input shape");
@@ -403,7 +406,7 @@ mod tests {
             // An activation applied by the tasks gives what applying it afterwards gives.
             let act = |v: f32| v.tanh() * 0.25;
             let act_runs = |run: &mut [f32]| run.iter_mut().for_each(|v| *v = act(*v));
-            let act_runs = Some(&act_runs as &(dyn Fn(&mut [f32]) + Sync));
+            let act_runs = Some(&act_runs as RunMap);
             let mapped = pool(threads).install(|| product_map(&xs, rows, &w, d_out, Some(&bias), act_runs));
             let after: Vec<f32> = plain.iter().map(|&v| act(v)).collect();
             assert_eq!(bits(&mapped), bits(&after), "mapped on {threads} threads");
