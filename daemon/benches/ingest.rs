@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use common::{arg, bandwidth_gbs, git, histograms, request, start_daemon};
 
 /// Registers `repo` at `root` with a fresh daemon, then moves the branch to `tip` (one ref
-/// update) and times the walk until the state records the tip.
-/// What one ingest took, its steps, and the daemon's own split of it: seconds in GRU steps
-/// (the model thread) and in diffing and encoding (summed over the encode threads).
+/// update) and times the walk until the state records the tip. Returns that time, the
+/// steps, and the daemon's own split of the walk: seconds in GRU steps (the model thread)
+/// and in diffing and encoding (summed over the encode threads).
 fn ingest_once(repo: &Path, dir: &Path, root: &str, tip: &str, preset: &str) -> (Duration, serde_json::Value, f64, f64) {
     git(repo, &["reset", "-q", "--hard", root]);
     let sock = dir.join("e.sock");

@@ -2,15 +2,16 @@
 //! ([`Weights`]), where a module's parameters come from ([`ParamSource`]: a checkpoint's
 //! map or a seed), deterministic initialisation ([`init`]), PyTorch layers declared against
 //! a source ([`layers`]), moving values in and out of burn tensors (`tensor`), the few-row
-//! products decoding, the head and the GRU are made of ([`few_rows`]), and host layers on
-//! them whose bits never depend on the machine ([`host`]).
+//! products decoding, the head and the GRU are made of ([`few_rows`]), host layers on them
+//! whose bits never depend on the machine ([`host`]), and the head's vectorised tanh
+//! ([`tanh`]).
 
 pub mod few_rows;
 pub mod host;
 pub mod init;
-pub mod tanh;
 pub mod layers;
 pub mod params;
+pub mod tanh;
 pub(crate) mod tensor;
 pub mod weights;
 

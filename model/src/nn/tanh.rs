@@ -50,7 +50,7 @@ fn tanh_portable(xs: &mut [f32], scale: f32) {
 
 /// tanh of one value; branch-free so that a loop over it vectorises.
 #[inline(always)]
-pub fn tanh(x: f32) -> f32 {
+fn tanh(x: f32) -> f32 {
     let a = x.abs();
     // |x| < 0.625: x + x³·P(x²).
     let z = a * a;
